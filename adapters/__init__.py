@@ -1,0 +1,1 @@
+"""Adapters from deep-learning frameworks to mdp_opt specs."""

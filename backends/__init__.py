@@ -1,0 +1,1 @@
+"""Solver backends: one module per backend, looked up by name in mdp_opt.solve."""

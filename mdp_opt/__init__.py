@@ -1,0 +1,20 @@
+"""mdp-opt: exact multi-dimensional structured pruning under hard budgets.
+
+    import mdp_opt
+    spec = mdp_opt.load("spec.json")
+    result = mdp_opt.solve(spec, budget="50%", backend="cpsat")
+"""
+
+from .evaluate import Evaluation, brute_force, evaluate, kept_counts
+from .result import Answer, Result, Status
+from .solve import (BackendError, backend_status, installed_backends, register_backend,
+                    resolve_budgets, solve, take_options)
+from .spec import Block, Dim, Spec, SpecError, Term, dumps, importance_table, load, loads, save
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Answer", "BackendError", "Block", "Dim", "Evaluation", "Result", "Spec", "SpecError", "Status", "Term",
+    "backend_status", "brute_force", "dumps", "evaluate", "importance_table", "installed_backends",
+    "kept_counts", "load", "loads", "register_backend", "resolve_budgets", "save", "solve", "take_options",
+]

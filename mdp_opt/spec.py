@@ -1,0 +1,451 @@
+"""The problem spec: dims, blocks, objective and cost terms, budgets.
+
+`Spec` is immutable and validated on construction; `load`/`save` and
+`Spec.from_dict`/`Spec.to_dict` give the JSON form of SPEC_FORMAT.md (version 1).
+Every rule violation raises `SpecError` whose message starts with the field path.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+FORMAT = "mdp-opt.spec"
+VERSION = 1
+_TOP_LEVEL_KEYS = {"format", "version", "name", "dims", "blocks", "objective", "costs", "budgets", "meta"}
+
+
+class SpecError(ValueError):
+    """A spec (or a budget) breaks a rule; the message names the field and the fix."""
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
+
+
+def _finite_float(x: Any, path: str) -> float:
+    if not _is_number(x):
+        raise SpecError(f"{path}: expected a finite number, got {type(x).__name__} {x!r:.40}")
+    try:
+        value = float(x)
+    except OverflowError:
+        raise SpecError(f"{path}: number {x!r:.40} is too large for a float") from None
+    if not math.isfinite(value):
+        raise SpecError(f"{path}: expected a finite number, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Dim:
+    """One prunable width: an ordered list of allowed kept counts."""
+
+    name: str
+    choices: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "choices", tuple(self.choices) if not isinstance(self.choices, tuple) else self.choices)
+
+    @property
+    def size(self) -> int:
+        return len(self.choices)
+
+
+@dataclass(frozen=True)
+class Block:
+    """A removable unit; terms naming it count only while it is active."""
+
+    name: str
+
+
+@dataclass(frozen=True, eq=False)
+class Term:
+    """A lookup table over the choice indices of `dims` (in that order), optionally gated by `block`."""
+
+    dims: tuple[str, ...]
+    table: np.ndarray
+    block: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dims", tuple(self.dims))
+        table = self.table
+        if not isinstance(table, np.ndarray) or table.dtype != np.float64 or table.flags.writeable:
+            table = np.array(table, dtype=np.float64)
+            table.setflags(write=False)
+        object.__setattr__(self, "table", table)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Term):
+            return NotImplemented
+        return (self.dims == other.dims and self.block == other.block
+                and self.table.shape == other.table.shape and bool(np.array_equal(self.table, other.table)))
+
+    def __hash__(self) -> int:
+        return hash((self.dims, self.block, self.table.shape, self.table.tobytes()))
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A pruning problem. Construct it directly or with `Spec.from_dict` / `load`.
+
+    Args:
+        dims: the prunable widths.
+        objective: terms whose active entries sum to the value to maximise.
+        costs: resource name -> terms whose active entries sum to that resource's cost.
+        blocks: removable units (names or `Block`s).
+        budgets: resource name -> default budget (a `solve()` budget overrides it).
+        name, meta: free-form; ignored by solvers.
+    """
+
+    dims: tuple[Dim, ...]
+    objective: tuple[Term, ...]
+    costs: Mapping[str, tuple[Term, ...]]
+    blocks: tuple[Block, ...] = ()
+    budgets: Mapping[str, float] = field(default_factory=dict)
+    name: str = ""
+    meta: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        dims = tuple(self.dims)
+        for i, d in enumerate(dims):
+            if not isinstance(d, Dim):
+                raise SpecError(f"dims[{i}]: expected a Dim, got {type(d).__name__}")
+        blocks = tuple(b if isinstance(b, Block) else Block(b) for b in self.blocks)
+        costs = {r: tuple(ts) for r, ts in dict(self.costs).items()}
+        object.__setattr__(self, "dims", dims)
+        object.__setattr__(self, "objective", tuple(self.objective))
+        object.__setattr__(self, "blocks", blocks)
+        object.__setattr__(self, "costs", MappingProxyType(costs))
+        object.__setattr__(self, "budgets", MappingProxyType(
+            {r: _finite_float(b, f"budgets.{r}") for r, b in dict(self.budgets).items()}))
+        object.__setattr__(self, "meta", MappingProxyType(dict(self.meta or {})))
+        _validate(self)
+
+    # ---- lookups -------------------------------------------------------------
+    @property
+    def dim_names(self) -> tuple[str, ...]:
+        return tuple(d.name for d in self.dims)
+
+    @property
+    def block_names(self) -> tuple[str, ...]:
+        return tuple(b.name for b in self.blocks)
+
+    @property
+    def resources(self) -> tuple[str, ...]:
+        return tuple(self.costs)
+
+    def dim(self, name: str) -> Dim:
+        return self.dims[self.dim_names.index(name)]
+
+    def terms(self) -> Iterable[tuple[str | None, int, Term]]:
+        """Every term as (resource or None for the objective, index, term)."""
+        for i, t in enumerate(self.objective):
+            yield None, i, t
+        for r, ts in self.costs.items():
+            for i, t in enumerate(ts):
+                yield r, i, t
+
+    def full_configuration(self) -> tuple[dict[str, int], dict[str, bool]]:
+        """The unpruned configuration: every dim at its largest choice, every block active."""
+        return ({d.name: d.size - 1 for d in self.dims}, {b.name: True for b in self.blocks})
+
+    def full_costs(self) -> dict[str, float]:
+        """Cost of each resource for the unpruned model (largest choices, all blocks active)."""
+        full = tuple(d.size - 1 for d in self.dims)
+        index = {n: i for i, n in enumerate(self.dim_names)}
+        return {r: float(sum(t.table[tuple(full[index[n]] for n in t.dims)] for t in ts))
+                for r, ts in self.costs.items()}
+
+    def full_cost(self, resource: str) -> float:
+        if resource not in self.costs:
+            raise SpecError(f"resource {resource!r}: not in the spec's costs (it has {list(self.costs)})")
+        return self.full_costs()[resource]
+
+    def replace(self, **changes: Any) -> "Spec":
+        """A copy with some fields changed (validated again)."""
+        fields = dict(dims=self.dims, objective=self.objective, costs=self.costs, blocks=self.blocks,
+                      budgets=self.budgets, name=self.name, meta=self.meta)
+        fields.update(changes)
+        return Spec(**fields)
+
+    # ---- JSON ------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Any) -> "Spec":
+        """Build a spec from the JSON object of SPEC_FORMAT.md; any violation raises SpecError."""
+        return _from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of SPEC_FORMAT.md (integral floats written as integers)."""
+        out: dict[str, Any] = {"format": FORMAT, "version": VERSION}
+        if self.name:
+            out["name"] = self.name
+        out["dims"] = [{"name": d.name, "choices": list(d.choices)} for d in self.dims]
+        out["blocks"] = list(self.block_names)
+        out["objective"] = [_term_to_dict(t) for t in self.objective]
+        out["costs"] = {r: [_term_to_dict(t) for t in ts] for r, ts in self.costs.items()}
+        if self.budgets:
+            out["budgets"] = {r: _json_number(b) for r, b in self.budgets.items()}
+        if self.meta:
+            out["meta"] = dict(self.meta)
+        return out
+
+    def __repr__(self) -> str:
+        return (f"Spec({self.name!r}: {len(self.dims)} dims, {len(self.blocks)} blocks, "
+                f"{len(self.objective)} objective terms, costs {{"
+                + ", ".join(f"{r}: {len(ts)} terms" for r, ts in self.costs.items()) + "}"
+                + (f", budgets {dict(self.budgets)}" if self.budgets else "") + ")")
+
+
+def importance_table(scores: Sequence[float], choices: Sequence[int]) -> np.ndarray:
+    """Arity-1 importance table: for each allowed kept count k, the sum of the k largest scores."""
+    s = np.sort(np.asarray(scores, dtype=np.float64))[::-1]
+    if s.ndim != 1 or not np.all(np.isfinite(s)):
+        raise SpecError("scores: expected a 1-D sequence of finite numbers")
+    ks = list(choices)
+    if not ks or any(not isinstance(k, (int, np.integer)) or k <= 0 for k in ks):
+        raise SpecError(f"choices: expected positive integer kept counts, got {ks}")
+    if max(ks) > len(s):
+        raise SpecError(f"choices: largest kept count {max(ks)} exceeds the {len(s)} scores given")
+    cum = np.concatenate([[0.0], np.cumsum(s)])
+    return cum[np.asarray(ks)]
+
+
+def load(path: str | Path) -> Spec:
+    """Load a spec from a JSON file; a malformed file raises SpecError."""
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise SpecError(f"{path}: cannot read the file ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not a UTF-8 text file") from None
+    return loads(text, source=str(path))
+
+
+def loads(text: str, source: str = "<string>") -> Spec:
+    """Parse a spec from JSON text."""
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise SpecError(f"{source}: not valid JSON ({e})") from None
+    return Spec.from_dict(data)
+
+
+def save(spec: Spec, path: str | Path) -> None:
+    """Write a spec as JSON; `load` gives back an equal spec."""
+    Path(path).write_text(dumps(spec))
+
+
+def dumps(spec: Spec, indent: int | None = None) -> str:
+    return json.dumps(spec.to_dict(), indent=indent, allow_nan=False)
+
+
+# ---- internals ---------------------------------------------------------------------------
+
+def _json_number(x: float) -> int | float:
+    return int(x) if float(x).is_integer() and abs(x) < 2**53 else float(x)
+
+
+def _term_to_dict(t: Term) -> dict[str, Any]:
+    table = t.table
+    as_list = _json_number(float(table)) if table.ndim == 0 else np.vectorize(_json_number, otypes=[object])(table).tolist()
+    out: dict[str, Any] = {"dims": list(t.dims), "table": as_list}
+    if t.block is not None:
+        out["block"] = t.block
+    return out
+
+
+def _validate(spec: Spec) -> None:
+    if not isinstance(spec.name, str):
+        raise SpecError(f"name: expected a string, got {type(spec.name).__name__}")
+    sizes: dict[str, int] = {}
+    for i, d in enumerate(spec.dims):
+        path = f"dims[{i}]"
+        if not isinstance(d.name, str) or not d.name:
+            raise SpecError(f"{path}.name: expected a non-empty string, got {d.name!r:.40}")
+        if d.name in sizes:
+            raise SpecError(f"{path}.name: dim name {d.name!r} is used twice; dim names must be unique")
+        _validate_choices(d.choices, f"{path}.choices")
+        sizes[d.name] = len(d.choices)
+    seen: set[str] = set()
+    for i, b in enumerate(spec.blocks):
+        if not isinstance(b.name, str) or not b.name:
+            raise SpecError(f"blocks[{i}]: expected a non-empty string, got {b.name!r:.40}")
+        if b.name in seen:
+            raise SpecError(f"blocks[{i}]: block name {b.name!r} is used twice; block names must be unique")
+        seen.add(b.name)
+    for r in spec.costs:
+        if not isinstance(r, str) or not r:
+            raise SpecError(f"costs: resource names must be non-empty strings, got {r!r:.40}")
+    for resource, i, term in spec.terms():
+        path = f"objective[{i}]" if resource is None else f"costs.{resource}[{i}]"
+        _validate_term(term, path, sizes, seen, is_cost=resource is not None)
+    for r in spec.budgets:
+        if r not in spec.costs:
+            raise SpecError(f"budgets.{r}: resource {r!r} has no cost terms; "
+                            f"budgets may only name resources in costs ({sorted(spec.costs)})")
+
+
+def _validate_choices(choices: Any, path: str) -> None:
+    if not isinstance(choices, (tuple, list)) or not choices:
+        raise SpecError(f"{path}: expected a non-empty list of positive integers")
+    prev = 0
+    for j, c in enumerate(choices):
+        if not isinstance(c, (int, np.integer)) or isinstance(c, (bool, np.bool_)):
+            raise SpecError(f"{path}[{j}]: expected a positive integer kept count, got {c!r:.40}")
+        if c <= 0:
+            raise SpecError(f"{path}[{j}]: kept counts must be positive (>= 1), got {c}; "
+                            "removing a width entirely is done with a block")
+        if c <= prev:
+            raise SpecError(f"{path}[{j}]: choices must be strictly increasing, got {c} after {prev}")
+        prev = c
+
+
+def _validate_term(term: Term, path: str, sizes: Mapping[str, int], blocks: set[str], is_cost: bool) -> None:
+    if not isinstance(term, Term):
+        raise SpecError(f"{path}: expected a Term, got {type(term).__name__}")
+    for j, n in enumerate(term.dims):
+        if n not in sizes:
+            raise SpecError(f"{path}.dims[{j}]: unknown dim {n!r}; declare it in dims first")
+    if len(set(term.dims)) != len(term.dims):
+        raise SpecError(f"{path}.dims: a dim is named twice in {list(term.dims)}; each dim may appear once")
+    expected = tuple(sizes[n] for n in term.dims)
+    if term.table.shape != expected:
+        raise SpecError(f"{path}.table: shape {term.table.shape} does not match dims {term.dims} "
+                        f"with choices {' x '.join(map(str, expected)) or '() (a bare number)'}")
+    if not np.all(np.isfinite(term.table)):
+        raise SpecError(f"{path}.table: every entry must be a finite number (found NaN or infinity)")
+    if is_cost and np.any(term.table < 0):
+        raise SpecError(f"{path}.table: cost entries must be >= 0 (found {term.table.min()})")
+    if term.block is not None and term.block not in blocks:
+        raise SpecError(f"{path}.block: unknown block {term.block!r}; declare it in blocks first")
+
+
+def _nested_shape(node: Any) -> tuple[int, ...] | None:
+    """Shape of a regular nested list, () for a scalar, None when ragged."""
+    if not isinstance(node, list):
+        return ()
+    if not node:
+        return (0,)
+    inner = [_nested_shape(x) for x in node]
+    if any(s is None or s != inner[0] for s in inner):
+        return None
+    return (len(node),) + inner[0]
+
+
+def _parse_table(node: Any, shape: tuple[int, ...], path: str) -> np.ndarray:
+    if len(shape) > 32:
+        raise SpecError(f"{path}: a term may name at most 32 dims")
+    actual = _nested_shape(node)
+    if actual != shape:
+        what = "a ragged nested list" if actual is None else f"shape {actual}"
+        raise SpecError(f"{path}: {what} does not match the dims named, which need shape {shape}")
+    flat: list[Any] = [node]
+    for _ in shape:
+        flat = [x for sub in flat for x in sub]
+    values = [_finite_float(x, path + " entry") for x in flat]
+    return np.array(values, dtype=np.float64).reshape(shape)
+
+
+def _require(obj: Any, key: str, kind: type, path: str) -> Any:
+    if key not in obj:
+        raise SpecError(f"{path}{key}: missing; it is required")
+    value = obj[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise SpecError(f"{path}{key}: expected {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _from_dict(data: Any) -> Spec:
+    if not isinstance(data, dict):
+        raise SpecError(f"spec: expected a JSON object at the top level, got {type(data).__name__}")
+    unknown = sorted(set(data) - _TOP_LEVEL_KEYS, key=str)
+    if unknown:
+        raise SpecError(f"{unknown[0]}: unknown top-level key (allowed: {sorted(_TOP_LEVEL_KEYS)}); "
+                        "put free-form data under 'meta'")
+    if data.get("format") != FORMAT or isinstance(data.get("format"), bool):
+        raise SpecError(f"format: must be {FORMAT!r}, got {data.get('format')!r:.40}")
+    version = data.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version != VERSION:
+        raise SpecError(f"version: must be {VERSION}, got {version!r:.40}")
+    name = data.get("name", "")
+    if not isinstance(name, str):
+        raise SpecError(f"name: expected a string, got {type(name).__name__}")
+
+    raw_dims = _require(data, "dims", list, "")
+    dims = []
+    for i, d in enumerate(raw_dims):
+        path = f"dims[{i}]"
+        if not isinstance(d, dict):
+            raise SpecError(f"{path}: expected an object with 'name' and 'choices'")
+        extra = set(d) - {"name", "choices"}
+        if extra:
+            raise SpecError(f"{path}.{sorted(extra, key=str)[0]}: unknown key; a dim has only 'name' and 'choices'")
+        dname = _require(d, "name", str, path + ".")
+        choices = _require(d, "choices", list, path + ".")
+        _validate_choices(choices, f"{path}.choices")
+        dims.append(Dim(dname, tuple(choices)))
+    sizes = {}
+    for i, d in enumerate(dims):
+        if d.name in sizes:
+            raise SpecError(f"dims[{i}].name: dim name {d.name!r} is used twice; dim names must be unique")
+        sizes[d.name] = d.size
+
+    blocks = data.get("blocks", [])
+    if blocks is None:
+        blocks = []
+    if not isinstance(blocks, list):
+        raise SpecError(f"blocks: expected a list of block names, got {type(blocks).__name__}")
+    for i, b in enumerate(blocks):
+        if not isinstance(b, str):
+            raise SpecError(f"blocks[{i}]: expected a block name (string), got {type(b).__name__}")
+
+    def parse_term(t: Any, path: str) -> Term:
+        if not isinstance(t, dict):
+            raise SpecError(f"{path}: expected an object with 'dims' and 'table'")
+        extra = set(t) - {"dims", "table", "block"}
+        if extra:
+            raise SpecError(f"{path}.{sorted(extra, key=str)[0]}: unknown key; a term has 'dims', 'table', 'block'")
+        tdims = _require(t, "dims", list, path + ".")
+        for j, n in enumerate(tdims):
+            if not isinstance(n, str) or n not in sizes:
+                raise SpecError(f"{path}.dims[{j}]: unknown dim {n!r:.40}; declare it in dims first")
+        if len(set(tdims)) != len(tdims):
+            raise SpecError(f"{path}.dims: a dim is named twice in {tdims}; each dim may appear once")
+        if "table" not in t:
+            raise SpecError(f"{path}.table: missing; it is required")
+        table = _parse_table(t["table"], tuple(sizes[n] for n in tdims), path + ".table")
+        block = t.get("block")
+        if block is not None and not isinstance(block, str):
+            raise SpecError(f"{path}.block: expected a block name or null, got {type(block).__name__}")
+        return Term(tuple(tdims), table, block)
+
+    raw_obj = _require(data, "objective", list, "")
+    objective = [parse_term(t, f"objective[{i}]") for i, t in enumerate(raw_obj)]
+    raw_costs = _require(data, "costs", dict, "")
+    costs = {}
+    for r, ts in raw_costs.items():
+        if not isinstance(ts, list):
+            raise SpecError(f"costs.{r}: expected a list of terms, got {type(ts).__name__}")
+        costs[r] = [parse_term(t, f"costs.{r}[{i}]") for i, t in enumerate(ts)]
+    budgets = data.get("budgets", {})
+    if budgets is None:
+        budgets = {}
+    if not isinstance(budgets, dict):
+        raise SpecError(f"budgets: expected an object mapping resource names to numbers, got {type(budgets).__name__}")
+    for r, b in budgets.items():
+        if r not in costs:
+            raise SpecError(f"budgets.{r}: resource {r!r} has no cost terms; "
+                            f"budgets may only name resources in costs ({sorted(costs)})")
+        _finite_float(b, f"budgets.{r}")
+    meta = data.get("meta", {})
+    if meta is None:
+        meta = {}
+    if not isinstance(meta, dict):
+        raise SpecError(f"meta: expected an object, got {type(meta).__name__}")
+    return Spec(dims=tuple(dims), objective=tuple(objective), costs=costs, blocks=tuple(blocks),
+                budgets=budgets, name=name, meta=meta)
