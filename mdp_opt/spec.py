@@ -386,6 +386,8 @@ def _from_dict(data: Any) -> Spec:
         if extra:
             raise SpecError(f"{path}.{sorted(extra, key=str)[0]}: unknown key; a dim has only 'name' and 'choices'")
         dname = _require(d, "name", str, path + ".")
+        if not dname:
+            raise SpecError(f"{path}.name: expected a non-empty string")
         choices = _require(d, "choices", list, path + ".")
         _validate_choices(choices, f"{path}.choices")
         dims.append(Dim(dname, tuple(choices)))
@@ -401,8 +403,10 @@ def _from_dict(data: Any) -> Spec:
     if not isinstance(blocks, list):
         raise SpecError(f"blocks: expected a list of block names, got {type(blocks).__name__}")
     for i, b in enumerate(blocks):
-        if not isinstance(b, str):
-            raise SpecError(f"blocks[{i}]: expected a block name (string), got {type(b).__name__}")
+        if not isinstance(b, str) or not b:
+            raise SpecError(f"blocks[{i}]: expected a non-empty block name (string), got {b!r:.40}")
+        if b in blocks[:i]:
+            raise SpecError(f"blocks[{i}]: block name {b!r} is used twice; block names must be unique")
 
     def parse_term(t: Any, path: str) -> Term:
         if not isinstance(t, dict):

@@ -1,0 +1,144 @@
+"""solve(): budget forms, the backend registry, and verification of every backend answer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+
+import mdp_opt
+from mdp_opt import Answer, BackendError, Spec, SpecError, Status
+from mdp_opt.cli import main
+from strategies import problems
+from test_spec import EXAMPLE
+
+
+@pytest.fixture
+def spec() -> Spec:
+    return Spec.from_dict(EXAMPLE)
+
+
+def test_budget_forms_resolve_to_absolute_numbers(spec):
+    full = spec.full_costs()["latency"]
+    assert mdp_opt.resolve_budgets(spec) == {"latency": 0.7}
+    assert mdp_opt.resolve_budgets(spec, 0.5) == {"latency": 0.5}
+    assert mdp_opt.resolve_budgets(spec, "50%") == pytest.approx({"latency": 0.5 * full})
+    assert mdp_opt.resolve_budgets(spec, {"latency": "25%"}) == pytest.approx({"latency": 0.25 * full})
+
+
+@pytest.mark.parametrize("budget,field", [
+    ({"flops": 1}, "budget.flops"), ("half", "budget.latency"), ({"latency": float("nan")}, "budget.latency"),
+    ({"latency": True}, "budget.latency"), ("50", "budget.latency"),
+])
+def test_bad_budgets_name_the_field(spec, budget, field):
+    with pytest.raises(SpecError) as info:
+        mdp_opt.solve(spec, budget, backend="brute")
+    assert str(info.value).startswith(field)
+
+
+def test_a_bare_number_needs_an_unambiguous_resource():
+    two = Spec.from_dict({**EXAMPLE, "budgets": {}, "costs": {"flops": EXAMPLE["costs"]["latency"],
+                                                                "params": EXAMPLE["costs"]["latency"]}})
+    with pytest.raises(SpecError, match="several resources"):
+        mdp_opt.resolve_budgets(two, 1.0)
+
+
+def test_infeasible_budget_is_a_status_not_an_exception(spec):
+    result = mdp_opt.solve(spec, 0.1, backend="brute")
+    assert result.status is Status.INFEASIBLE
+    assert result.objective is None and result.kept == {}
+
+
+def test_removed_block_reports_its_dims_as_zero(spec):
+    result = mdp_opt.solve(spec, 0.45, backend="brute")
+    assert result.active == {"b1": False}
+    assert result.kept == {"stem": 16, "b1.conv1": 0}
+    assert result.costs["latency"] == pytest.approx(0.45)
+
+
+def test_unknown_backend_lists_what_is_installed(spec):
+    with pytest.raises(BackendError, match=r"unknown; choose one of .*installed: .*brute"):
+        mdp_opt.solve(spec, backend="gurobi")
+
+
+def test_unknown_option_is_rejected(spec):
+    with pytest.raises(SpecError, match=r"option 'thread'"):
+        mdp_opt.solve(spec, backend="brute", thread=2)
+
+
+@pytest.fixture
+def register(monkeypatch):
+    """Register a test backend for one test only."""
+    import mdp_opt.solve as solve_module
+    monkeypatch.setattr(solve_module, "_REGISTRY", dict(solve_module._REGISTRY))
+
+    def add(name, answer_for):
+        mdp_opt.register_backend(name, lambda spec, budgets, options: answer_for(spec, budgets))
+    return add
+
+
+def test_verification_refuses_wrong_objective_over_budget_and_false_bounds(spec, register):
+    best = mdp_opt.brute_force(spec, {"latency": 0.7})
+    register("liar-objective", lambda s, b: Answer(Status.OPTIMAL, best.choice, best.active, best.objective + 1))
+    register("liar-budget", lambda s, b: Answer(Status.FEASIBLE, {"stem": 0, "b1.conv1": 3}, {"b1": True}))
+    register("liar-bound", lambda s, b: Answer(Status.FEASIBLE, best.choice, best.active, bound=best.objective - 1))
+    register("liar-optimal", lambda s, b: Answer(Status.OPTIMAL, best.choice, best.active, bound=best.objective * 2))
+    register("liar-index", lambda s, b: Answer(Status.FEASIBLE, {"stem": 0, "b1.conv1": 9}, {"b1": True}))
+    register("liar-missing", lambda s, b: Answer(Status.OPTIMAL))
+    for name, pattern in [("liar-objective", "reported objective"), ("liar-budget", "over budget"),
+                          ("liar-bound", "below its own"), ("liar-optimal", "claims optimal"),
+                          ("liar-index", "out of range"), ("liar-missing", "without a configuration")]:
+        with pytest.raises(BackendError, match=pattern):
+            mdp_opt.solve(spec, backend=name)
+
+
+def test_registered_backend_result_is_completed_by_the_core(spec, register):
+    best = mdp_opt.brute_force(spec, {"latency": 0.7})
+    register("honest", lambda s, b: Answer(Status.FEASIBLE, best.choice, best.active, bound=10.0))
+    result = mdp_opt.solve(spec, backend="honest")
+    assert result.status is Status.FEASIBLE
+    assert result.objective == pytest.approx(best.objective)
+    assert result.gap == pytest.approx((10.0 - best.objective) / 10.0)
+    assert result.budgets == {"latency": 0.7}
+
+
+@settings(max_examples=80)
+@given(problems())
+def test_brute_force_is_feasible_and_no_feasible_configuration_is_better(problem):
+    spec, budget = problem
+    result = mdp_opt.solve(spec, budget, backend="brute")
+    budgets = mdp_opt.resolve_budgets(spec, budget)
+    # independent referee: walk every configuration with evaluate()
+    import itertools
+    best = None
+    for idx in itertools.product(*[range(d.size) for d in spec.dims]):
+        for states in itertools.product([False, True], repeat=len(spec.blocks)):
+            ev = mdp_opt.evaluate(spec, dict(zip(spec.dim_names, idx)), dict(zip(spec.block_names, states)), budgets)
+            if ev.feasible and (best is None or ev.value > best):
+                best = ev.value
+    if best is None:
+        assert result.status is Status.INFEASIBLE
+    else:
+        assert result.status is Status.OPTIMAL
+        assert result.objective == pytest.approx(best, rel=1e-9, abs=1e-9)
+
+
+def test_cli_validate_solve_and_errors(tmp_path, capsys, spec):
+    path = tmp_path / "s.json"
+    mdp_opt.save(spec, path)
+    assert main(["validate", str(path)]) == 0
+    assert "ok:" in capsys.readouterr().out
+    assert main(["solve", str(path), "--backend", "brute", "--budget", "latency=0.45", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) >= {"status", "objective", "bound", "gap", "kept", "active", "costs", "backend", "wall_time", "stats"}
+    assert out["status"] == "optimal" and out["active"] == {"b1": False}
+    assert main(["solve", str(path), "--backend", "brute", "--budget", "1%", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "infeasible"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**EXAMPLE, "version": 3}))
+    assert main(["validate", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "version" in err and "Traceback" not in err
+    assert main(["solve", str(path), "--backend", "brute", "--budget", "latency=lots"]) == 2
+    assert "--budget latency" in capsys.readouterr().err
