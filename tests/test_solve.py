@@ -70,7 +70,8 @@ def test_unknown_option_is_rejected(spec):
 @pytest.fixture
 def register(monkeypatch):
     """Register a test backend for one test only."""
-    import mdp_opt.solve as solve_module
+    import importlib
+    solve_module = importlib.import_module("mdp_opt.solve")  # the module, not the function of that name
     monkeypatch.setattr(solve_module, "_REGISTRY", dict(solve_module._REGISTRY))
 
     def add(name, answer_for):
