@@ -1,0 +1,142 @@
+"""The synthetic spec generators: valid, deterministic, shaped like the networks they imitate."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import mdp_opt
+from mdp_opt import examples
+
+# Small sizes per family, small enough for brute force (at most a few hundred configurations).
+TINY = {
+    "resnet50": dict(blocks=(2,), choices=2),
+    "resnet101": dict(blocks=(2,), choices=2),
+    "mobilenetv2": dict(stages=2, choices=2),
+    "vit12": dict(blocks=1, heads=2, choices=2),
+    "vit-tiny": dict(blocks=1, choices=2),
+    "chain": dict(depth=4, choices=3),
+}
+EXACT = [b for b in ("cpsat", "milp", "dp") if b in mdp_opt.installed_backends()]
+
+
+@pytest.mark.parametrize("name", examples.NAMES)
+def test_default_spec_round_trips_through_json(name):
+    spec = examples.make(name)
+    assert mdp_opt.loads(mdp_opt.dumps(spec)) == spec
+    assert spec.budgets["latency"] == math.floor(0.5 * spec.full_cost("latency"))
+
+
+@pytest.mark.parametrize("name", examples.NAMES)
+def test_same_seed_same_spec_other_seed_other_spec(name):
+    assert examples.make(name, seed=3) == examples.make(name, seed=3)
+    assert examples.make(name, seed=3) != examples.make(name, seed=4)
+
+
+@pytest.mark.parametrize("name", examples.NAMES)
+def test_tables_are_integers_by_default_and_floats_on_request(name):
+    def all_integral(spec):
+        return all(np.array_equal(t.table, np.rint(t.table)) for _, _, t in spec.terms())
+
+    assert all_integral(examples.make(name))
+    assert not all_integral(examples.make(name, integer=False))
+
+
+@pytest.mark.parametrize("name", examples.NAMES)
+def test_costs_non_decreasing_in_every_width_and_importance_in_kept_count(name):
+    spec = examples.make(name, params=True)
+    for resource, _, term in spec.terms():
+        for axis in range(term.table.ndim):
+            assert np.all(np.diff(term.table, axis=axis) >= 0), (resource, term.dims, axis)
+
+
+@pytest.mark.parametrize("name, dims, blocks", [
+    ("resnet50", 37, 12), ("resnet101", 71, 29), ("mobilenetv2", 25, 10), ("vit12", 49, 24),
+    ("vit-tiny", 49, 24), ("chain", 16, 0)])
+def test_dim_and_block_counts(name, dims, blocks):
+    spec = examples.make(name)
+    assert (len(spec.dims), len(spec.blocks)) == (dims, blocks)
+
+
+def test_resnet_shares_one_residual_dim_per_stage_and_keeps_first_blocks():
+    spec = examples.make("resnet50")
+    residual = [d for d in spec.dim_names if d.endswith(".res")]
+    assert residual == ["layer1.res", "layer2.res", "layer3.res", "layer4.res"]
+    assert "layer1.0" not in spec.block_names and "layer1.1" in spec.block_names
+    # conv3 of each of layer3's six blocks and the downsample write into layer3.res
+    writers = [t for t in spec.costs["latency"] if t.dims[:1] == ("layer3.res",)]
+    assert len(writers) == 6 + 1
+    assert {t.block for t in writers} == {None, "layer3.1", "layer3.2", "layer3.3", "layer3.4", "layer3.5"}
+    assert all(len(t.dims) == 2 for t in spec.costs["latency"][1:-1])
+    shares = [t for t in spec.objective if t.dims == ("layer3.res",)]
+    assert len(shares) == 7
+
+
+def test_mobilenet_has_one_arity_one_depthwise_term_per_inverted_residual():
+    spec = examples.make("mobilenetv2")
+    expands = [d for d in spec.dim_names if d.endswith(".expand")]
+    assert len(expands) == 16
+    for e in expands:
+        assert sum(t.dims == (e,) for t in spec.costs["latency"]) == 1    # its depthwise conv
+    assert spec.block_names == ("stage2.1", "stage3.1", "stage3.2", "stage4.1", "stage4.2", "stage4.3",
+                                "stage5.1", "stage5.2", "stage6.1", "stage6.2")
+
+
+def test_vit_has_arity_three_attention_and_gated_sub_blocks():
+    spec = examples.make("vit12", blocks=2)
+    attention = [t for t in spec.costs["latency"] if len(t.dims) == 3]
+    assert [t.dims for t in attention] == [("embed", f"block{i}.heads", f"block{i}.{d}")
+                                           for i in range(2) for d in ("qk_dim", "v_dim")]
+    assert {t.block for t in attention} == {"block0.attn", "block1.attn"}
+    mlp = [t for t in spec.costs["latency"] if len(t.dims) == 2]
+    assert [(t.dims, t.block) for t in mlp] == [(("embed", f"block{i}.mlp_hidden"), f"block{i}.mlp") for i in range(2)]
+    assert spec.dim("block0.heads").choices == tuple(range(1, 13))
+
+
+def test_size_arguments_are_honoured():
+    assert len(examples.make("resnet50", blocks=(1, 2)).dims) == 1 + 2 + 2 * 3
+    assert examples.make("resnet50", choices=32).dim("layer1.0.conv1").choices == tuple(range(2, 65, 2))
+    assert len(examples.make("vit-tiny", blocks=3).dims) == 1 + 3 * 4
+    assert len(examples.make("chain", depth=5).dims) == 5
+    assert len(examples.make("mobilenetv2", stages=1).dims) == 3
+    assert examples.make("chain", budget=0.3).budgets["latency"] == math.floor(0.3 * examples.make("chain").full_cost("latency"))
+
+
+def test_latency_has_a_staircase_every_16_channels():
+    table = examples.make("chain", depth=2, width=64, choices=32).costs["latency"][1].table   # T[conv1, conv0]
+    kept = examples.make("chain", depth=2, width=64, choices=32).dim("conv1").choices
+    row = {k: table[i, -1] for i, k in enumerate(kept)}
+    assert row[2] == row[16] < row[18] == row[32] < row[34]
+
+
+def test_params_are_exact_parameter_counts():
+    # torchvision resnet50 / mobilenet_v2 and timm vit_base_patch16_224 parameter counts
+    assert examples.make("resnet50", params=True).full_cost("params") == 25_557_032
+    assert examples.make("mobilenetv2", params=True).full_cost("params") == 3_504_872
+    assert examples.make("vit12", params=True).full_cost("params") == 86_567_656
+    assert "params" not in examples.make("resnet50").costs
+
+
+def test_unknown_name_and_size_raise_spec_errors_naming_the_choices():
+    with pytest.raises(mdp_opt.SpecError, match="resnet50"):
+        examples.make("resnet51")
+    with pytest.raises(mdp_opt.SpecError, match="'depth'.*accepts"):
+        examples.make("resnet50", depth=3)
+    with pytest.raises(mdp_opt.SpecError, match="choices"):
+        examples.make("chain", choices=0)
+    with pytest.raises(mdp_opt.SpecError, match="budget"):
+        examples.make("chain", budget=1.5)
+
+
+@pytest.mark.parametrize("name", examples.NAMES)
+def test_tiny_instances_solve_and_budget_binds(name):
+    spec = examples.make(name, **TINY[name])
+    result = mdp_opt.solve(spec, backend="brute")
+    assert result.status == mdp_opt.Status.OPTIMAL
+    assert result.costs["latency"] <= spec.budgets["latency"]
+    full_value = mdp_opt.evaluate(spec, *spec.full_configuration()).value
+    assert result.objective < full_value     # half the latency cannot keep everything
+    for backend in EXACT:
+        assert mdp_opt.solve(spec, backend=backend, time_limit=30).objective == pytest.approx(result.objective)
