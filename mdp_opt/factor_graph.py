@@ -1,15 +1,31 @@
 """Exact max-sum variable elimination over small discrete factor graphs (numpy only).
 
 A factor graph has variables `0..n-1` with `sizes[v]` states and factors given by
-their scopes (tuples of variable indices) and tables. `elimination_order` picks the
-order in which variables are summed out.
+their scopes (tuples of distinct variable indices) and tables (one axis per scope
+variable, in scope order). `EliminationPlan` fixes an elimination order and the
+layout of every intermediate table once; its `max_sum` and `max_marginals` then run
+on any tables of those shapes, so a Lagrangian search reuses one plan for every
+multiplier. `SpecGraph` is the factor graph of a `Spec`: dims and blocks are the
+variables, and its tables are `objective - sum_r lambda_r * cost_r`.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import math
+import operator
+from dataclasses import dataclass, replace
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from .spec import Spec
 
 HEURISTICS = ("min-fill", "min-degree")
+DEFAULT_MEMORY_LIMIT = 2 * 1024**3  # bytes for one intermediate table
+
+
+class TableTooLarge(MemoryError):
+    """Eliminating a variable would build a table larger than the memory limit."""
 
 
 def elimination_order(sizes: Sequence[int], scopes: Sequence[Sequence[int]],
@@ -26,10 +42,8 @@ def elimination_order(sizes: Sequence[int], scopes: Sequence[Sequence[int]],
     """
     if heuristic not in HEURISTICS:
         raise ValueError(f"heuristic: {heuristic!r} is not one of {list(HEURISTICS)}")
+    sizes = _check_sizes(sizes)
     n = len(sizes)
-    for v, s in enumerate(sizes):
-        if isinstance(s, bool) or not isinstance(s, int) and not hasattr(s, "__index__") or int(s) < 1:
-            raise ValueError(f"sizes[{v}]: expected a positive integer state count, got {s!r}")
     neighbours: list[set[int]] = [set() for _ in range(n)]
     for i, scope in enumerate(scopes):
         for v in scope:
@@ -40,22 +54,19 @@ def elimination_order(sizes: Sequence[int], scopes: Sequence[Sequence[int]],
         neighbours[v].discard(v)
 
     def weight(v: int) -> int:
-        w = int(sizes[v])
-        for u in neighbours[v]:
-            w *= int(sizes[u])
-        return w
+        return math.prod(sizes[u] for u in neighbours[v]) * sizes[v]
 
     def fill(v: int) -> int:
         near = list(neighbours[v])
         return sum(1 for i, a in enumerate(near) for b in near[i + 1:] if b not in neighbours[a])
 
+    def key(v: int) -> tuple[int, int, int]:
+        return (fill(v) if heuristic == "min-fill" else len(neighbours[v]), weight(v), v)
+
     remaining = set(range(n))
     order: list[int] = []
     while remaining:
-        if heuristic == "min-fill":
-            v = min(remaining, key=lambda u: (fill(u), weight(u), u))
-        else:
-            v = min(remaining, key=lambda u: (len(neighbours[u]), weight(u), u))
+        v = min(remaining, key=key)
         near = neighbours[v]
         for u in near:
             neighbours[u].discard(v)
@@ -64,3 +75,296 @@ def elimination_order(sizes: Sequence[int], scopes: Sequence[Sequence[int]],
         remaining.remove(v)
         order.append(v)
     return order
+
+
+@dataclass(frozen=True)
+class MaxMarginals:
+    """Result of `EliminationPlan.max_marginals`.
+
+    `value` is the max-sum optimum, `assignment` one maximiser (state per variable),
+    `marginals[v][s]` the best total over all assignments with variable v in state s.
+    """
+
+    value: float
+    assignment: np.ndarray
+    marginals: list[np.ndarray]
+
+
+@dataclass(frozen=True)
+class _Step:
+    """Elimination of one variable: its clique table is the sum of its inputs."""
+
+    var: int
+    shape: tuple[int, ...]                                 # clique axes; `var` is the last one
+    factors: tuple[tuple[int, tuple[int, ...]], ...]       # (factor index, shape broadcasting into the clique)
+    messages: tuple[tuple[int, tuple[int, ...]], ...]      # (earlier step, shape broadcasting into the clique)
+    separator: tuple[int, ...]                             # clique variables but `var`, in clique order
+    parent: int | None                                     # step that receives this step's message
+    parent_axes: tuple[int, ...]                           # parent clique axes not in `separator`
+
+
+class EliminationPlan:
+    """Elimination order and table layout for factors with fixed scopes, reusable across tables.
+
+    Args:
+        sizes: state count of each variable.
+        scopes: one scope per factor (distinct variable indices; may be empty for a constant).
+        order: elimination order (a permutation of all variables); default `elimination_order`.
+        heuristic: passed to `elimination_order` when `order` is not given.
+        memory_limit: bytes allowed for one intermediate table; a larger one raises `TableTooLarge`
+            here, before any computation.
+        names: variable names used in error messages.
+
+    Tables passed to `max_sum`/`max_marginals` whose scope is sorted by `canonical` (the
+    scope order of `self.scopes`) are used without copying; others are transposed.
+    """
+
+    def __init__(self, sizes: Sequence[int], scopes: Sequence[Sequence[int]], order: Sequence[int] | None = None,
+                 heuristic: str = "min-fill", memory_limit: float = DEFAULT_MEMORY_LIMIT,
+                 names: Sequence[str] | None = None) -> None:
+        self.sizes = _check_sizes(sizes)
+        n = len(self.sizes)
+        self.names = list(names) if names is not None else [f"variable {v}" for v in range(n)]
+        self.scopes = [tuple(int(v) for v in s) for s in scopes]
+        for i, s in enumerate(self.scopes):
+            if len(set(s)) != len(s) or any(not 0 <= v < n for v in s):
+                raise ValueError(f"scopes[{i}]: {s} must name distinct variables in 0..{n - 1}")
+        self.order = list(order) if order is not None else elimination_order(self.sizes, self.scopes, heuristic)
+        if sorted(self.order) != list(range(n)):
+            raise ValueError(f"order: expected a permutation of 0..{n - 1}, got {self.order}")
+        self.memory_limit = memory_limit
+        rank = {v: i for i, v in enumerate(self.order)}
+        # canonical axis order: later-eliminated variables first, so each step's variable is its last axis
+        self._rank = rank
+        self._perms = [tuple(sorted(range(len(s)), key=lambda a, s=s: -rank[s[a]])) for s in self.scopes]
+        self.steps = self._build_steps()
+
+    def canonical(self, scope: Sequence[int]) -> tuple[int, ...]:
+        """`scope` in this plan's axis order (later-eliminated variables first)."""
+        return tuple(sorted(scope, key=lambda v: -self._rank[v]))
+
+    def _build_steps(self) -> list[_Step]:
+        pending_factors: dict[int, list[int]] = {}
+        for f, s in enumerate(self.scopes):
+            if s:
+                pending_factors.setdefault(min(s, key=self._rank.__getitem__), []).append(f)
+        pending_messages: dict[int, list[int]] = {}
+        separators: list[tuple[int, ...]] = []
+        steps: list[_Step] = []
+        for i, v in enumerate(self.order):
+            inputs = [self.canonical(self.scopes[f]) for f in pending_factors.get(v, [])]
+            inputs += [separators[j] for j in pending_messages.get(v, [])]
+            clique = self.canonical(set().union({v}, *inputs))
+            entries = math.prod(self.sizes[u] for u in clique)
+            if entries * 8 > self.memory_limit:
+                raise TableTooLarge(
+                    f"eliminating {self.names[v]} needs a table over {len(clique)} variables "
+                    f"({' x '.join(str(self.sizes[u]) for u in clique)} = {entries:,} entries, "
+                    f"{_bytes(entries * 8)}), above the memory limit of {_bytes(self.memory_limit)}; "
+                    "raise memory_limit or use a backend that does not eliminate variables")
+            position = {u: a for a, u in enumerate(clique)}
+
+            def broadcast(scope: tuple[int, ...]) -> tuple[int, ...]:
+                shape = [1] * len(clique)
+                for u in scope:
+                    shape[position[u]] = self.sizes[u]
+                return tuple(shape)
+
+            separator = clique[:-1]
+            separators.append(separator)
+            if separator:
+                pending_messages.setdefault(separator[-1], []).append(i)
+            steps.append(_Step(
+                var=v, shape=tuple(self.sizes[u] for u in clique),
+                factors=tuple((f, broadcast(self.canonical(self.scopes[f]))) for f in pending_factors.get(v, [])),
+                messages=tuple((j, broadcast(separators[j])) for j in pending_messages.get(v, [])),
+                separator=separator, parent=None, parent_axes=()))
+        for j, step in enumerate(steps):
+            for child, _ in step.messages:
+                clique = steps[j].separator + (steps[j].var,)
+                sep = set(steps[child].separator)
+                steps[child] = replace(steps[child], parent=j,
+                                        parent_axes=tuple(a for a, u in enumerate(clique) if u not in sep))
+        return steps
+
+    # ---- running -----------------------------------------------------------------------
+    def _canonical_tables(self, tables: Sequence[np.ndarray]) -> tuple[list[np.ndarray], float]:
+        if len(tables) != len(self.scopes):
+            raise ValueError(f"tables: expected {len(self.scopes)} tables (one per scope), got {len(tables)}")
+        out, constant = [], 0.0
+        for f, (t, perm) in enumerate(zip(tables, self._perms)):
+            t = np.asarray(t, dtype=np.float64)
+            expected = tuple(self.sizes[v] for v in self.scopes[f])
+            if t.shape != expected:
+                raise ValueError(f"tables[{f}]: shape {t.shape} does not match its scope's sizes {expected}")
+            if not self.scopes[f]:
+                constant += float(t)
+            out.append(t if perm == tuple(range(len(perm))) else t.transpose(perm))
+        return out, constant
+
+    def _clique(self, step: _Step, tables: list[np.ndarray], messages: list[np.ndarray]) -> np.ndarray:
+        table = np.zeros(step.shape)
+        for f, shape in step.factors:
+            table += tables[f].reshape(shape)
+        for j, shape in step.messages:
+            table += messages[j].reshape(shape)
+        return table
+
+    def _upward(self, tables: list[np.ndarray], argmax: bool) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        messages: list[np.ndarray] = []
+        choices: list[np.ndarray] = []
+        for step in self.steps:
+            table = self._clique(step, tables, messages)
+            if argmax:
+                best = table.argmax(axis=-1)
+                choices.append(best)
+                messages.append(np.take_along_axis(table, best[..., None], axis=-1)[..., 0])
+            else:
+                messages.append(table.max(axis=-1))
+        return messages, choices
+
+    def _backtrack(self, choices: list[np.ndarray]) -> np.ndarray:
+        assignment = np.zeros(len(self.sizes), dtype=np.int64)
+        for step, best in zip(reversed(self.steps), reversed(choices)):
+            assignment[step.var] = best[tuple(assignment[u] for u in step.separator)]
+        return assignment
+
+    def max_sum(self, tables: Sequence[np.ndarray]) -> tuple[float, np.ndarray]:
+        """(max over assignments of the sum of the tables, one maximising assignment)."""
+        canonical, constant = self._canonical_tables(tables)
+        messages, choices = self._upward(canonical, argmax=True)
+        value = constant + sum(float(messages[i]) for i, s in enumerate(self.steps) if s.parent is None)
+        return value, self._backtrack(choices)
+
+    def max_value(self, tables: Sequence[np.ndarray]) -> float:
+        """The max-sum optimum only (no argmax bookkeeping)."""
+        canonical, constant = self._canonical_tables(tables)
+        messages, _ = self._upward(canonical, argmax=False)
+        return constant + sum(float(messages[i]) for i, s in enumerate(self.steps) if s.parent is None)
+
+    def max_marginals(self, tables: Sequence[np.ndarray]) -> MaxMarginals:
+        """Max-sum optimum, a maximiser, and for every variable and state the best total using that state.
+
+        An upward (elimination) pass and a downward pass over the elimination tree; the
+        downward message to a step removes its own upward message from the parent's belief.
+        """
+        canonical, constant = self._canonical_tables(tables)
+        messages, choices = self._upward(canonical, argmax=True)
+        roots = [i for i, s in enumerate(self.steps) if s.parent is None]
+        root_values = {i: float(messages[i]) for i in roots}
+        total = constant + sum(root_values.values())
+        downward: list[np.ndarray | None] = [None] * len(self.steps)
+        marginals: list[np.ndarray] = [np.empty(0)] * len(self.sizes)
+        for i in reversed(range(len(self.steps))):
+            step = self.steps[i]
+            belief = self._clique(step, canonical, messages)
+            if step.parent is None:
+                belief += total - root_values[i]  # the best of every other component and the constants
+            else:
+                belief += downward[i].reshape(step.shape[:-1] + (1,))
+            marginals[step.var] = belief.reshape(-1, step.shape[-1]).max(axis=0)
+            for j, shape in step.messages:
+                downward[j] = (belief - messages[j].reshape(shape)).max(axis=self.steps[j].parent_axes)
+        return MaxMarginals(total, self._backtrack(choices), marginals)
+
+
+class SpecGraph:
+    """The factor graph of a spec, with one merged factor per distinct scope.
+
+    Variables are the spec's dims (states = choice indices) followed by its blocks
+    (state 0 removed, 1 active). A term gated by block b becomes a factor over its dims
+    and b, equal to the term's table when b = 1 and to 0 when b = 0. Terms of equal
+    scope are summed into one factor; unblocked constants are kept aside.
+    """
+
+    def __init__(self, spec: Spec, memory_limit: float = DEFAULT_MEMORY_LIMIT, heuristic: str = "min-fill") -> None:
+        self.spec = spec
+        self.variables = list(spec.dim_names) + list(spec.block_names)
+        self.sizes = [d.size for d in spec.dims] + [2] * len(spec.blocks)
+        self.resources = tuple(spec.costs)
+        index = {name: i for i, name in enumerate(self.variables)}
+        n_dims = len(spec.dims)
+        groups: dict[frozenset[int], list[tuple[str | None, tuple[int, ...], np.ndarray]]] = {}
+        for resource, _, term in spec.terms():
+            scope = tuple(index[d] for d in term.dims)
+            table = term.table
+            if term.block is not None:
+                gated = np.zeros(table.shape + (2,))
+                gated[..., 1] = table
+                scope, table = scope + (n_dims + spec.block_names.index(term.block),), gated
+            groups.setdefault(frozenset(scope), []).append((resource, scope, table))
+        order = elimination_order(self.sizes, [tuple(s) for s in groups], heuristic)
+        rank = {v: i for i, v in enumerate(order)}
+        scopes = [tuple(sorted(s, key=lambda v: -rank[v])) for s in groups]
+        self.plan = EliminationPlan(self.sizes, scopes, order, memory_limit=memory_limit, names=self.variables)
+        self.scopes = self.plan.scopes
+        self.value_tables: list[np.ndarray] = []
+        self.cost_tables: dict[str, list[np.ndarray | None]] = {r: [] for r in self.resources}
+        for scope, members in zip(scopes, groups.values()):
+            shape = tuple(self.sizes[v] for v in scope)
+            sums: dict[str | None, np.ndarray] = {}
+            for resource, term_scope, table in members:
+                aligned = table.transpose([term_scope.index(v) for v in scope])
+                sums[resource] = sums[resource] + aligned if resource in sums else aligned.copy()
+            self.value_tables.append(sums.get(None, np.zeros(shape)))
+            for r in self.resources:
+                self.cost_tables[r].append(sums.get(r))
+        self._value_scale = sum(float(np.abs(t).max()) for t in self.value_tables)
+        self._cost_scale = {r: sum(float(t.max()) for t in ts if t is not None) for r, ts in self.cost_tables.items()}
+
+    def tables(self, lambdas: Mapping[str, float], value_weight: float = 1.0) -> list[np.ndarray]:
+        """Per factor: value_weight * objective - sum_r lambdas[r] * cost_r."""
+        out = []
+        for f, value in enumerate(self.value_tables):
+            table = value * value_weight if value_weight != 1.0 else value
+            for r, lam in lambdas.items():
+                cost = self.cost_tables[r][f]
+                if lam and cost is not None:
+                    table = table - lam * cost
+            out.append(table)
+        return out
+
+    def rounding_margin(self, lambdas: Mapping[str, float], value_weight: float = 1.0) -> float:
+        """A safe bound on the float error of one elimination pass over `tables(lambdas, value_weight)`."""
+        scale = abs(value_weight) * self._value_scale + sum(abs(l) * self._cost_scale[r] for r, l in lambdas.items())
+        return 1e-11 * scale + 1e-12
+
+    def evaluate(self, assignment: np.ndarray) -> tuple[float, dict[str, float]]:
+        """(value, resource -> cost) of an assignment (one state per variable)."""
+        value = 0.0
+        costs = {r: 0.0 for r in self.resources}
+        for f, scope in enumerate(self.scopes):
+            at = tuple(int(assignment[v]) for v in scope)
+            value += float(self.value_tables[f][at])
+            for r in self.resources:
+                cost = self.cost_tables[r][f]
+                if cost is not None:
+                    costs[r] += float(cost[at])
+        return value, costs
+
+    def configuration(self, assignment: np.ndarray) -> tuple[dict[str, int], dict[str, bool]]:
+        """(dim name -> choice index, block name -> active) of an assignment."""
+        n = len(self.spec.dims)
+        return ({d: int(assignment[i]) for i, d in enumerate(self.spec.dim_names)},
+                {b: bool(assignment[n + j]) for j, b in enumerate(self.spec.block_names)})
+
+
+def _check_sizes(sizes: Sequence[int]) -> list[int]:
+    out = []
+    for v, s in enumerate(sizes):
+        try:
+            size = operator.index(s)
+        except TypeError:
+            size = 0
+        if isinstance(s, (bool, np.bool_)) or size < 1:
+            raise ValueError(f"sizes[{v}]: expected a positive integer state count, got {s!r}")
+        out.append(size)
+    return out
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1024 or unit == "PB":
+            return f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} PB"
