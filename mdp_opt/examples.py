@@ -38,8 +38,7 @@ class _Builder:
     """Accumulates dims, blocks and terms; draws every random number from one generator in a fixed order."""
 
     def __init__(self, seed: int, choices: int, integer: bool, params: bool) -> None:
-        if not isinstance(choices, int) or isinstance(choices, bool) or choices < 1:
-            raise SpecError(f"choices: expected a positive integer number of choices per dim, got {choices!r}")
+        _check_sizes(choices=choices)
         self.rng = np.random.default_rng(seed)
         self.choices = choices
         self.integer = integer
@@ -142,6 +141,13 @@ class _Builder:
         return spec.replace(budgets={"latency": math.floor(limit) if self.integer else limit})
 
 
+def _check_sizes(minimum: int = 1, **sizes: Any) -> None:
+    """Every size must be an integer >= `minimum`; the error names the argument."""
+    for key, value in sizes.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise SpecError(f"{key}: expected an integer >= {minimum}, got {value!r}")
+
+
 def _shape(grids: Sequence[np.ndarray]) -> tuple[int, ...]:
     return grids[0].shape if grids else ()
 
@@ -153,8 +159,10 @@ def resnet(*, seed: int = 0, blocks: Sequence[int] = (3, 4, 6, 3), choices: int 
            name: str = "resnet") -> Spec:
     """Bottleneck ResNet: per stage one residual dim shared by its conv3 outputs and downsample;
     per block conv1/conv2 dims; every block but the first of a stage (projection shortcut) removable."""
-    if not blocks or any(not isinstance(n, int) or n < 1 for n in blocks):
-        raise SpecError(f"blocks: expected a non-empty list of positive block counts per stage, got {blocks!r}")
+    if not isinstance(blocks, (tuple, list)) or not blocks:
+        raise SpecError(f"blocks: expected a non-empty list of block counts per stage, got {blocks!r}")
+    _check_sizes(**{f"blocks[{s}]": n for s, n in enumerate(blocks)}, width=width)
+    _check_sizes(2 ** (len(blocks) + 1), image_size=image_size)   # the last stage's map is at least 1 x 1
     b = _Builder(seed, choices, integer, params)
     hw = image_size // 4
     prev = b.dim("stem", width)
@@ -195,6 +203,7 @@ def mobilenetv2(*, seed: int = 0, stages: int = 7, choices: int = 16, image_size
     per stage shared by its residual blocks, which are removable (stride 1 and same width)."""
     if not isinstance(stages, int) or not 1 <= stages <= len(MOBILENET_V2):
         raise SpecError(f"stages: expected 1..{len(MOBILENET_V2)} inverted-residual stages, got {stages!r}")
+    _check_sizes(32, image_size=image_size)                  # five stride-2 stages leave at least 1 x 1
     b = _Builder(seed, choices, integer, params)
     hw = image_size // 2
     prev = b.dim("stem", 32)
@@ -232,10 +241,7 @@ def vit(*, seed: int = 0, blocks: int = 12, embed: int = 768, heads: int = 12, h
         budget: float = 0.5, name: str = "vit") -> Spec:
     """Vision transformer: one global embedding dim; per block heads, q/k and v dims per head and MLP hidden;
     arity-3 attention latency over (embedding, heads, head dim); removable attention and MLP sub-blocks."""
-    for field, value in (("blocks", blocks), ("embed", embed), ("heads", heads), ("head_dim", head_dim),
-                         ("mlp_ratio", mlp_ratio), ("tokens", tokens)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise SpecError(f"{field}: expected a positive integer, got {value!r}")
+    _check_sizes(blocks=blocks, embed=embed, heads=heads, head_dim=head_dim, mlp_ratio=mlp_ratio, tokens=tokens)
     b = _Builder(seed, choices, integer, params)
     n = float(tokens)
     e = b.dim("embed", embed)
@@ -272,8 +278,7 @@ def vit(*, seed: int = 0, blocks: int = 12, embed: int = 768, heads: int = 12, h
 def chain(*, seed: int = 0, depth: int = 16, width: int = 256, choices: int = 16, image_size: int = 56,
           integer: bool = True, params: bool = False, budget: float = 0.5, name: str = "chain") -> Spec:
     """A plain chain of 3x3 convolutions (VGG-like, no blocks): arity-2 latency between neighbours."""
-    if not isinstance(depth, int) or depth < 1:
-        raise SpecError(f"depth: expected a positive number of layers, got {depth!r}")
+    _check_sizes(depth=depth, width=width, image_size=image_size)
     b = _Builder(seed, choices, integer, params)
     prev: str | int = 3
     for i in range(depth):

@@ -128,6 +128,12 @@ def test_unknown_name_and_size_raise_spec_errors_naming_the_choices():
         examples.make("chain", choices=0)
     with pytest.raises(mdp_opt.SpecError, match="budget"):
         examples.make("chain", budget=1.5)
+    with pytest.raises(mdp_opt.SpecError, match="image_size: expected an integer >= 32"):
+        examples.make("resnet50", image_size=16)
+    with pytest.raises(mdp_opt.SpecError, match=r"blocks\[1\]"):
+        examples.make("resnet50", blocks=(1, 0))
+    with pytest.raises(mdp_opt.SpecError, match="heads"):
+        examples.make("vit12", heads=0)
 
 
 @pytest.mark.parametrize("name", examples.NAMES)
