@@ -57,23 +57,28 @@ def elimination_order(sizes: Sequence[int], scopes: Sequence[Sequence[int]],
         return math.prod(sizes[u] for u in neighbours[v]) * sizes[v]
 
     def fill(v: int) -> int:
-        near = list(neighbours[v])
-        return sum(1 for i, a in enumerate(near) for b in near[i + 1:] if b not in neighbours[a])
+        """Pairs of v's neighbours not yet adjacent to each other."""
+        near = neighbours[v]
+        return sum(len(near - neighbours[a]) - 1 for a in near) // 2
 
     def key(v: int) -> tuple[int, int, int]:
         return (fill(v) if heuristic == "min-fill" else len(neighbours[v]), weight(v), v)
 
-    remaining = set(range(n))
+    keys = {v: key(v) for v in range(n)}
     order: list[int] = []
-    while remaining:
-        v = min(remaining, key=key)
+    while keys:
+        v = min(keys, key=keys.__getitem__)
         near = neighbours[v]
         for u in near:
             neighbours[u].discard(v)
             neighbours[u].update(near - {u})
-        neighbours[v] = set()
-        remaining.remove(v)
+        del keys[v]
         order.append(v)
+        # only the neighbours of v and their neighbours can have a different key now
+        for u in near.union(*(neighbours[w] for w in near)):
+            if u in keys:
+                keys[u] = key(u)
+        neighbours[v] = set()
     return order
 
 
@@ -216,11 +221,8 @@ class EliminationPlan:
         for step in self.steps:
             table = self._clique(step, tables, messages)
             if argmax:
-                best = table.argmax(axis=-1)
-                choices.append(best)
-                messages.append(np.take_along_axis(table, best[..., None], axis=-1)[..., 0])
-            else:
-                messages.append(table.max(axis=-1))
+                choices.append(table.argmax(axis=-1))
+            messages.append(table.max(axis=-1))
         return messages, choices
 
     def _backtrack(self, choices: list[np.ndarray]) -> np.ndarray:
@@ -282,8 +284,8 @@ class SpecGraph:
         self.variables = list(spec.dim_names) + list(spec.block_names)
         self.sizes = [d.size for d in spec.dims] + [2] * len(spec.blocks)
         self.resources = tuple(spec.costs)
-        index = {name: i for i, name in enumerate(self.variables)}
-        n_dims = len(spec.dims)
+        index = {name: i for i, name in enumerate(spec.dim_names)}  # dim and block names may coincide
+        block_index = {name: len(spec.dims) + j for j, name in enumerate(spec.block_names)}
         groups: dict[frozenset[int], list[tuple[str | None, tuple[int, ...], np.ndarray]]] = {}
         for resource, _, term in spec.terms():
             scope = tuple(index[d] for d in term.dims)
@@ -291,7 +293,7 @@ class SpecGraph:
             if term.block is not None:
                 gated = np.zeros(table.shape + (2,))
                 gated[..., 1] = table
-                scope, table = scope + (n_dims + spec.block_names.index(term.block),), gated
+                scope, table = scope + (block_index[term.block],), gated
             groups.setdefault(frozenset(scope), []).append((resource, scope, table))
         order = elimination_order(self.sizes, [tuple(s) for s in groups], heuristic)
         rank = {v: i for i, v in enumerate(order)}

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Union
 
 from .evaluate import evaluate, within_budget
+from .presolve import solve_with_presolve
 from .result import OPTIMALITY_GAP, Answer, Result, Status, relative_gap
 from .spec import Spec, SpecError
 
@@ -33,26 +34,32 @@ class BackendInfo:
     target: str | BackendFn   # "module:function" or a callable
     extra: str | None         # pip extra that installs its dependencies
     description: str
+    presolve: bool = False    # solve() runs the shared Lagrangian presolve (presolve.py) before it
 
 
 _REGISTRY: dict[str, BackendInfo] = {}
 
 
-def register_backend(name: str, fn: str | BackendFn, extra: str | None = None, description: str = "") -> None:
-    """Add (or replace) a backend: `fn(spec, budgets, options) -> Answer`, or a "module:function" path."""
+def register_backend(name: str, fn: str | BackendFn, extra: str | None = None, description: str = "",
+                     presolve: bool = False) -> None:
+    """Add (or replace) a backend: `fn(spec, budgets, options) -> Answer`, or a "module:function" path.
+
+    With `presolve=True`, `solve()` first runs the shared Lagrangian presolve and hands the
+    backend the reduced spec (fewer choices, some blocks fixed), unless the presolve decides alone.
+    """
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ValueError(f"backend name {name!r}: use letters, digits, '_', '-', '.'")
-    _REGISTRY[name] = BackendInfo(name, fn, extra, description)
+    _REGISTRY[name] = BackendInfo(name, fn, extra, description, presolve)
 
 
-for _name, _target, _extra, _desc in [
-    ("cpsat", "mdp_opt.backends.cpsat:solve", "cpsat", "OR-Tools CP-SAT on the marginal linearisation (exact)"),
-    ("milp", "mdp_opt.backends.milp:solve", "milp", "HiGHS MILP on the marginal linearisation (exact)"),
-    ("dp", "mdp_opt.backends.dp:solve", None, "dynamic programming over the factor graph, numpy only (exact)"),
-    ("mindtpy", "mdp_opt.backends.mindtpy:solve", "mindtpy", "Pyomo MindtPy outer approximation, the paper's solver (heuristic)"),
-    ("brute", "mdp_opt.evaluate:brute_force", None, "enumerates every configuration (tiny specs only, exact)"),
+for _name, _target, _extra, _desc, _presolve in [
+    ("cpsat", "mdp_opt.backends.cpsat:solve", "cpsat", "OR-Tools CP-SAT on the marginal linearisation (exact)", True),
+    ("milp", "mdp_opt.backends.milp:solve", "milp", "HiGHS MILP on the marginal linearisation (exact)", True),
+    ("dp", "mdp_opt.backends.dp:solve", None, "dynamic programming over the factor graph, numpy only (exact)", True),
+    ("mindtpy", "mdp_opt.backends.mindtpy:solve", "mindtpy", "Pyomo MindtPy outer approximation, the paper's solver (heuristic)", True),
+    ("brute", "mdp_opt.evaluate:brute_force", None, "enumerates every configuration (tiny specs only, exact)", False),
 ]:
-    register_backend(_name, _target, _extra, _desc)
+    register_backend(_name, _target, _extra, _desc, _presolve)
 
 
 def load_backend(name: str) -> BackendFn:
@@ -151,7 +158,7 @@ def _default_resource(spec: Spec) -> str:
 
 
 def solve(spec: Spec, budget: BudgetLike = None, backend: str = "cpsat", time_limit: float | None = None,
-          **options: Any) -> Result:
+          presolve: bool = True, **options: Any) -> Result:
     """Find a configuration of maximum value whose costs are within budget.
 
     Args:
@@ -162,6 +169,9 @@ def solve(spec: Spec, budget: BudgetLike = None, backend: str = "cpsat", time_li
             None uses the spec's budgets.
         backend: a registered backend name (`cpsat`, `milp`, `dp`, `mindtpy`, `brute`, ...).
         time_limit: seconds; when reached, the best solution found is returned as `feasible`.
+        presolve: run the Lagrangian presolve first (for backends registered with it; not `brute`):
+            it may prove the answer alone, else the backend solves a reduced spec. False skips it
+            (for benchmarking); `stats["presolve"]` reports what it did.
         options: passed to the backend (e.g. `threads=2`); unknown ones are an error.
 
     Returns a verified `Result`; infeasible budgets give status `infeasible`, not an exception.
@@ -170,10 +180,15 @@ def solve(spec: Spec, budget: BudgetLike = None, backend: str = "cpsat", time_li
         raise TypeError(f"spec: expected mdp_opt.Spec, got {type(spec).__name__}; load JSON with mdp_opt.load()")
     if time_limit is not None and not (isinstance(time_limit, (int, float)) and time_limit > 0):
         raise SpecError(f"time_limit: expected a positive number of seconds, got {time_limit!r}")
+    if not isinstance(presolve, bool):
+        raise SpecError(f"presolve: expected True or False, got {presolve!r}")
     budgets = resolve_budgets(spec, budget)
     fn = load_backend(backend)
     start = time.perf_counter()
-    answer = fn(spec, budgets, {"time_limit": time_limit, **options})
+    if presolve and _REGISTRY[backend].presolve:
+        answer = solve_with_presolve(fn, spec, budgets, {"time_limit": time_limit, **options})
+    else:
+        answer = fn(spec, budgets, {"time_limit": time_limit, **options})
     wall = time.perf_counter() - start
     return verify(spec, budgets, answer, backend, wall)
 

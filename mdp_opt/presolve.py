@@ -1,0 +1,365 @@
+"""Lagrangian presolve shared by every backend: an upper bound, an incumbent, reduced-cost fixing.
+
+For multipliers lambda >= 0 (one per budgeted resource)
+
+    L(lambda) = max_x  value(x) - sum_r lambda_r * (cost_r(x) - budget_r)
+
+is an upper bound on the best feasible value, and decomposes over the factor graph,
+so variable elimination computes it exactly (`factor_graph.SpecGraph`). `presolve`
+minimises it over lambda (exact cutting-plane line search per resource, coordinate
+sweeps for several), keeps the best feasible configuration it meets (improved by
+cheap local moves) and then drops every dim choice and block state whose best
+Lagrangian value (its max-marginal) is below that incumbent: no optimal configuration
+uses it. The answer is proven optimal when bound and incumbent meet, proven
+infeasible when a resource's minimum cost exceeds its budget; otherwise the reduced
+spec goes to the backend and `Presolved.combine` maps its answer back.
+
+"Feasible" here is exactly what `solve()` verifies: cost <= budget up to
+`evaluate.within_budget`'s tolerance. Every comparison that removes something keeps
+a float-rounding margin in the safe direction: when unsure, a choice is kept.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from .evaluate import FEASIBILITY_TOLERANCE, evaluate
+from .factor_graph import DEFAULT_MEMORY_LIMIT, SpecGraph, TableTooLarge
+from .result import OPTIMALITY_GAP, Answer, Status, relative_gap
+from .spec import Dim, Spec, Term
+
+MAX_LINE_SEARCH_STEPS = 100
+MAX_SWEEPS = 20
+MAX_LOCAL_MOVES = 1000
+
+
+@dataclass
+class Presolved:
+    """What the presolve found.
+
+    status: "optimal" (the incumbent is proven optimal), "infeasible" (proven),
+        "reduced" (solve `reduced` and `combine` the answer) or "skipped" (the factor
+        graph exceeds the memory limit; `reduced` is the original spec).
+    bound: proven upper bound on the best feasible value (None when skipped or infeasible).
+    incumbent: (choice, active, value) of the best feasible configuration found, in the
+        original spec's indices, or None.
+    reduced: the spec left to solve: same dim names, a subset of each dim's choices with
+        sliced tables; blocks fixed active lose their gate, blocks fixed removed lose their terms.
+    kept: dim name -> original indices of the reduced spec's choices.
+    fixed_blocks: block name -> state, for blocks no longer in the reduced spec.
+    """
+
+    status: str
+    bound: float | None
+    incumbent: tuple[dict[str, int], dict[str, bool], float] | None
+    reduced: Spec
+    kept: dict[str, tuple[int, ...]]
+    fixed_blocks: dict[str, bool]
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def lift(self, choice: Mapping[str, int], active: Mapping[str, bool] | None) -> tuple[dict[str, int], dict[str, bool]]:
+        """Map a configuration of the reduced spec to the original spec's indices."""
+        lifted = {d: self.kept[d][int(k)] for d, k in choice.items()}
+        return lifted, {**dict(active or {}), **self.fixed_blocks}
+
+    def answer(self) -> Answer:
+        """The answer when the presolve decided alone (status optimal or infeasible)."""
+        stats = {"presolve": self.stats, "solved_by": "presolve"}
+        if self.status == "infeasible":
+            return Answer(Status.INFEASIBLE, stats=stats)
+        if self.status != "optimal":
+            raise ValueError(f"presolve status {self.status!r} has no answer of its own; solve the reduced spec")
+        choice, active, value = self.incumbent
+        return Answer(Status.OPTIMAL, choice, active, objective=value, bound=self.bound, stats=stats)
+
+    def combine(self, answer: Answer) -> Answer:
+        """A backend's answer on `reduced`, mapped to the original spec, with the presolve's bound and incumbent."""
+        stats = {**answer.stats, "presolve": self.stats, "solved_by": "backend"}
+        status = Status(answer.status)
+        bound = self.bound
+        if answer.bound is not None and status is not Status.INFEASIBLE:
+            bound = answer.bound if bound is None else min(bound, answer.bound)
+        best = None
+        if status.has_solution and answer.choice is not None:
+            choice, active = self.lift(answer.choice, answer.active)
+            best = (choice, active, answer.objective)
+            if self.incumbent is not None and answer.objective is not None and answer.objective < self.incumbent[2]:
+                if status is Status.OPTIMAL and relative_gap(self.incumbent[2], answer.objective) > OPTIMALITY_GAP:
+                    from .solve import BackendError
+                    raise BackendError(f"backend claims optimal value {answer.objective!r}, but the presolve "
+                                       f"found a feasible configuration worth {self.incumbent[2]!r}")
+                best = self.incumbent
+        elif self.incumbent is not None:
+            best = self.incumbent
+            stats["backend_status"] = status.value
+        if best is None:
+            return Answer(status, bound=bound if status is not Status.INFEASIBLE else None, stats=stats)
+        choice, active, value = best
+        if status is not Status.OPTIMAL:
+            proven = value is not None and bound is not None and relative_gap(bound, value) <= OPTIMALITY_GAP
+            status = Status.OPTIMAL if proven else Status.FEASIBLE
+        return Answer(status, choice, active, objective=value, bound=bound, stats=stats)
+
+
+def presolve(spec: Spec, budgets: Mapping[str, float], memory_limit: float = DEFAULT_MEMORY_LIMIT) -> Presolved:
+    """Lagrangian bound, incumbent and reduced-cost fixing for `spec` under `budgets` (resource -> number)."""
+    start = time.perf_counter()
+    identity = {d.name: tuple(range(d.size)) for d in spec.dims}
+    try:
+        graph = SpecGraph(spec, memory_limit=memory_limit)
+    except TableTooLarge as e:
+        return Presolved("skipped", None, None, spec, identity, {},
+                         {"status": "skipped", "reason": str(e), "time": time.perf_counter() - start})
+    search = _LagrangianSearch(graph, spec, budgets)
+    infeasible = search.run()
+    stats: dict[str, Any] = {"lambdas": dict(search.best_lambdas), "passes": search.passes}
+    if infeasible:
+        return _finish(Presolved("infeasible", None, None, spec, identity, {}), spec, stats, start)
+    incumbent = search.incumbent_configuration()
+    if incumbent is not None and relative_gap(search.bound, incumbent[2]) <= OPTIMALITY_GAP:
+        return _finish(Presolved("optimal", search.bound, incumbent, spec, identity, {}), spec, stats, start)
+    if incumbent is None:
+        return _finish(Presolved("reduced", search.bound, None, spec, identity, {}), spec, stats, start)
+    keep = search.reduced_cost_keep()
+    reduced, kept, fixed = _reduce(spec, graph, keep, search.incumbent)
+    status = "optimal" if not reduced.blocks and all(d.size == 1 for d in reduced.dims) else "reduced"
+    bound = incumbent[2] if status == "optimal" else search.bound
+    return _finish(Presolved(status, bound, incumbent, reduced, kept, fixed), spec, stats, start)
+
+
+def solve_with_presolve(backend: Callable[[Spec, Mapping[str, float], dict], Answer], spec: Spec,
+                        budgets: Mapping[str, float], options: Mapping[str, Any]) -> Answer:
+    """Presolve, then (unless that decided) run `backend` on the reduced spec and map its answer back."""
+    start = time.perf_counter()
+    pre = presolve(spec, budgets)
+    if pre.status in ("optimal", "infeasible"):
+        return pre.answer()
+    options = dict(options)
+    if options.get("time_limit") is not None:
+        limit = options["time_limit"]
+        options["time_limit"] = max(limit - (time.perf_counter() - start), 0.05 * limit)
+    answer = backend(pre.reduced, budgets, options)
+    if not isinstance(answer, Answer):
+        return answer  # solve()'s verification reports the wrong type
+    return pre.combine(answer)
+
+
+# ---- the multiplier search ----------------------------------------------------------------
+
+class _LagrangianSearch:
+    """Minimises L(lambda) over lambda >= 0, tracking the best bound and the best feasible configuration."""
+
+    def __init__(self, graph: SpecGraph, spec: Spec, budgets: Mapping[str, float]) -> None:
+        self.graph, self.spec = graph, spec
+        self.budgets = dict(budgets)
+        # the largest cost solve() accepts as within budget
+        self.limits = {r: b + FEASIBILITY_TOLERANCE * max(1.0, abs(b)) for r, b in budgets.items()}
+        self.bound = math.inf
+        self.best_lambdas: dict[str, float] = {r: 0.0 for r in self.limits}
+        self.incumbent: np.ndarray | None = None
+        self.incumbent_value = -math.inf
+        self.passes = 0
+        self._factors_of = [[f for f, s in enumerate(graph.scopes) if v in s] for v in range(len(graph.sizes))]
+
+    # -- points of the dual function
+    def point(self, lambdas: Mapping[str, float]) -> tuple[np.ndarray, float, dict[str, float]]:
+        """Maximise the Lagrangian at `lambdas`; update bound and incumbent; return (x, value, costs)."""
+        value, x = self.graph.plan.max_sum(self.graph.tables(lambdas))
+        self.passes += 1
+        bound = value + sum(lam * self.limits[r] for r, lam in lambdas.items()) + self.graph.rounding_margin(lambdas)
+        if bound < self.bound:
+            self.bound, self.best_lambdas = bound, dict(lambdas)
+        v, costs = self.graph.evaluate(x)
+        self.offer(x, v, costs)
+        return x, v, costs
+
+    def feasible(self, costs: Mapping[str, float]) -> bool:
+        return all(costs[r] <= limit for r, limit in self.limits.items())
+
+    def offer(self, x: np.ndarray, value: float, costs: Mapping[str, float]) -> None:
+        """Keep `x` as incumbent if it is feasible and better (confirmed with the core's evaluate)."""
+        if value <= self.incumbent_value or not self.feasible(costs):
+            return
+        choice, active = self.graph.configuration(x)
+        ev = evaluate(self.spec, choice, active, self.budgets)
+        if ev.feasible and ev.value > self.incumbent_value:
+            self.incumbent, self.incumbent_value = x.copy(), ev.value
+
+    def closed(self) -> bool:
+        return self.incumbent is not None and relative_gap(self.bound, self.incumbent_value) <= OPTIMALITY_GAP
+
+    def run(self) -> bool:
+        """Search the multipliers; True when some resource's minimum cost proves the budgets infeasible."""
+        cheapest = {}
+        for r in self.limits:
+            weights = {r: 1.0}
+            neg_min, x = self.graph.plan.max_sum(self.graph.tables(weights, value_weight=0.0))
+            self.passes += 1
+            if -neg_min - self.graph.rounding_margin(weights, 0.0) > self.limits[r]:
+                return True
+            v, costs = self.graph.evaluate(x)
+            self.offer(x, v, costs)
+            cheapest[r] = (x, v, costs)
+        lambdas = {r: 0.0 for r in self.limits}
+        self.point(lambdas)
+        starts: list[np.ndarray] = []
+        for _ in range(MAX_SWEEPS if len(self.limits) > 1 else 1):
+            before = self.bound
+            for r in self.limits:
+                if self.closed():
+                    break
+                lambdas[r], ends = self.line_search(r, lambdas, cheapest[r])
+                starts.extend(ends)
+            if self.closed() or before - self.bound <= OPTIMALITY_GAP * max(1.0, abs(self.bound)):
+                break
+        if not self.closed():
+            for x in starts[-2 * len(self.limits):] + ([self.incumbent] if self.incumbent is not None else []):
+                self.offer(*self._local_search(x))
+        return False
+
+    def line_search(self, r: str, lambdas: dict[str, float], cheapest: tuple[np.ndarray, float, dict[str, float]]
+                    ) -> tuple[float, list[np.ndarray]]:
+        """The lambda_r >= 0 minimising L with the other multipliers fixed (cutting planes, exact),
+        and the configurations maximising L there (starting points for local search)."""
+        limit = self.limits[r]
+
+        def line(x: np.ndarray, value: float, costs: Mapping[str, float]) -> tuple[float, float, np.ndarray]:
+            """(intercept, slope, x) of t -> Lagrangian value of configuration x at lambda_r = t."""
+            others = sum(lam * (costs[s] - self.limits[s]) for s, lam in lambdas.items() if s != r)
+            return value - others, -(costs[r] - limit), x
+
+        trial = dict(lambdas, **{r: 0.0})
+        lo = line(*self.point(trial))
+        if lo[1] >= 0:
+            return 0.0, [lo[2]]
+        hi = line(*cheapest)
+        best_t, best_value = 0.0, lo[0]
+        for _ in range(MAX_LINE_SEARCH_STEPS):
+            t = max(0.0, (hi[0] - lo[0]) / (lo[1] - hi[1]))
+            model = lo[0] + lo[1] * t
+            trial[r] = t
+            new = line(*self.point(trial))
+            value = new[0] + new[1] * t
+            if value < best_value:
+                best_t, best_value = t, value
+            if value <= model + 1e-10 * max(1.0, abs(model)) + self.graph.rounding_margin(trial) or self.closed():
+                break
+            if new[1] < 0:
+                lo = new
+            else:
+                hi = new
+        return best_t, [lo[2], hi[2]]
+
+    # -- incumbent repair
+    def _local_search(self, x: np.ndarray) -> tuple[np.ndarray, float, dict[str, float]]:
+        """Greedy single-variable moves from x: while over budget, the repair losing least value per
+        unit of excess removed; then, while feasible, the best improving move. Returns (x, value, costs)."""
+        g = self.graph
+        x = x.copy()
+        resources = list(self.limits)
+        limits = np.array([self.limits[r] for r in resources])
+        scale = np.maximum(1.0, np.abs(limits))
+        value, cost_map = g.evaluate(x)
+        costs = np.array([cost_map[r] for r in resources])
+        tiny = 1e-12 * max(1.0, abs(value))
+        for _ in range(MAX_LOCAL_MOVES):
+            excess = np.maximum(0.0, costs - limits) / scale
+            best, best_score = None, -math.inf
+            for var in range(len(x)):
+                dv, dc = self._moves(x, var, resources)
+                after = costs[:, None] + dc
+                if excess.sum() > 0:
+                    gain = excess.sum() - (np.maximum(0.0, after - limits[:, None]) / scale[:, None]).sum(axis=0)
+                    score = np.where(gain > 1e-12, dv / np.maximum(gain, 1e-12), -math.inf)
+                else:
+                    score = np.where((after <= limits[:, None]).all(axis=0) & (dv > tiny), dv, -math.inf)
+                s = int(np.argmax(score))
+                if score[s] > best_score:
+                    best, best_score = (var, s), score[s]
+            if best is None:
+                break
+            dv, dc = self._moves(x, best[0], resources)
+            value, costs = value + dv[best[1]], costs + dc[:, best[1]]
+            x[best[0]] = best[1]
+        value, cost_map = g.evaluate(x)
+        return x, value, cost_map
+
+    def _moves(self, x: np.ndarray, var: int, resources: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Change of value and of each cost (rows in `resources` order) for every state of `var`."""
+        g = self.graph
+        dv = np.zeros(g.sizes[var])
+        dc = np.zeros((len(resources), g.sizes[var]))
+        for f in self._factors_of[var]:
+            at = tuple(slice(None) if u == var else int(x[u]) for u in g.scopes[f])
+            dv += g.value_tables[f][at]
+            for i, r in enumerate(resources):
+                if g.cost_tables[r][f] is not None:
+                    dc[i] += g.cost_tables[r][f][at]
+        s = x[var]
+        return dv - dv[s], dc - dc[:, s:s + 1]
+
+    # -- fixing
+    def incumbent_configuration(self) -> tuple[dict[str, int], dict[str, bool], float] | None:
+        if self.incumbent is None:
+            return None
+        choice, active = self.graph.configuration(self.incumbent)
+        return choice, active, self.incumbent_value
+
+    def reduced_cost_keep(self) -> list[np.ndarray]:
+        """Per variable, a mask of the states some configuration at least as good as the incumbent may use."""
+        lambdas = self.best_lambdas
+        mm = self.graph.plan.max_marginals(self.graph.tables(lambdas))
+        self.passes += 1
+        offset = sum(lam * self.limits[r] for r, lam in lambdas.items()) + 2 * self.graph.rounding_margin(lambdas)
+        keep = []
+        for var, marginal in enumerate(mm.marginals):
+            mask = marginal + offset >= self.incumbent_value
+            mask[self.incumbent[var]] = True
+            keep.append(mask)
+        return keep
+
+
+# ---- building the reduced spec -------------------------------------------------------------
+
+def _reduce(spec: Spec, graph: SpecGraph, keep: list[np.ndarray], incumbent: np.ndarray
+            ) -> tuple[Spec, dict[str, tuple[int, ...]], dict[str, bool]]:
+    n_dims = len(spec.dims)
+    fixed = {b: bool(np.flatnonzero(keep[n_dims + j])[0])
+             for j, b in enumerate(spec.block_names) if keep[n_dims + j].sum() == 1}
+    live_terms = [(r, t) for r, _, t in spec.terms() if fixed.get(t.block, True)]
+    named = {d for _, t in live_terms for d in t.dims}
+    kept = {}
+    for i, d in enumerate(spec.dims):
+        # a dim no remaining term names cannot matter: pin it to the incumbent's choice
+        kept[d.name] = tuple(int(k) for k in np.flatnonzero(keep[i])) if d.name in named else (int(incumbent[i]),)
+
+    def cut(t: Term) -> Term:
+        table = t.table[np.ix_(*[kept[d] for d in t.dims])] if t.dims else t.table
+        return Term(t.dims, table, None if t.block in fixed else t.block)
+
+    reduced = spec.replace(
+        dims=tuple(Dim(d.name, tuple(d.choices[k] for k in kept[d.name])) for d in spec.dims),
+        blocks=tuple(b for b in spec.block_names if b not in fixed),
+        objective=tuple(cut(t) for r, t in live_terms if r is None),
+        costs={r: tuple(cut(t) for s, t in live_terms if s == r) for r in spec.costs})
+    return reduced, kept, fixed
+
+
+def _finish(pre: Presolved, spec: Spec, stats: dict[str, Any], start: float) -> Presolved:
+    pre.stats = {
+        "status": pre.status,
+        "bound": pre.bound,
+        "incumbent": None if pre.incumbent is None else pre.incumbent[2],
+        **stats,
+        "choices_total": sum(d.size for d in spec.dims),
+        "choices_kept": sum(d.size for d in pre.reduced.dims),
+        "blocks_total": len(spec.blocks),
+        "blocks_fixed": len(pre.fixed_blocks),
+        "time": time.perf_counter() - start,
+    }
+    return pre
