@@ -4,9 +4,11 @@
 
 Every generator is deterministic given `seed`. Latency tables (microseconds of a synthetic
 CPU) grow with FLOPs, carry the staircase real CPU kernels show (channel counts are
-padded up to a multiple of 16) and a fixed per-layer overhead; importance tables are
-cumulative sums of heavy-tailed per-channel Taylor-like scores, one term per layer share,
-gated by the layer's block (MDP's split). By default every table is rounded to integers
+padded up to a multiple of 16), plus the memory traffic of the activations and a fixed
+per-layer overhead; importance tables are cumulative sums of heavy-tailed per-channel
+Taylor-like scores, one term per layer share, gated by the layer's block (MDP's split),
+with one random weight per block so that some blocks matter little. At aggressive
+budgets (15-30% of full latency) optimal answers remove some blocks. By default every table is rounded to integers
 (as in the MDP authors' solver inputs, so exact backends can prove optimality); pass
 `integer=False` for float data. `params=True` adds an exact parameter count as a second
 resource. The spec's `budgets` holds `budget` (default 0.5) times the full latency.
@@ -26,7 +28,8 @@ from .spec import Dim, Spec, SpecError, Term, importance_table
 STAIRCASE = 16             # CPU kernels process channels in blocks of this many
 THROUGHPUT = 50_000.0      # FLOP per microsecond of the synthetic CPU (50 GFLOP/s)
 DEPTHWISE_SLOWDOWN = 8.0   # depthwise convolutions are memory bound
-OVERHEAD_US = 20.0         # fixed cost of launching one layer
+BANDWIDTH = 10_000.0       # bytes per microsecond moved to and from memory (10 GB/s)
+OVERHEAD_US = 50.0         # fixed cost of launching one layer
 CLASSES = 1000
 
 
@@ -46,6 +49,7 @@ class _Builder:
         self.dims: list[Dim] = []
         self.widths: dict[str, int] = {}
         self.blocks: list[str] = []
+        self.block_weight: dict[str, float] = {}
         self.objective: list[Term] = []
         self.latency: list[Term] = []
         self.params: list[Term] = []
@@ -60,7 +64,9 @@ class _Builder:
         return name
 
     def block(self, name: str) -> str:
+        """A removable unit; its layers' importance shares all carry one random factor (some blocks matter little)."""
         self.blocks.append(name)
+        self.block_weight[name] = float(self.rng.lognormal(0.0, 1.3))
         return name
 
     def kept(self, dim: str) -> np.ndarray:
@@ -71,7 +77,7 @@ class _Builder:
              block: str | None) -> None:
         """Latency (and parameter) tables over `dims`, from functions of the kept counts (broadcast grids)."""
         grids = np.meshgrid(*[self.kept(d) for d in dims], indexing="ij") if dims else []
-        efficiency = float(self.rng.lognormal(0.0, 0.15))
+        efficiency = float(self.rng.lognormal(0.0, 1.3))
         table = OVERHEAD_US + efficiency * latency(*grids)
         self.latency.append(Term(tuple(dims), self._number(np.broadcast_to(table, _shape(grids))), block))
         if self.with_params and params is not None:
@@ -87,7 +93,8 @@ class _Builder:
 
         def latency(*grids: np.ndarray) -> np.ndarray:
             c_out, c_in = channels(grids)
-            return 2.0 * hw * hw * kernel * kernel * _padded(c_out) * _padded(c_in) / THROUGHPUT
+            compute = 2.0 * hw * hw * kernel * kernel * _padded(c_out) * _padded(c_in) / THROUGHPUT
+            return compute + 4.0 * hw * hw * (c_in + c_out) / BANDWIDTH     # float32 activations in and out
 
         def params(*grids: np.ndarray) -> np.ndarray:
             c_out, c_in = channels(grids)
@@ -100,7 +107,8 @@ class _Builder:
         self.cost([inp], lambda c: 2.0 * _padded(c) * CLASSES / THROUGHPUT, lambda c: c * CLASSES + CLASSES, None)
 
     def depthwise(self, dim: str, kernel: int, hw: int, block: str | None) -> None:
-        self.cost([dim], lambda c: 2.0 * hw * hw * kernel * kernel * _padded(c) * DEPTHWISE_SLOWDOWN / THROUGHPUT,
+        self.cost([dim], lambda c: 2.0 * hw * hw * kernel * kernel * _padded(c) * DEPTHWISE_SLOWDOWN / THROUGHPUT
+                  + 4.0 * hw * hw * 2 * c / BANDWIDTH,
                   lambda c: c * kernel * kernel + 2 * c, block)
 
     # ---- importance ------------------------------------------------------------------
@@ -111,9 +119,10 @@ class _Builder:
         """
         width = units or self.widths[dim]
         shares = []
-        for _ in blocks:
+        for block in blocks:
             raw = self.rng.lognormal(0.0, 1.2, width)
-            shares.append(raw / raw.sum() * 30_000.0 * self.rng.lognormal(0.0, 0.5))
+            weight = self.block_weight.get(block, 1.0) if block is not None else 1.0
+            shares.append(raw / raw.sum() * 30_000.0 * weight * self.rng.lognormal(0.0, 1.3))
         choices = [int(k) for k in self.kept(dim)]
         if len(shares) == 1:
             tables = [importance_table(shares[0], choices)]
@@ -253,14 +262,17 @@ def vit(*, seed: int = 0, blocks: int = 12, embed: int = 768, heads: int = 12, h
         h = b.dim(f"block{i}.heads", heads)
         qk, v = b.dim(f"block{i}.qk_dim", head_dim), b.dim(f"block{i}.v_dim", head_dim)
         hidden = b.dim(f"block{i}.mlp_hidden", mlp_ratio * embed)
-        # q and k projections, scores q k^T and their softmax
-        b.cost([e, h, qk], lambda c, h_, d: 2.0 * n * (2 * _padded(c) * _padded(h_ * d) + n * h_ * d)
-               / THROUGHPUT + 5.0 * n * n * h_ / THROUGHPUT,
+        # LayerNorm and residual add (five float32 passes over the tokens), q and k projections,
+        # scores q k^T and their softmax (one pass in, one out)
+        b.cost([e, h, qk], lambda c, h_, d: 2.0 * n * (2 * _padded(c) * _padded(h_ * d) + n * h_ * d) / THROUGHPUT
+               + (20.0 * n * c + 8.0 * n * n * h_) / BANDWIDTH,
                lambda c, h_, d: 2 * (c * h_ * d + h_ * d) + 2 * c, attn)               # + the block's LayerNorm
         # v projection, attention-weighted sum and the output projection
         b.cost([e, h, v], lambda c, h_, d: 2.0 * n * (2 * _padded(c) * _padded(h_ * d) + n * h_ * d) / THROUGHPUT,
                lambda c, h_, d: 2 * c * h_ * d + h_ * d + c, attn)
-        b.cost([e, hidden], lambda c, m: 4.0 * n * _padded(c) * _padded(m) / THROUGHPUT,
+        # LayerNorm and residual add, two linear layers, GELU (one pass in, one out)
+        b.cost([e, hidden], lambda c, m: 4.0 * n * _padded(c) * _padded(m) / THROUGHPUT
+               + (20.0 * n * c + 8.0 * n * m) / BANDWIDTH,
                lambda c, m: 2 * c * m + m + c + 2 * c, mlp)
         b.importance(h, [attn], units=heads)
         b.importance(qk, [attn])
