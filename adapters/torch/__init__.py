@@ -1,0 +1,24 @@
+"""PyTorch adapter: a CNN -> an mdp-opt spec (importance, latency tables, removable blocks)
+-> a physically slimmed model.
+
+    from mdp_opt.adapters.torch import build_spec, measure_latency
+    spec, handle = build_spec(model, example_input, data=batches, loss_fn=loss,
+                              latency="measure", step=16, blocks="auto")
+    result = mdp_opt.solve(spec, budget="50%")
+    small = handle.apply(result)
+    ms = measure_latency(small, example_input)
+
+Needs `pip install 'mdp-opt[torch]'` (torch, torch-pruning, tqdm).
+"""
+
+from .apply import LayerWidths, PruningHandle
+from .handlers import (BatchNormHandler, ConvHandler, FunctionHandler, LayerHandler, LinearHandler,
+                       UnsupportedModelError, Workload, register_handler)
+from .latency import MeasuredLatency, measure_latency
+from .spec_builder import build_spec
+
+__all__ = [
+    "BatchNormHandler", "ConvHandler", "FunctionHandler", "LayerHandler", "LayerWidths", "LinearHandler",
+    "MeasuredLatency", "PruningHandle", "UnsupportedModelError", "Workload", "build_spec", "measure_latency",
+    "register_handler",
+]

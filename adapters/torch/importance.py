@@ -1,0 +1,144 @@
+"""Channel importance and the objective terms built from it.
+
+MDP's criterion: first-order Taylor scores per channel, taken on the BN that follows a
+layer when there is one (`(gamma * dL/dgamma + beta * dL/dbeta)^2`, summed over batches),
+else on the layer's weights. A coupled dim's score is the sum over its layers; each
+block's share of it becomes its own objective term, so removing a block removes
+exactly its share. Every share is read through the SAME ranking (the dim's total score),
+which is the ranking `apply` keeps channels by.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from mdp_opt.spec import Term
+
+from .graph import ChannelDim
+
+_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def scored_layers(model: nn.Module, dims: Iterable[ChannelDim]) -> dict[str, str]:
+    """Layer name -> dim name for the layers whose channels carry the score of each dim
+    (its affine BNs when it has any, else its conv/linear producers)."""
+    modules = dict(model.named_modules())
+    out: dict[str, str] = {}
+    for d in dims:
+        bns = [n for n in d.producers if isinstance(modules[n], _BN) and modules[n].affine]
+        for n in bns or [n for n in d.producers if not isinstance(modules[n], _BN)]:
+            out[n] = d.name
+    return out
+
+
+def taylor_scores(model: nn.Module, layers: Iterable[str], data: Iterable[Any],
+                  loss_fn: Callable[[Any, Any], torch.Tensor]) -> dict[str, np.ndarray]:
+    """Per-channel first-order Taylor scores of `layers`, accumulated over the `(inputs, targets)` batches.
+
+    Uses `torch.autograd.grad`, so the model's `.grad` fields are left alone.
+    """
+    modules = dict(model.named_modules())
+    names = list(layers)
+    params = [p for n in names for p in _scored_params(modules[n])]
+    device = params[0].device if params else torch.device("cpu")
+    totals = {n: torch.zeros(_channels(modules[n]), dtype=torch.float64, device=device) for n in names}
+    batches = 0
+    for i, batch in enumerate(data):
+        if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+            raise ValueError(f"data[{i}]: expected an (inputs, targets) pair, got {type(batch).__name__}")
+        inputs, targets = (_to(x, device) for x in batch)
+        with torch.enable_grad():
+            loss = loss_fn(model(inputs), targets)
+            if not (isinstance(loss, torch.Tensor) and loss.numel() == 1):
+                raise ValueError("loss_fn: must return a scalar tensor")
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+        grad_of = {id(p): g for p, g in zip(params, grads)}
+        for n in names:
+            per_channel = torch.zeros_like(totals[n])
+            for p in _scored_params(modules[n]):
+                g = grad_of[id(p)]
+                if g is not None:
+                    per_channel += (p.detach() * g).reshape(p.shape[0], -1).sum(dim=1).double()
+            totals[n] += per_channel ** 2
+        batches += 1
+    if batches == 0:
+        raise ValueError("data: no batches; give at least one (inputs, targets) batch")
+    return {n: t.cpu().numpy() for n, t in totals.items()}
+
+
+def user_scores(model: nn.Module, importance: Mapping[Any, Any], producer_dims: Mapping[str, str],
+                dims: Iterable[ChannelDim]) -> dict[str, np.ndarray]:
+    """Check user-given per-channel scores (keys: modules or their names) and return them by layer name."""
+    names = {m: n for n, m in model.named_modules()}
+    modules = dict(model.named_modules())
+    out: dict[str, np.ndarray] = {}
+    for key, scores in importance.items():
+        name = key if isinstance(key, str) else names.get(key)
+        if name is None or name not in modules:
+            raise ValueError(f"importance: {key!r} is not a submodule of the model")
+        if name not in producer_dims:
+            raise ValueError(f"importance[{name}]: this layer's output channels are not prunable; give scores "
+                             "for conv, linear or BN layers whose outputs can be pruned")
+        arr = np.asarray(scores.detach().cpu() if isinstance(scores, torch.Tensor) else scores, dtype=np.float64)
+        expected = _channels(modules[name])
+        if arr.shape != (expected,) or not np.all(np.isfinite(arr)):
+            raise ValueError(f"importance[{name}]: expected {expected} finite scores (one per output channel), "
+                             f"got shape {arr.shape}")
+        out[name] = arr
+    scored_dims = {producer_dims[n] for n in out}
+    for d in dims:
+        if len(d.producers) and d.name not in scored_dims:
+            raise ValueError(f"importance: no scores for dim {d.name} (layers {sorted(d.producers)}); "
+                             "give scores for one of them, or pin it with ignore=")
+    return out
+
+
+@dataclass(frozen=True)
+class DimImportance:
+    """`order`: the dim's channels (root indices) by decreasing total score;
+    `shares`: block (None when outside any block) -> per-channel scores of that block's layers."""
+
+    order: np.ndarray
+    shares: dict[str | None, np.ndarray]
+
+
+def dim_importance(dim: ChannelDim, scores: Mapping[str, np.ndarray], block_of: Callable[[str], str | None]
+                   ) -> DimImportance:
+    shares: dict[str | None, np.ndarray] = {}
+    for layer, local_to_root in dim.producers.items():
+        if layer in scores:
+            share = shares.setdefault(block_of(layer), np.zeros(dim.width))
+            np.add.at(share, local_to_root, scores[layer])
+    total = sum(shares.values(), np.zeros(dim.width))
+    order = np.argsort(-total, kind="stable")
+    return DimImportance(order, shares)
+
+
+def objective_terms(dim_name: str, choices: tuple[int, ...], imp: DimImportance) -> list[Term]:
+    """One arity-1 term per block share: entry k = that share summed over the dim's top-k channels."""
+    terms = []
+    for block, share in imp.shares.items():
+        cum = np.concatenate([[0.0], np.cumsum(share[imp.order])])
+        terms.append(Term((dim_name,), cum[np.asarray(choices)], block))
+    return terms
+
+
+def _scored_params(m: nn.Module) -> list[nn.Parameter]:
+    return [p for p in (m.weight, getattr(m, "bias", None)) if p is not None]
+
+
+def _channels(m: nn.Module) -> int:
+    return m.weight.shape[0]
+
+
+def _to(x: Any, device: torch.device) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.to(device)
+    if isinstance(x, (list, tuple)):
+        return type(x)(_to(v, device) for v in x)
+    return x
