@@ -152,6 +152,10 @@ def _block_site(model: nn.Module, attn_name: str, layout: str) -> BlockSite:
     block = model.get_submodule(block_name)
     attn = block.get_submodule(attn_attr)
     embed = _embed_width(attn, layout)
+    own = [pname for pname, _ in block.named_parameters(recurse=False)]
+    if own:
+        raise ViTStructureError(f"{block_name}.{own[0]}: a parameter of the transformer block itself (layer scale?) "
+                                "is not supported; blocks may hold only norms, the attention and the MLP")
     norms, mlps = [], []
     for child_name, child in block.named_children():
         if child is attn or not any(True for _ in child.parameters()):

@@ -1,0 +1,299 @@
+"""ViT adapter: spec construction, exact flops/params, physical slimming, both attention layouts."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("torch_pruning")
+
+from torch import nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+import mdp_opt  # noqa: E402
+from mdp_opt.adapters.torch import MeasuredLatency  # noqa: E402
+from mdp_opt.adapters.torch.vit import build_vit_spec  # noqa: E402
+from mdp_opt.adapters.torch.vit_modules import PrunedAttention, PrunedBlock  # noqa: E402
+from mdp_opt.adapters.torch.vit_structure import ViTStructureError  # noqa: E402
+from mdp_opt.result import Answer, Status  # noqa: E402
+from mdp_opt.solve import verify  # noqa: E402
+
+from vit_models import TimmStyleViT, TorchvisionStyleViT  # noqa: E402
+
+LAYOUTS = [TimmStyleViT, TorchvisionStyleViT]
+# coarse enough for the brute-force backend: embed 16/32/48, heads 2/4, head dims 6/12, MLP 16..96
+GRANULARITY = dict(step=16, head_step=2, head_dim_step=6)
+
+
+def exact_backend() -> str:
+    installed = mdp_opt.installed_backends()
+    return next(b for b in ("milp", "cpsat", "dp", "brute") if b in installed)
+
+
+def batches(n: int = 2, seed: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(4, 3, 32, 32, generator=g), torch.randint(0, 10, (4,), generator=g)) for _ in range(n)]
+
+
+def make(cls: type, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return cls().eval()
+
+
+def build(model: nn.Module, **kwargs):
+    options = dict(data=batches(), loss_fn=F.cross_entropy, latency="flops", costs=("latency", "flops", "params"),
+                   **GRANULARITY)
+    options.update(kwargs)
+    return build_vit_spec(model, torch.randn(2, 3, 32, 32), **options)
+
+
+def counted_macs(model: nn.Module, x: torch.Tensor) -> int:
+    """Multiply-accumulates of every matmul and convolution, as PyTorch's own flop counter sees them."""
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x)
+    return counter.get_total_flops() // 2
+
+
+def result_for(spec: mdp_opt.Spec, kept: dict[str, int], active: dict[str, bool] | None = None) -> mdp_opt.Result:
+    """A verified Result for a hand-picked configuration (kept counts per dim)."""
+    choice = {d.name: d.choices.index(kept.get(d.name, d.choices[-1])) for d in spec.dims}
+    active = {b: True for b in spec.block_names} | (active or {})
+    return verify(spec, {}, Answer(Status.FEASIBLE, choice, active), "hand", 0.0)
+
+
+@pytest.mark.parametrize("cls", LAYOUTS)
+@pytest.mark.parametrize("percent", [30, 50, 70])
+def test_round_trip_exact_costs_and_widths(cls, percent):
+    model = make(cls)
+    before = copy.deepcopy(model.state_dict())
+    spec, handle = build(model)
+    result = mdp_opt.solve(spec, {"latency": f"{percent}%"}, backend=exact_backend())
+    assert result.status is Status.OPTIMAL
+    small = handle.apply(result)
+    x = torch.randn(2, 3, 32, 32)
+    assert small(x).shape == (2, 10)
+    assert counted_macs(small, x) == result.costs["flops"]
+    assert sum(p.numel() for p in small.parameters()) == result.costs["params"]
+    assert result.costs["latency"] <= percent / 100 * spec.full_costs()["latency"] * (1 + 1e-9)
+    embed = result.kept["embed"]
+    patch = small.patch_embed.proj if cls is TimmStyleViT else small.conv_proj
+    head = small.head if cls is TimmStyleViT else small.heads.head
+    assert patch.out_channels == embed and head.in_features == embed
+    for name, block in small.named_modules():
+        if not isinstance(block, PrunedBlock):
+            continue
+        if block.attn is None:
+            assert not result.active[f"{name}.attn"]
+        else:
+            a = block.attn
+            assert (a.num_heads, a.qk_dim, a.v_dim, a.embed_dim) == tuple(
+                result.kept[f"{name}.{k}"] for k in ("heads", "qk_dim", "v_dim")) + (embed,)
+            assert a.qk.out_features == 2 * a.num_heads * a.qk_dim and a.proj.in_features == a.num_heads * a.v_dim
+        if block.mlp is None:
+            assert not result.active[f"{name}.mlp"]
+        else:
+            fc1 = [m for m in block.mlp.modules() if isinstance(m, nn.Linear)][0]
+            assert (fc1.in_features, fc1.out_features) == (embed, result.kept[f"{name}.mlp_hidden"])
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("cls", LAYOUTS)
+def test_full_spec_costs_match_the_original_model(cls):
+    model = make(cls)
+    spec, _ = build(model)
+    full = spec.full_costs()
+    assert full["params"] == sum(p.numel() for p in model.parameters())
+    if cls is TimmStyleViT:   # MultiheadAttention's fused eval kernel hides its matmuls from the flop counter
+        assert full["flops"] == counted_macs(model, torch.randn(2, 3, 32, 32))
+
+
+@pytest.mark.parametrize("cls", LAYOUTS)
+def test_keeping_everything_reproduces_the_output(cls):
+    model = make(cls)
+    spec, handle = build(model)
+    small = handle.apply(result_for(spec, {}))
+    assert all(isinstance(m.attn, PrunedAttention) for m in small.modules() if isinstance(m, PrunedBlock))
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(small(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_dims_choices_and_blocks():
+    model = make(TimmStyleViT)
+    spec, _ = build(model)
+    choices = {d.name: d.choices for d in spec.dims}
+    assert choices["embed"] == (16, 32, 48)
+    assert choices["blocks.0.heads"] == (2, 4)
+    assert choices["blocks.1.qk_dim"] == choices["blocks.1.v_dim"] == (6, 12)
+    assert choices["blocks.0.mlp_hidden"] == (16, 32, 48, 64, 80, 96)
+    assert spec.block_names == ("blocks.0.attn", "blocks.0.mlp", "blocks.1.attn", "blocks.1.mlp")
+    latency = {t.dims: t for t in spec.costs["latency"]}
+    assert latency[("embed", "blocks.0.heads", "blocks.0.qk_dim")].block == "blocks.0.attn"
+    assert latency[("embed", "blocks.0.heads", "blocks.0.v_dim")].block == "blocks.0.attn"
+    assert latency[("embed", "blocks.1.mlp_hidden")].block == "blocks.1.mlp"
+    assert build(model, blocks="whole")[0].block_names == ("blocks.0", "blocks.1")
+    assert build(model, blocks=None)[0].block_names == ()
+    assert build(model, blocks=[model.blocks[1].mlp])[0].block_names == ("blocks.1.mlp",)
+    pinned = {d.name: d.choices for d in build(model, ignore=[model.blocks[0].attn, model.head])[0].dims}
+    assert pinned["blocks.0.heads"] == (4,) and pinned["blocks.0.qk_dim"] == (12,) and pinned["embed"] == (48,)
+    assert len(pinned["blocks.1.heads"]) == 2
+
+
+def test_qk_and_v_dims_cost_what_they_touch():
+    """q/k dim: q and k projections and the scores; v dim: v projection, probs @ v and the output projection."""
+    spec, _ = build(make(TimmStyleViT))
+    b, n, e = 2, 17, 48
+    flops = {t.dims: t.table for t in spec.costs["flops"]}
+    qk = flops[("embed", "blocks.0.heads", "blocks.0.qk_dim")]
+    v = flops[("embed", "blocks.0.heads", "blocks.0.v_dim")]
+    h, d = 4, 6      # last embed choice (48), heads index 1 (4), head dim index 0 (6)
+    assert qk[2, 1, 0] == b * n * e * 2 * h * d + b * h * n * n * d
+    assert v[2, 1, 0] == b * n * e * h * d + b * h * n * n * d + b * n * h * d * e
+
+
+@pytest.mark.parametrize("cls", LAYOUTS)
+def test_apply_keeps_the_highest_scored_heads_and_channels(cls):
+    model = make(cls)
+    blk = "blocks.0" if cls is TimmStyleViT else "encoder.layers.0"
+    other = "blocks.1" if cls is TimmStyleViT else "encoder.layers.1"
+    rng = np.random.default_rng(0)
+    scores = {f"{b}.{k}": rng.random(w) for b in (blk, other)
+              for k, w in (("heads", 4), ("qk_dim", 12), ("v_dim", 12), ("mlp_hidden", 96))}
+    scores["embed"] = rng.random(48)
+    scores[f"{blk}.heads"] = np.array([0.0, 5.0, 1.0, 3.0])
+    spec, handle = build(model, data=None, loss_fn=None, importance=scores)
+    small = handle.apply(result_for(spec, {f"{blk}.heads": 2, f"{blk}.qk_dim": 6, f"{blk}.v_dim": 6,
+                                           "embed": 32, f"{blk}.mlp_hidden": 16}))
+    heads = [1, 3]
+    qk = np.sort(np.argsort(-scores[f"{blk}.qk_dim"], kind="stable")[:6])
+    v = np.sort(np.argsort(-scores[f"{blk}.v_dim"], kind="stable")[:6])
+    emb = np.sort(np.argsort(-scores["embed"], kind="stable")[:32])
+    orig = model.get_submodule(blk)
+    w = (orig.attn.qkv.weight if cls is TimmStyleViT else orig.self_attention.in_proj_weight).detach()
+    q_w, _, v_w = w.reshape(3, 4, 12, 48)
+    attn = small.get_submodule(blk).attn
+    expected_q = q_w[heads][:, qk][:, :, emb].reshape(12, 32)
+    assert torch.equal(attn.qk.weight[:12], expected_q)
+    assert torch.equal(attn.v.weight, v_w[heads][:, v][:, :, emb].reshape(12, 32))
+    hidden = np.sort(np.argsort(-scores[f"{blk}.mlp_hidden"], kind="stable")[:16])
+    fc1 = orig.mlp.fc1 if cls is TimmStyleViT else orig.mlp[0]
+    small_fc1 = [m for m in small.get_submodule(blk).mlp.modules() if isinstance(m, nn.Linear)][0]
+    assert torch.equal(small_fc1.weight, fc1.weight.detach()[hidden][:, emb])
+
+
+def test_removed_blocks_are_gone():
+    model = make(TimmStyleViT)
+    rng = np.random.default_rng(1)
+    scores = {f"blocks.{i}.{k}": rng.random(w) * (1e-6 if i == 1 else 1.0)
+              for i in (0, 1) for k, w in (("heads", 4), ("qk_dim", 12), ("v_dim", 12), ("mlp_hidden", 96))}
+    scores["embed"] = rng.random(48)
+    spec, handle = build(model, data=None, loss_fn=None, importance=scores, blocks="whole")
+    result = mdp_opt.solve(spec, {"latency": "60%"}, backend=exact_backend())
+    assert result.active == {"blocks.0": True, "blocks.1": False}
+    small = handle.apply(result)
+    assert isinstance(small.blocks[1], nn.Identity) and isinstance(small.blocks[0], PrunedBlock)
+    assert all(result.kept[f"blocks.1.{k}"] == 0 for k in ("heads", "qk_dim", "v_dim", "mlp_hidden"))
+    x = torch.randn(2, 3, 32, 32)
+    assert counted_macs(small, x) == result.costs["flops"]
+    assert sum(p.numel() for p in small.parameters()) == result.costs["params"]
+
+
+def test_removing_a_sub_block_removes_its_embedding_share():
+    spec, _ = build(make(TimmStyleViT))
+    full = mdp_opt.evaluate(spec, spec.full_configuration()[0]).value
+    choice, active = spec.full_configuration()
+    without = mdp_opt.evaluate(spec, choice, active | {"blocks.0.attn": False}).value
+    attn_terms = [t for t in spec.objective if t.block == "blocks.0.attn"]
+    assert {t.dims for t in attn_terms} == {("blocks.0.heads",), ("blocks.0.qk_dim",), ("blocks.0.v_dim",), ("embed",)}
+    assert without == pytest.approx(full - sum(float(t.table[-1]) for t in attn_terms))
+
+
+def test_callable_latency_gets_every_part_workload():
+    model = make(TimmStyleViT)
+    spec, _ = build(model, latency=lambda w: float(w.macs), costs=("latency", "flops"))
+    for lat, flops in zip(spec.costs["latency"], spec.costs["flops"]):
+        assert lat.dims == flops.dims and np.array_equal(lat.table, flops.table)
+
+
+def test_measured_latency_tables_are_cached(tmp_path):
+    model = make(TorchvisionStyleViT)
+    timer = MeasuredLatency(repeats=1, warmup=0, cache_dir=tmp_path, progress=False)
+    kwargs = dict(latency=timer, costs=("latency",), step=24, head_step=2, head_dim_step=6)
+    spec, handle = build(model, **kwargs)
+    (cache,) = tmp_path.iterdir()
+    entries = json.loads(cache.read_text())
+    # outside: 2 embeds; attention q/k and v sides: 2 x 2 x 2 each; MLP: 2 x 4 (both blocks share shapes)
+    assert len(entries) == 2 + 8 + 8 + 8
+    assert all(t.table.min() > 0 for t in spec.costs["latency"])
+    again, _ = build(model, **kwargs)
+    assert all(np.array_equal(a.table, b.table) for a, b in zip(spec.costs["latency"], again.costs["latency"]))
+    small = handle.apply(mdp_opt.solve(spec, "60%", backend=exact_backend()))
+    assert small(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+class LayerScaleBlock(nn.Module):
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.norm1, self.attn, self.norm2, self.mlp = block.norm1, block.attn, block.norm2, block.mlp
+        self.gamma = nn.Parameter(torch.ones(48))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.gamma * self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class PostNormBlock(nn.Module):
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.norm1, self.attn, self.norm2, self.mlp = block.norm1, block.attn, block.norm2, block.mlp
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm1(x + self.attn(x))
+        return self.norm2(x + self.mlp(x))
+
+
+@pytest.mark.parametrize("wrapper, message", [(LayerScaleBlock, "blocks.1.gamma"),
+                                              (PostNormBlock, "blocks.1: its output is not")])
+def test_unsupported_blocks_are_refused_by_name(wrapper, message):
+    model = make(TimmStyleViT)
+    model.blocks[1] = wrapper(model.blocks[1])
+    with pytest.raises(ViTStructureError, match=message):
+        build(model)
+
+
+def test_bad_arguments_name_the_field():
+    model = make(TimmStyleViT)
+    with pytest.raises(ValueError, match="head_dim_step"):
+        build(model, head_dim_step=0)
+    with pytest.raises(ValueError, match="blocks"):
+        build(model, blocks="some")
+    with pytest.raises(ValueError, match="importance"):
+        build(model, data=None)
+    with pytest.raises(ValueError, match="importance\\['embed'\\]"):
+        build(model, data=None, loss_fn=None, importance={"embed": [1.0]})
+
+
+def test_torchvision_vit_b_16_round_trip():
+    models = pytest.importorskip("torchvision.models")
+    torch.manual_seed(0)
+    model = models.vit_b_16().eval()
+    x = torch.randn(1, 3, 224, 224)
+    data = [(x, torch.tensor([3]))]
+    spec, handle = build_vit_spec(model, x, data=data, loss_fn=F.cross_entropy, latency="flops",
+                                  costs=("latency", "flops", "params"), step=192, head_step=4, head_dim_step=32)
+    assert spec.full_costs()["params"] == sum(p.numel() for p in model.parameters())
+    backend = exact_backend()
+    if backend == "brute":
+        pytest.skip("12 blocks need an exact solver backend (milp, cpsat or dp), not brute force")
+    for percent in (30, 50, 70):
+        result = mdp_opt.solve(spec, {"latency": f"{percent}%"}, backend=backend)
+        small = handle.apply(result)
+        assert small(x).shape == (1, 1000)
+        assert counted_macs(small, x) == result.costs["flops"]
+        assert sum(p.numel() for p in small.parameters()) == result.costs["params"]
