@@ -69,16 +69,19 @@ def elimination_order(sizes: Sequence[int], scopes: Sequence[Sequence[int]],
     while keys:
         v = min(keys, key=keys.__getitem__)
         near = neighbours[v]
+        affected = set(near)
         for u in near:
             neighbours[u].discard(v)
-            neighbours[u].update(near - {u})
+            for w in near - neighbours[u] - {u}:  # a fill-in edge u-w changes the fill of their common neighbours
+                if u < w:
+                    affected |= neighbours[u] & neighbours[w]
+            neighbours[u] |= near - {u}
+        neighbours[v] = set()
         del keys[v]
         order.append(v)
-        # only the neighbours of v and their neighbours can have a different key now
-        for u in near.union(*(neighbours[w] for w in near)):
+        for u in affected:
             if u in keys:
                 keys[u] = key(u)
-        neighbours[v] = set()
     return order
 
 
@@ -215,13 +218,13 @@ class EliminationPlan:
             table += messages[j].reshape(shape)
         return table
 
-    def _upward(self, tables: list[np.ndarray], argmax: bool) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    def _upward(self, tables: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Messages (max over each step's variable) and argmax tables, in elimination order."""
         messages: list[np.ndarray] = []
         choices: list[np.ndarray] = []
         for step in self.steps:
             table = self._clique(step, tables, messages)
-            if argmax:
-                choices.append(table.argmax(axis=-1))
+            choices.append(table.argmax(axis=-1))
             messages.append(table.max(axis=-1))
         return messages, choices
 
@@ -233,16 +236,12 @@ class EliminationPlan:
 
     def max_sum(self, tables: Sequence[np.ndarray]) -> tuple[float, np.ndarray]:
         """(max over assignments of the sum of the tables, one maximising assignment)."""
-        canonical, constant = self._canonical_tables(tables)
-        messages, choices = self._upward(canonical, argmax=True)
+        return self._max_sum(*self._canonical_tables(tables))
+
+    def _max_sum(self, canonical: list[np.ndarray], constant: float) -> tuple[float, np.ndarray]:
+        messages, choices = self._upward(canonical)
         value = constant + sum(float(messages[i]) for i, s in enumerate(self.steps) if s.parent is None)
         return value, self._backtrack(choices)
-
-    def max_value(self, tables: Sequence[np.ndarray]) -> float:
-        """The max-sum optimum only (no argmax bookkeeping)."""
-        canonical, constant = self._canonical_tables(tables)
-        messages, _ = self._upward(canonical, argmax=False)
-        return constant + sum(float(messages[i]) for i, s in enumerate(self.steps) if s.parent is None)
 
     def max_marginals(self, tables: Sequence[np.ndarray]) -> MaxMarginals:
         """Max-sum optimum, a maximiser, and for every variable and state the best total using that state.
@@ -251,7 +250,7 @@ class EliminationPlan:
         downward message to a step removes its own upward message from the parent's belief.
         """
         canonical, constant = self._canonical_tables(tables)
-        messages, choices = self._upward(canonical, argmax=True)
+        messages, choices = self._upward(canonical)
         roots = [i for i, s in enumerate(self.steps) if s.parent is None]
         root_values = {i: float(messages[i]) for i in roots}
         total = constant + sum(root_values.values())
@@ -311,6 +310,7 @@ class SpecGraph:
             self.value_tables.append(sums.get(None, np.zeros(shape)))
             for r in self.resources:
                 self.cost_tables[r].append(sums.get(r))
+        self._constants = [f for f, scope in enumerate(scopes) if not scope]
         self._value_scale = sum(float(np.abs(t).max()) for t in self.value_tables)
         self._cost_scale = {r: sum(float(t.max()) for t in ts if t is not None) for r, ts in self.cost_tables.items()}
 
@@ -325,6 +325,11 @@ class SpecGraph:
                     table = table - lam * cost
             out.append(table)
         return out
+
+    def max_sum(self, lambdas: Mapping[str, float], value_weight: float = 1.0) -> tuple[float, np.ndarray]:
+        """(max over assignments of the weighted tables, a maximising assignment); see `tables`."""
+        tables = self.tables(lambdas, value_weight)
+        return self.plan._max_sum(tables, sum(float(tables[f]) for f in self._constants))
 
     def rounding_margin(self, lambdas: Mapping[str, float], value_weight: float = 1.0) -> float:
         """A safe bound on the float error of one elimination pass over `tables(lambdas, value_weight)`."""

@@ -36,6 +36,7 @@ from .spec import Dim, Spec, Term
 MAX_LINE_SEARCH_STEPS = 100
 MAX_SWEEPS = 20
 MAX_LOCAL_MOVES = 1000
+CHECKED_PAIRS = 20
 
 
 @dataclass
@@ -64,8 +65,7 @@ class Presolved:
 
     def lift(self, choice: Mapping[str, int], active: Mapping[str, bool] | None) -> tuple[dict[str, int], dict[str, bool]]:
         """Map a configuration of the reduced spec to the original spec's indices."""
-        lifted = {d: self.kept[d][int(k)] for d, k in choice.items()}
-        return lifted, {**dict(active or {}), **self.fixed_blocks}
+        return {d: self.kept[d][int(k)] for d, k in choice.items()}, {**dict(active or {}), **self.fixed_blocks}
 
     def answer(self) -> Answer:
         """The answer when the presolve decided alone (status optimal or infeasible)."""
@@ -107,29 +107,32 @@ class Presolved:
 
 
 def presolve(spec: Spec, budgets: Mapping[str, float], memory_limit: float = DEFAULT_MEMORY_LIMIT) -> Presolved:
-    """Lagrangian bound, incumbent and reduced-cost fixing for `spec` under `budgets` (resource -> number)."""
+    """Lagrangian bound, incumbent and reduced-cost fixing for `spec` under `budgets` (resource -> number).
+
+    (Repeating the fixing on the reduced spec was tried: its Lagrangian bound is the same, so it
+    never removed more.)
+    """
     start = time.perf_counter()
     identity = {d.name: tuple(range(d.size)) for d in spec.dims}
     try:
         graph = SpecGraph(spec, memory_limit=memory_limit)
     except TableTooLarge as e:
-        return Presolved("skipped", None, None, spec, identity, {},
-                         {"status": "skipped", "reason": str(e), "time": time.perf_counter() - start})
+        return _finish(Presolved("skipped", None, None, spec, identity, {}), spec, {"reason": str(e)}, start)
     search = _LagrangianSearch(graph, spec, budgets)
     infeasible = search.run()
     stats: dict[str, Any] = {"lambdas": dict(search.best_lambdas), "passes": search.passes}
     if infeasible:
         return _finish(Presolved("infeasible", None, None, spec, identity, {}), spec, stats, start)
     incumbent = search.incumbent_configuration()
-    if incumbent is not None and relative_gap(search.bound, incumbent[2]) <= OPTIMALITY_GAP:
-        return _finish(Presolved("optimal", search.bound, incumbent, spec, identity, {}), spec, stats, start)
     if incumbent is None:
         return _finish(Presolved("reduced", search.bound, None, spec, identity, {}), spec, stats, start)
-    keep = search.reduced_cost_keep()
-    reduced, kept, fixed = _reduce(spec, graph, keep, search.incumbent)
-    status = "optimal" if not reduced.blocks and all(d.size == 1 for d in reduced.dims) else "reduced"
-    bound = incumbent[2] if status == "optimal" else search.bound
-    return _finish(Presolved(status, bound, incumbent, reduced, kept, fixed), spec, stats, start)
+    if relative_gap(search.bound, incumbent[2]) <= OPTIMALITY_GAP:
+        return _finish(Presolved("optimal", search.bound, incumbent, spec, identity, {}), spec, stats, start)
+    reduced, kept, fixed = _reduce(spec, search.reduced_cost_keep(), search.incumbent)
+    if not reduced.blocks and all(d.size == 1 for d in reduced.dims):
+        # only the incumbent is left, and fixing keeps every optimal configuration
+        return _finish(Presolved("optimal", incumbent[2], incumbent, reduced, kept, fixed), spec, stats, start)
+    return _finish(Presolved("reduced", search.bound, incumbent, reduced, kept, fixed), spec, stats, start)
 
 
 def solve_with_presolve(backend: Callable[[Spec, Mapping[str, float], dict], Answer], spec: Spec,
@@ -169,7 +172,7 @@ class _LagrangianSearch:
     # -- points of the dual function
     def point(self, lambdas: Mapping[str, float]) -> tuple[np.ndarray, float, dict[str, float]]:
         """Maximise the Lagrangian at `lambdas`; update bound and incumbent; return (x, value, costs)."""
-        value, x = self.graph.plan.max_sum(self.graph.tables(lambdas))
+        value, x = self.graph.max_sum(lambdas)
         self.passes += 1
         bound = value + sum(lam * self.limits[r] for r, lam in lambdas.items()) + self.graph.rounding_margin(lambdas)
         if bound < self.bound:
@@ -198,7 +201,7 @@ class _LagrangianSearch:
         cheapest = {}
         for r in self.limits:
             weights = {r: 1.0}
-            neg_min, x = self.graph.plan.max_sum(self.graph.tables(weights, value_weight=0.0))
+            neg_min, x = self.graph.max_sum(weights, value_weight=0.0)
             self.passes += 1
             if -neg_min - self.graph.rounding_margin(weights, 0.0) > self.limits[r]:
                 return True
@@ -218,8 +221,11 @@ class _LagrangianSearch:
             if self.closed() or before - self.bound <= OPTIMALITY_GAP * max(1.0, abs(self.bound)):
                 break
         if not self.closed():
+            tried = set()
             for x in starts[-2 * len(self.limits):] + ([self.incumbent] if self.incumbent is not None else []):
-                self.offer(*self._local_search(x))
+                if x.tobytes() not in tried:
+                    tried.add(x.tobytes())
+                    self.offer(*self._local_search(x))
         return False
 
     def line_search(self, r: str, lambdas: dict[str, float], cheapest: tuple[np.ndarray, float, dict[str, float]]
@@ -257,37 +263,81 @@ class _LagrangianSearch:
 
     # -- incumbent repair
     def _local_search(self, x: np.ndarray) -> tuple[np.ndarray, float, dict[str, float]]:
-        """Greedy single-variable moves from x: while over budget, the repair losing least value per
-        unit of excess removed; then, while feasible, the best improving move. Returns (x, value, costs)."""
-        g = self.graph
+        """Greedy moves from x: while over budget, the single-variable change losing least value per
+        unit of excess removed; then, while feasible, the best improving change of one or two
+        variables. Returns (x, value, costs)."""
         x = x.copy()
-        resources = list(self.limits)
-        limits = np.array([self.limits[r] for r in resources])
-        scale = np.maximum(1.0, np.abs(limits))
-        value, cost_map = g.evaluate(x)
-        costs = np.array([cost_map[r] for r in resources])
-        tiny = 1e-12 * max(1.0, abs(value))
+        value, costs = self.graph.evaluate(x)
         for _ in range(MAX_LOCAL_MOVES):
-            excess = np.maximum(0.0, costs - limits) / scale
-            best, best_score = None, -math.inf
-            for var in range(len(x)):
-                dv, dc = self._moves(x, var, resources)
-                after = costs[:, None] + dc
-                if excess.sum() > 0:
-                    gain = excess.sum() - (np.maximum(0.0, after - limits[:, None]) / scale[:, None]).sum(axis=0)
-                    score = np.where(gain > 1e-12, dv / np.maximum(gain, 1e-12), -math.inf)
-                else:
-                    score = np.where((after <= limits[:, None]).all(axis=0) & (dv > tiny), dv, -math.inf)
-                s = int(np.argmax(score))
-                if score[s] > best_score:
-                    best, best_score = (var, s), score[s]
-            if best is None:
+            if self.feasible(costs):
                 break
-            dv, dc = self._moves(x, best[0], resources)
-            value, costs = value + dv[best[1]], costs + dc[:, best[1]]
-            x[best[0]] = best[1]
-        value, cost_map = g.evaluate(x)
-        return x, value, cost_map
+            move = self._best_repair(x, costs)
+            if move is None:
+                break
+            x[move[0]] = move[1]
+            value, costs = self.graph.evaluate(x)
+        for _ in range(MAX_LOCAL_MOVES if self.feasible(costs) else 0):
+            better = self._best_improvement(x, value, costs)
+            if better is None:
+                break
+            x, value, costs = better
+        return x, value, costs
+
+    def _single_moves(self, x: np.ndarray, resources: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every change of one variable: (variable, new state, value change, cost changes by resource row)."""
+        variables, states, dvs, dcs = [], [], [], []
+        for var in range(len(x)):
+            dv, dc = self._moves(x, var, resources)
+            others = np.flatnonzero(np.arange(len(dv)) != x[var])
+            variables.append(np.full(len(others), var))
+            states.append(others)
+            dvs.append(dv[others])
+            dcs.append(dc[:, others])
+        return np.concatenate(variables), np.concatenate(states), np.concatenate(dvs), np.concatenate(dcs, axis=1)
+
+    def _best_repair(self, x: np.ndarray, costs: Mapping[str, float]) -> tuple[int, int] | None:
+        resources = list(self.limits)
+        limits = np.array([self.limits[r] for r in resources])[:, None]
+        scale = np.maximum(1.0, np.abs(limits))
+        now = np.array([costs[r] for r in resources])[:, None]
+        variables, states, dv, dc = self._single_moves(x, resources)
+        gain = (np.maximum(0.0, now - limits) / scale).sum() - (np.maximum(0.0, now + dc - limits) / scale).sum(axis=0)
+        score = np.where(gain > 1e-12, dv / np.maximum(gain, 1e-12), -np.inf)
+        if not len(score) or score.max() == -np.inf:
+            return None
+        best = int(np.argmax(score))
+        return int(variables[best]), int(states[best])
+
+    def _best_improvement(self, x: np.ndarray, value: float, costs: Mapping[str, float]
+                          ) -> tuple[np.ndarray, float, dict[str, float]] | None:
+        """The best feasible improving change of one or two variables (pairs are estimated as the sum of
+        their single changes, then checked exactly), or None."""
+        resources = list(self.limits)
+        slack = np.array([self.limits[r] - costs[r] for r in resources])
+        variables, states, dv, dc = self._single_moves(x, resources)
+        # a "no change" move lets the pair table hold single moves too
+        variables, states = np.append(variables, -1), np.append(states, -1)
+        dv, dc = np.append(dv, 0.0), np.append(dc, np.zeros((len(resources), 1)), axis=1)
+        gain = dv[:, None] + dv[None, :]
+        ok = np.triu(variables[:, None] != variables[None, :]) | (np.arange(len(dv))[:, None] == len(dv) - 1)
+        for i in range(len(resources)):
+            ok &= dc[i][:, None] + dc[i][None, :] <= slack[i]
+        tiny = 1e-12 * max(1.0, abs(value))
+        gain = np.where(ok & (gain > tiny), gain, -np.inf)
+        flat_gain = gain.ravel()
+        top = np.argpartition(flat_gain, -CHECKED_PAIRS)[-CHECKED_PAIRS:] if flat_gain.size > CHECKED_PAIRS \
+            else np.arange(flat_gain.size)
+        for flat in top[np.argsort(flat_gain[top])[::-1]]:
+            if gain.flat[flat] == -np.inf:
+                break
+            y = x.copy()
+            for k in np.unravel_index(flat, gain.shape):
+                if variables[k] >= 0:
+                    y[variables[k]] = states[k]
+            new_value, new_costs = self.graph.evaluate(y)
+            if new_value > value + tiny and self.feasible(new_costs):
+                return y, new_value, new_costs
+        return None
 
     def _moves(self, x: np.ndarray, var: int, resources: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Change of value and of each cost (rows in `resources` order) for every state of `var`."""
@@ -326,8 +376,9 @@ class _LagrangianSearch:
 
 # ---- building the reduced spec -------------------------------------------------------------
 
-def _reduce(spec: Spec, graph: SpecGraph, keep: list[np.ndarray], incumbent: np.ndarray
+def _reduce(spec: Spec, keep: list[np.ndarray], incumbent: np.ndarray
             ) -> tuple[Spec, dict[str, tuple[int, ...]], dict[str, bool]]:
+    """The spec restricted to the kept states; dim -> kept indices; blocks left with one state."""
     n_dims = len(spec.dims)
     fixed = {b: bool(np.flatnonzero(keep[n_dims + j])[0])
              for j, b in enumerate(spec.block_names) if keep[n_dims + j].sum() == 1}

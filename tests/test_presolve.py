@@ -1,0 +1,213 @@
+"""Lagrangian presolve: never removes an optimal configuration; its proofs, bounds and answers are right."""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+
+import pytest
+from hypothesis import given, settings
+
+import mdp_opt
+from mdp_opt import Answer, BackendError, Dim, Spec, Status, Term
+from mdp_opt.evaluate import brute_force
+from mdp_opt.presolve import presolve
+from strategies import problems
+
+
+def all_optima(spec: Spec, budgets) -> tuple[float | None, list[tuple[dict, dict]]]:
+    """The optimal value and every optimal configuration, by walking all configurations with evaluate()."""
+    feasible = []
+    for idx in itertools.product(*[range(d.size) for d in spec.dims]):
+        for states in itertools.product([False, True], repeat=len(spec.blocks)):
+            choice, active = dict(zip(spec.dim_names, idx)), dict(zip(spec.block_names, states))
+            ev = mdp_opt.evaluate(spec, choice, active, budgets)
+            if ev.feasible:
+                feasible.append((choice, active, ev.value))
+    if not feasible:
+        return None, []
+    best = max(v for _, _, v in feasible)
+    return best, [(c, a) for c, a, v in feasible if close(v, best)]
+
+
+def close(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
+
+
+@settings(max_examples=100)
+@given(problems(max_configurations=3000))
+def test_presolve_keeps_every_optimal_configuration(problem):
+    spec, budget = problem
+    budgets = mdp_opt.resolve_budgets(spec, budget)
+    best, optima = all_optima(spec, budgets)
+    pre = presolve(spec, budgets)
+    if best is None:
+        assert pre.status in ("infeasible", "reduced") and pre.incumbent is None
+        if len(budgets) == 1:
+            assert pre.status == "infeasible"  # one resource: its minimum cost proves it
+        return
+    assert pre.status != "infeasible"
+    assert pre.bound >= best - 1e-9 * max(1.0, abs(best))
+    choice, active, value = pre.incumbent
+    ev = mdp_opt.evaluate(spec, choice, active, budgets)
+    assert ev.feasible and close(ev.value, value) and value <= best + 1e-9 * max(1.0, abs(best))
+    if pre.status == "optimal":
+        assert close(value, best)
+    for choice, active in optima:  # each optimal configuration is still a configuration of the reduced spec
+        assert all(choice[d] in pre.kept[d] for d in spec.dim_names
+                   if pre.reduced.dim(d).size > 1 or not _irrelevant(pre.reduced, d)), (choice, pre.kept)
+        assert all(active[b] == state for b, state in pre.fixed_blocks.items())
+    assert set(pre.reduced.block_names) | set(pre.fixed_blocks) == set(spec.block_names)
+
+
+def _irrelevant(reduced: Spec, dim: str) -> bool:
+    """True when no term of the reduced spec names the dim (its choice changes nothing)."""
+    return all(dim not in t.dims for _, _, t in reduced.terms())
+
+
+@settings(max_examples=100)
+@given(problems(max_configurations=3000))
+def test_reduced_spec_has_the_original_optimum_and_maps_back_to_an_optimal_answer(problem):
+    spec, budget = problem
+    budgets = mdp_opt.resolve_budgets(spec, budget)
+    reference = brute_force(spec, budgets)
+    pre = presolve(spec, budgets)
+    if pre.status in ("optimal", "infeasible"):
+        assert pre.answer().status is reference.status
+        if pre.status == "optimal":
+            assert close(pre.answer().objective, reference.objective)
+        return
+    reduced = brute_force(pre.reduced, budgets)
+    assert reduced.status is reference.status
+    if reference.status is Status.OPTIMAL:
+        assert close(reduced.objective, reference.objective)
+        choice, active = pre.lift(reduced.choice, reduced.active)
+        ev = mdp_opt.evaluate(spec, choice, active, budgets)
+        assert ev.feasible and close(ev.value, reference.objective)
+
+
+@pytest.fixture
+def register(monkeypatch):
+    """Register a test backend for one test only."""
+    solve_module = importlib.import_module("mdp_opt.solve")  # the module, not the function of that name
+    monkeypatch.setattr(solve_module, "_REGISTRY", dict(solve_module._REGISTRY))
+
+    def add(name, fn, presolve=True):
+        mdp_opt.register_backend(name, fn, presolve=presolve)
+    return add
+
+
+@settings(max_examples=60)
+@given(problems(max_configurations=3000))
+def test_solve_with_presolve_matches_the_unpresolved_optimum(problem):
+    spec, budget = problem
+    reference = mdp_opt.solve(spec, budget, backend="brute")
+    seen = []
+
+    def brute_behind_presolve(s, b, options):
+        seen.append(s)
+        return brute_force(s, b)
+
+    registry = importlib.import_module("mdp_opt.solve")._REGISTRY
+    mdp_opt.register_backend("presolved-brute", brute_behind_presolve, presolve=True)
+    try:
+        result = mdp_opt.solve(spec, budget, backend="presolved-brute")
+    finally:
+        del registry["presolved-brute"]
+    assert result.status is reference.status
+    if reference.has_solution:
+        assert close(result.objective, reference.objective)
+        assert result.bound == pytest.approx(result.objective, rel=1e-9, abs=1e-9)
+    info = result.stats["presolve"]
+    assert info["choices_kept"] <= info["choices_total"] == sum(d.size for d in spec.dims)
+    assert result.stats["solved_by"] == ("backend" if seen else "presolve")
+
+
+EXAMPLE = Spec(
+    dims=(Dim("a", (1, 2, 3)), Dim("b", (1, 2, 3))),
+    objective=(Term(("a",), [0.0, 3.0, 4.0]), Term(("b",), [0.0, 2.0, 5.0]), Term(("a", "b"), [[0, 0, 0], [0, 0, 1.0],
+                                                                                             [0, 1.0, 2.0]])),
+    costs={"latency": (Term(("a",), [1.0, 2.0, 3.0]), Term(("b",), [1.0, 2.0, 3.0]))},
+)
+
+
+def test_a_loose_budget_is_proven_optimal_by_the_presolve_alone():
+    result = mdp_opt.solve(EXAMPLE, {"latency": 100}, backend="dp")
+    assert result.status is Status.OPTIMAL and result.stats["solved_by"] == "presolve"
+    assert result.objective == 11.0 and result.kept == {"a": 3, "b": 3}
+
+
+def test_a_budget_below_the_minimum_cost_is_proven_infeasible_by_the_presolve():
+    result = mdp_opt.solve(EXAMPLE, {"latency": 1.99}, backend="dp")
+    assert result.status is Status.INFEASIBLE and result.stats["solved_by"] == "presolve"
+    assert mdp_opt.solve(EXAMPLE, {"latency": 2.0}, backend="dp").objective == 0.0  # the minimum cost itself fits
+
+
+def test_presolve_false_calls_the_backend_on_the_original_spec(register):
+    seen = []
+    register("spy", lambda s, b, o: (seen.append(s), brute_force(s, b))[1])
+    result = mdp_opt.solve(EXAMPLE, {"latency": 100}, backend="spy", presolve=False)
+    assert seen == [EXAMPLE] and "presolve" not in result.stats
+    with pytest.raises(mdp_opt.SpecError, match="presolve"):
+        mdp_opt.solve(EXAMPLE, backend="spy", presolve="yes")
+
+
+def test_backends_opt_in_and_brute_never_presolves(register):
+    seen = []
+    register("third-party", lambda s, b, o: (seen.append(s), brute_force(s, b))[1], presolve=False)
+    assert "presolve" not in mdp_opt.solve(EXAMPLE, {"latency": 100}, backend="third-party").stats
+    assert "presolve" not in mdp_opt.solve(EXAMPLE, {"latency": 100}, backend="brute").stats
+
+
+def _gap_example() -> tuple[Spec, dict[str, float]]:
+    """A knapsack with a Lagrangian gap, so the presolve needs the backend."""
+    values, weights = [6.0, 5.0, 5.0, 4.0], [4.0, 3.0, 3.0, 2.0]
+    dims = tuple(Dim(f"x{i}", (1, 2)) for i in range(4))
+    spec = Spec(dims=dims, objective=tuple(Term((d.name,), [0.0, v]) for d, v in zip(dims, values)),
+                costs={"latency": tuple(Term((d.name,), [0.0, w]) for d, w in zip(dims, weights))})
+    return spec, {"latency": 7.0}
+
+
+def test_the_gap_example_needs_the_backend():
+    spec, budgets = _gap_example()
+    pre = presolve(spec, budgets)
+    assert pre.status == "reduced" and pre.bound > pre.incumbent[2]
+
+
+def test_backend_without_solution_falls_back_to_the_incumbent(register):
+    spec, budgets = _gap_example()
+    pre = presolve(spec, budgets)
+    register("gives-up", lambda s, b, o: Answer(Status.TIME_LIMIT_NO_SOLUTION))
+    result = mdp_opt.solve(spec, budgets, backend="gives-up")
+    assert result.status is Status.FEASIBLE and result.objective == pre.incumbent[2]
+    assert result.bound == pytest.approx(pre.bound) and result.stats["backend_status"] == "time_limit_no_solution"
+
+
+def test_a_backend_claiming_optimal_below_the_incumbent_is_refused(register):
+    spec, budgets = _gap_example()
+
+    def worst_feasible(s, b, o):
+        zero = {d: 0 for d in s.dim_names}
+        return Answer(Status.OPTIMAL, zero, {}, objective=mdp_opt.evaluate(s, zero).value)
+    register("liar", worst_feasible)
+    with pytest.raises(BackendError, match="presolve found a feasible configuration"):
+        mdp_opt.solve(spec, budgets, backend="liar")
+
+
+def test_memory_limit_skips_the_presolve_without_changing_the_spec():
+    spec = Spec(dims=tuple(Dim(f"d{i}", (1, 2, 3, 4)) for i in range(6)),
+                objective=(Term(tuple(f"d{i}" for i in range(6)), [[[[[[1.0] * 4] * 4] * 4] * 4] * 4] * 4),),
+                costs={"latency": (Term(("d0",), [1.0, 2.0, 3.0, 4.0]),)})
+    pre = presolve(spec, {"latency": 2.0}, memory_limit=1024)
+    assert pre.status == "skipped" and pre.reduced is spec and "memory limit" in pre.stats["reason"]
+
+
+def test_real_instances_bound_and_incumbent_bracket_the_proven_optimum(instance):
+    path, optimum = instance
+    pytest.importorskip("mdp_opt.backends.dp")
+    spec = mdp_opt.load(path)
+    pre = presolve(spec, spec.budgets)
+    assert pre.incumbent[2] <= optimum <= pre.bound
+    assert pre.stats["choices_kept"] < pre.stats["choices_total"]
+    reduced = mdp_opt.solve(pre.reduced, spec.budgets, backend="dp", presolve=False)
+    assert reduced.objective == optimum
