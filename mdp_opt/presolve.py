@@ -28,10 +28,10 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from .evaluate import FEASIBILITY_TOLERANCE, evaluate
+from .evaluate import FEASIBILITY_TOLERANCE, check_configuration, evaluate
 from .factor_graph import DEFAULT_MEMORY_LIMIT, SpecGraph, TableTooLarge
 from .result import OPTIMALITY_GAP, Answer, Status, relative_gap
-from .spec import Dim, Spec, Term
+from .spec import Dim, Spec, SpecError, Term
 
 MAX_LINE_SEARCH_STEPS = 100
 MAX_SWEEPS = 20
@@ -66,6 +66,16 @@ class Presolved:
     def lift(self, choice: Mapping[str, int], active: Mapping[str, bool] | None) -> tuple[dict[str, int], dict[str, bool]]:
         """Map a configuration of the reduced spec to the original spec's indices."""
         return {d: self.kept[d][int(k)] for d, k in choice.items()}, {**dict(active or {}), **self.fixed_blocks}
+
+    def restrict(self, choice: Mapping[str, int], active: Mapping[str, bool]
+                 ) -> tuple[dict[str, int], dict[str, bool]] | None:
+        """An original configuration in the reduced spec's indices; None when it uses a removed state."""
+        if any(choice[d] not in kept for d, kept in self.kept.items()):
+            return None
+        if any(active[b] != state for b, state in self.fixed_blocks.items()):
+            return None
+        return ({d: kept.index(choice[d]) for d, kept in self.kept.items()},
+                {b: active[b] for b in self.reduced.block_names})
 
     def answer(self) -> Answer:
         """The answer when the presolve decided alone (status optimal or infeasible)."""
@@ -136,13 +146,28 @@ def presolve(spec: Spec, budgets: Mapping[str, float], memory_limit: float = DEF
 
 
 def solve_with_presolve(backend: Callable[[Spec, Mapping[str, float], dict], Answer], spec: Spec,
-                        budgets: Mapping[str, float], options: Mapping[str, Any]) -> Answer:
-    """Presolve, then (unless that decided) run `backend` on the reduced spec and map its answer back."""
+                        budgets: Mapping[str, float], options: Mapping[str, Any], accepts_hint: bool = False) -> Answer:
+    """Presolve, then (unless that decided) run `backend` on the reduced spec and map its answer back.
+
+    With `accepts_hint`, the backend gets option `hint` = {"choice", "active"} in the reduced spec's
+    indices: the user's own hint when it survived the fixing, else the presolve's incumbent.
+    """
     start = time.perf_counter()
     pre = presolve(spec, budgets)
     if pre.status in ("optimal", "infeasible"):
         return pre.answer()
     options = dict(options)
+    if accepts_hint:
+        user_hint = options.pop("hint", None)
+        hint, source = None, "user"
+        if user_hint is not None:
+            hint = pre.restrict(*_hint_configuration(spec, user_hint))
+        if hint is None and pre.incumbent is not None:
+            # every feasible configuration using a removed choice is worse than the incumbent
+            hint, source = pre.restrict(*pre.incumbent[:2]), "incumbent"
+        if hint is not None:
+            options["hint"] = {"choice": hint[0], "active": hint[1]}
+            pre.stats["hint"] = source
     if options.get("time_limit") is not None:
         limit = options["time_limit"]
         options["time_limit"] = max(limit - (time.perf_counter() - start), 0.05 * limit)
@@ -399,6 +424,23 @@ def _reduce(spec: Spec, keep: list[np.ndarray], incumbent: np.ndarray
         objective=tuple(cut(t) for r, t in live_terms if r is None),
         costs={r: tuple(cut(t) for s, t in live_terms if s == r) for r in spec.costs})
     return reduced, kept, fixed
+
+
+def _hint_configuration(spec: Spec, hint: Any) -> tuple[dict[str, int], dict[str, bool]]:
+    """The configuration of a user's `hint` option: a Result, or {"choice": {...}, "active": {...}}."""
+    if hasattr(hint, "choice") and hasattr(hint, "active"):
+        choice, active = hint.choice, hint.active
+    elif isinstance(hint, Mapping) and "choice" in hint and set(hint) <= {"choice", "active"}:
+        choice, active = hint["choice"], hint.get("active") or {}
+    else:
+        raise SpecError("option hint: expected a Result or {'choice': {dim: index}, 'active': {block: bool}}, "
+                        f"got {type(hint).__name__}")
+    active = {**{b: True for b in spec.block_names}, **dict(active)}
+    try:
+        check_configuration(spec, dict(choice or {}), active)
+    except SpecError as e:
+        raise SpecError(f"option hint: {e}") from None
+    return {d: int(k) for d, k in choice.items()}, {b: bool(a) for b, a in active.items()}
 
 
 def _finish(pre: Presolved, spec: Spec, stats: dict[str, Any], start: float) -> Presolved:

@@ -35,31 +35,34 @@ class BackendInfo:
     extra: str | None         # pip extra that installs its dependencies
     description: str
     presolve: bool = False    # solve() runs the shared Lagrangian presolve (presolve.py) before it
+    hint: bool = False        # it takes option `hint` = {"choice", "active"}; the presolve passes its incumbent
 
 
 _REGISTRY: dict[str, BackendInfo] = {}
 
 
 def register_backend(name: str, fn: str | BackendFn, extra: str | None = None, description: str = "",
-                     presolve: bool = False) -> None:
+                     presolve: bool = False, hint: bool = False) -> None:
     """Add (or replace) a backend: `fn(spec, budgets, options) -> Answer`, or a "module:function" path.
 
     With `presolve=True`, `solve()` first runs the shared Lagrangian presolve and hands the
     backend the reduced spec (fewer choices, some blocks fixed), unless the presolve decides alone.
+    With `hint=True` the backend accepts option `hint` = {"choice": ..., "active": ...} and the
+    presolve passes its best configuration as one.
     """
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ValueError(f"backend name {name!r}: use letters, digits, '_', '-', '.'")
-    _REGISTRY[name] = BackendInfo(name, fn, extra, description, presolve)
+    _REGISTRY[name] = BackendInfo(name, fn, extra, description, presolve, hint)
 
 
-for _name, _target, _extra, _desc, _presolve in [
-    ("cpsat", "mdp_opt.backends.cpsat:solve", "cpsat", "OR-Tools CP-SAT on the marginal linearisation (exact)", True),
-    ("milp", "mdp_opt.backends.milp:solve", "milp", "HiGHS MILP on the marginal linearisation (exact)", True),
-    ("dp", "mdp_opt.backends.dp:solve", None, "dynamic programming over the factor graph, numpy only (exact)", True),
-    ("mindtpy", "mdp_opt.backends.mindtpy:solve", "mindtpy", "Pyomo MindtPy outer approximation, the paper's solver (heuristic)", True),
-    ("brute", "mdp_opt.evaluate:brute_force", None, "enumerates every configuration (tiny specs only, exact)", False),
+for _name, _target, _extra, _desc, _presolve, _hint in [
+    ("cpsat", "mdp_opt.backends.cpsat:solve", "cpsat", "OR-Tools CP-SAT on the marginal linearisation (exact)", True, True),
+    ("milp", "mdp_opt.backends.milp:solve", "milp", "HiGHS MILP on the marginal linearisation (exact)", True, True),
+    ("dp", "mdp_opt.backends.dp:solve", None, "dynamic programming over the factor graph, numpy only (exact)", True, False),
+    ("mindtpy", "mdp_opt.backends.mindtpy:solve", "mindtpy", "Pyomo MindtPy outer approximation, the paper's solver (heuristic)", True, False),
+    ("brute", "mdp_opt.evaluate:brute_force", None, "enumerates every configuration (tiny specs only, exact)", False, False),
 ]:
-    register_backend(_name, _target, _extra, _desc, _presolve)
+    register_backend(_name, _target, _extra, _desc, _presolve, _hint)
 
 
 def load_backend(name: str) -> BackendFn:
@@ -185,8 +188,9 @@ def solve(spec: Spec, budget: BudgetLike = None, backend: str = "cpsat", time_li
     budgets = resolve_budgets(spec, budget)
     fn = load_backend(backend)
     start = time.perf_counter()
-    if presolve and _REGISTRY[backend].presolve:
-        answer = solve_with_presolve(fn, spec, budgets, {"time_limit": time_limit, **options})
+    info = _REGISTRY[backend]
+    if presolve and info.presolve:
+        answer = solve_with_presolve(fn, spec, budgets, {"time_limit": time_limit, **options}, info.hint)
     else:
         answer = fn(spec, budgets, {"time_limit": time_limit, **options})
     wall = time.perf_counter() - start

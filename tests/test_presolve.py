@@ -160,9 +160,9 @@ def test_backends_opt_in_and_brute_never_presolves(register):
 
 
 def _gap_example() -> tuple[Spec, dict[str, float]]:
-    """A knapsack with a Lagrangian gap, so the presolve needs the backend."""
-    values, weights = [6.0, 5.0, 5.0, 4.0], [4.0, 3.0, 3.0, 2.0]
-    dims = tuple(Dim(f"x{i}", (1, 2)) for i in range(4))
+    """A knapsack with a Lagrangian gap, so the presolve needs the backend, and one poor item it fixes."""
+    values, weights = [6.0, 5.0, 5.0, 4.0, 0.5], [4.0, 3.0, 3.0, 2.0, 5.0]
+    dims = tuple(Dim(f"x{i}", (1, 2)) for i in range(5))
     spec = Spec(dims=dims, objective=tuple(Term((d.name,), [0.0, v]) for d, v in zip(dims, values)),
                 costs={"latency": tuple(Term((d.name,), [0.0, w]) for d, w in zip(dims, weights))})
     return spec, {"latency": 7.0}
@@ -172,6 +172,7 @@ def test_the_gap_example_needs_the_backend():
     spec, budgets = _gap_example()
     pre = presolve(spec, budgets)
     assert pre.status == "reduced" and pre.bound > pre.incumbent[2]
+    assert pre.kept["x4"] == (0,) and pre.reduced.dim("x4").choices == (1,)  # the poor item is fixed out
 
 
 def test_backend_without_solution_falls_back_to_the_incumbent(register):
@@ -211,3 +212,30 @@ def test_real_instances_bound_and_incumbent_bracket_the_proven_optimum(instance)
     assert pre.stats["choices_kept"] < pre.stats["choices_total"]
     reduced = mdp_opt.solve(pre.reduced, spec.budgets, backend="dp", presolve=False)
     assert reduced.objective == optimum
+
+
+def test_a_backend_taking_hints_gets_the_incumbent_or_the_users_surviving_hint(register):
+    spec, budgets = _gap_example()
+    pre = presolve(spec, budgets)
+    hints = []
+
+    def hinted(s, b, options):
+        hints.append(options.get("hint"))
+        return brute_force(s, b)
+    register("hinted", hinted)  # presolve=True, hint=False: the user's hint is not the presolve's business
+    mdp_opt.register_backend("hinted-too", hinted, presolve=True, hint=True)
+    mdp_opt.solve(spec, budgets, backend="hinted")
+    assert hints.pop() is None
+    result = mdp_opt.solve(spec, budgets, backend="hinted-too")
+    assert hints.pop() == {"choice": pre.restrict(*pre.incumbent[:2])[0], "active": {}}
+    assert result.stats["presolve"]["hint"] == "incumbent"
+    # the user's own hint, in original indices, is translated when every choice it uses survived
+    incumbent_choice = pre.incumbent[0]
+    mdp_opt.solve(spec, budgets, backend="hinted-too", hint={"choice": incumbent_choice})
+    assert hints.pop()["choice"] == pre.restrict(incumbent_choice, {})[0]
+    removed = next((d, k) for d, kept in pre.kept.items() for k in range(spec.dim(d).size) if k not in kept)
+    result = mdp_opt.solve(spec, budgets, backend="hinted-too", hint={"choice": {**incumbent_choice, removed[0]: removed[1]}})
+    assert hints.pop()["choice"] == pre.restrict(incumbent_choice, {})[0]
+    assert result.stats["presolve"]["hint"] == "incumbent"
+    with pytest.raises(mdp_opt.SpecError, match=r"^option hint: choice.x0"):
+        mdp_opt.solve(spec, budgets, backend="hinted-too", hint={"choice": {**incumbent_choice, "x0": 7}})
