@@ -137,6 +137,8 @@ def test_dims_choices_and_blocks():
     assert latency[("embed", "blocks.0.heads", "blocks.0.qk_dim")].block == "blocks.0.attn"
     assert latency[("embed", "blocks.0.heads", "blocks.0.v_dim")].block == "blocks.0.attn"
     assert latency[("embed", "blocks.1.mlp_hidden")].block == "blocks.1.mlp"
+    coarse = {d.name: d.choices for d in build(model, mlp_step=32, min_channels=0.5)[0].dims}
+    assert coarse["blocks.1.mlp_hidden"] == (64, 96) and coarse["embed"] == (32, 48)
     assert build(model, blocks="whole")[0].block_names == ("blocks.0", "blocks.1")
     assert build(model, blocks=None)[0].block_names == ()
     assert build(model, blocks=[model.blocks[1].mlp])[0].block_names == ("blocks.1.mlp",)

@@ -49,7 +49,7 @@ def dim_name(key: DimKey) -> str:
 def build_vit_spec(model: nn.Module, example_input: torch.Tensor, *, data: Iterable[Any] | None = None,
                    loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
                    importance: Mapping[str, Any] | None = None, latency: LatencyArg = "measure",
-                   costs: Sequence[str] = ("latency",), step: int = 8, head_step: int = 1,
+                   costs: Sequence[str] = ("latency",), step: int = 8, mlp_step: int | None = None, head_step: int = 1,
                    head_dim_step: int | None = None, min_channels: int | float = 1, ignore: Sequence[nn.Module] = (),
                    blocks: str | Sequence[nn.Module] | None = "auto", name: str | None = None
                    ) -> tuple[Spec, "ViTPruningHandle"]:
@@ -60,8 +60,9 @@ def build_vit_spec(model: nn.Module, example_input: torch.Tensor, *, data: Itera
             q/k and v dims: one per channel of a head, embed and mlp_hidden: one per channel).
         latency: "measure", a `MeasuredLatency`, "flops" (multiply-accumulates as the latency),
             or a callable `fn(workload) -> cost` called once per part and width choice.
-        step: granularity of the embedding and MLP widths; `head_step` of the head count;
-            `head_dim_step` (default `step`) of the q/k and v dims per head. Never 0 kept.
+        step: granularity of the embedding width; `mlp_step` (default `step`) of the MLP hidden
+            width; `head_step` of the head count; `head_dim_step` (default `step`) of the q/k and
+            v dims per head. Kept counts are multiples of the granularity or the full width, never 0.
         min_channels: fewest embedding / MLP channels kept: a count or a fraction in (0, 1).
         ignore: modules whose widths stay: an attention (its heads and head dims), an MLP or
             one of its Linears (its hidden width), a transformer block (all four), or a layer
@@ -70,15 +71,17 @@ def build_vit_spec(model: nn.Module, example_input: torch.Tensor, *, data: Itera
             a list of blocks / attention modules / MLP modules, or None.
     """
     _check_arguments(model, example_input, data, loss_fn, importance, latency, costs)
+    mlp_step = step if mlp_step is None else mlp_step
     head_dim_step = step if head_dim_step is None else head_dim_step
-    for label, value in (("step", step), ("head_step", head_step), ("head_dim_step", head_dim_step)):
+    for label, value in (("step", step), ("mlp_step", mlp_step), ("head_step", head_step),
+                         ("head_dim_step", head_dim_step)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{label}: expected a positive integer granularity, got {value!r}")
     structure = find_vit(model, example_input, _reconstruct)
     gates = _gates(model, structure, blocks)
     pinned = _pinned(model, structure, ignore)
     minimum = _minimum(min_channels, structure)
-    choices = _all_choices(structure, pinned, step, head_step, head_dim_step, minimum)
+    choices = _all_choices(structure, pinned, step, mlp_step, head_step, head_dim_step, minimum)
     names = {key: dim_name(key) for key in choices}
 
     if importance is not None:
@@ -93,7 +96,7 @@ def build_vit_spec(model: nn.Module, example_input: torch.Tensor, *, data: Itera
                 costs=cost_terms, blocks=tuple(dict.fromkeys(g for g in gates.values() if g is not None)),
                 name=name or type(model).__name__,
                 meta={"source": "mdp_opt.adapters.torch.vit", "model": type(model).__name__, "step": step,
-                      "head_step": head_step, "head_dim_step": head_dim_step,
+                      "mlp_step": mlp_step, "head_step": head_step, "head_dim_step": head_dim_step,
                       "latency": latency if isinstance(latency, str) else type(latency).__name__,
                       "input_shape": list(example_input.shape), "tokens": structure.tokens})
     handle = ViTPruningHandle(model, spec, structure, names, {k: imp.order for k, imp in imps.items()}, gates)
@@ -191,8 +194,8 @@ def choices_for(width: int, step: int, minimum: int = 1) -> tuple[int, ...]:
     return tuple(k for k in range(step, width, step) if k >= minimum) + (width,)
 
 
-def _all_choices(structure: ViTStructure, pinned: set[DimKey], step: int, head_step: int, head_dim_step: int,
-                 minimum: Callable[[int], int]) -> dict[DimKey, tuple[int, ...]]:
+def _all_choices(structure: ViTStructure, pinned: set[DimKey], step: int, mlp_step: int, head_step: int,
+                 head_dim_step: int, minimum: Callable[[int], int]) -> dict[DimKey, tuple[int, ...]]:
     def make(key: DimKey, width: int, granularity: int, low: int = 1) -> tuple[int, ...]:
         return (width,) if key in pinned else choices_for(width, granularity, low)
 
@@ -201,7 +204,7 @@ def _all_choices(structure: ViTStructure, pinned: set[DimKey], step: int, head_s
         out[(s.name, "heads")] = make((s.name, "heads"), s.num_heads, head_step)
         out[(s.name, "qk")] = make((s.name, "qk"), s.head_dim, head_dim_step)
         out[(s.name, "v")] = make((s.name, "v"), s.head_dim, head_dim_step)
-        out[(s.name, "hidden")] = make((s.name, "hidden"), s.mlp_hidden, step, minimum(s.mlp_hidden))
+        out[(s.name, "hidden")] = make((s.name, "hidden"), s.mlp_hidden, mlp_step, minimum(s.mlp_hidden))
     return out
 
 
