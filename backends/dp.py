@@ -1,0 +1,592 @@
+"""The `dp` backend: exact dynamic programming over the spec's factor graph, numpy only.
+
+Variables are the dims (choice indices) and the blocks (0 removed, 1 active); every term is
+a factor over its dims plus its block. Variables are eliminated in the order of
+`mdp_opt.factor_graph.elimination_order`. Where a plain max-sum message holds one number per
+state of its scope, a message here holds, per state, the **Pareto set** of (costs, value)
+pairs of everything eliminated into it: no budget axis and no rounding, so answers are exact
+on any data (floats included). Two prunings keep the sets small:
+
+- dominance: a pair costing at least as much as another in every budgeted resource and
+  worth no more is dropped;
+- budget: a pair whose cost plus the least possible cost of every factor not yet added
+  exceeds the budget is dropped.
+
+The final set holds the best value at every budget at once (`pareto_front`, used by
+`mdp_opt.frontier`). Every stored pair keeps links to the pairs it was made of, so the
+configuration behind any point is recovered by walking the links down to the terms.
+
+Options (`solve(..., backend="dp", **options)`):
+- `resolution`: None (default, exact) or a positive number (or resource -> number): costs are
+  rounded to multiples of it, which merges near-equal costs and shrinks the sets. A second
+  pass with costs rounded down gives a proven upper bound; the answer is `optimal` when the
+  two meet (or the rounded-down optimum is feasible on the true costs), else `feasible`.
+- `memory_cap`: bytes the stored sets may take (default 2 GiB); beyond it a `StateTooLarge`
+  error names the size reached.
+- `time_limit`: seconds; when reached the status is `time_limit_no_solution` (the DP has no
+  incumbent before it finishes).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from mdp_opt.evaluate import FEASIBILITY_TOLERANCE, evaluate
+from mdp_opt.factor_graph import elimination_order
+from mdp_opt.result import OPTIMALITY_GAP, Answer, Status, relative_gap
+from mdp_opt.solve import take_options
+from mdp_opt.spec import Spec, SpecError
+
+DEFAULT_MEMORY_CAP = 2 * 1024**3
+DEFAULTS: dict[str, Any] = {"resolution": None, "memory_cap": DEFAULT_MEMORY_CAP}
+_CHUNK_PAIRS = 1 << 21          # candidate pairs built at once (bounds temporary memory)
+
+Best = tuple[float, dict[str, int], dict[str, bool]]   # value, choice indices, block states
+
+
+class StateTooLarge(SpecError):
+    """The DP's Pareto sets would exceed the memory cap."""
+
+
+class _TimeUp(Exception):
+    pass
+
+
+# ---- Pareto messages -----------------------------------------------------------------------
+
+@dataclass(eq=False)
+class _Node:
+    """A message: for every state of `scope` (flat index over `shape`), a Pareto set of (cost, value) pairs.
+
+    Pairs are sorted by state. `links[i][p]` is the index, in `children[i]`, of the pair that pair `p` was
+    built from; a leaf (no children) is a term table and its state is the assignment of its scope.
+    """
+
+    scope: tuple[int, ...]
+    shape: tuple[int, ...]
+    state: np.ndarray
+    cost: np.ndarray          # (pairs, resources)
+    value: np.ndarray
+    least_cost: np.ndarray    # per resource, sum over the leaves below of their least cost
+    children: tuple["_Node", ...] = ()
+    links: tuple[np.ndarray, ...] = ()
+
+    @property
+    def pairs(self) -> int:
+        return len(self.value)
+
+    @property
+    def nbytes(self) -> int:
+        return self.state.nbytes + self.cost.nbytes + self.value.nbytes + sum(a.nbytes for a in self.links)
+
+
+def _pareto(state: np.ndarray, cost: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """Indices of the non-dominated pairs within each state (`state` non-decreasing), ordered by (state, cost)."""
+    if len(value) == 0:
+        return np.zeros(0, dtype=np.int64)
+    if cost.shape[1] > 1:
+        order = np.lexsort((-value,) + tuple(cost[:, r] for r in range(cost.shape[1] - 1, -1, -1)) + (state,))
+        return order[~_dominated(state[order], cost[order], value[order])]
+    # sort by cost within each state: by cost, then stably by state (a radix sort when states are few)
+    order = np.argsort(cost[:, 0])
+    segment = state[order]
+    order = order[np.argsort(segment.astype(np.uint16) if state[-1] < 2**16 else segment, kind="stable")]
+    s, c, v = state[order], cost[order, 0], value[order]
+    # pairs of equal state and cost form a tie; only a tie's best value can survive
+    tie_start = np.ones(len(s), dtype=bool)
+    tie_start[1:] = (s[1:] != s[:-1]) | (c[1:] != c[:-1])
+    starts = np.flatnonzero(tie_start)
+    best = np.maximum.reduceat(v, starts)
+    # keep a tie when its best beats every cheaper tie of its state: a running maximum over integer keys
+    # (state, rank of value), exact whatever the values
+    by_value = np.argsort(best)
+    distinct = np.ones(len(best), dtype=bool)
+    distinct[1:] = best[by_value][1:] != best[by_value][:-1]
+    rank = np.empty(len(best), dtype=np.int64)
+    rank[by_value] = np.cumsum(distinct)
+    key = s[starts].astype(np.int64) * (len(best) + 1) + rank
+    keep = np.ones(len(key), dtype=bool)
+    keep[1:] = key[1:] > np.maximum.accumulate(key)[:-1]
+    # the representative of a kept tie: its first pair reaching the tie's best value
+    tie = np.cumsum(tie_start) - 1
+    hits = np.flatnonzero(v == best[tie])
+    first_hit = hits[np.concatenate([[True], tie[hits][1:] != tie[hits][:-1]])]
+    return order[first_hit[keep]]
+
+
+def _dominated(state: np.ndarray, cost: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """For pairs sorted by (state, costs, -value), whether another pair of the same state dominates each.
+
+    Several resources: pairwise comparison within each state, in chunks of bounded size. Of identical
+    pairs the first is kept.
+    """
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(state)) + 1])
+    counts = np.diff(np.concatenate([starts, [len(state)]]))
+    out = np.zeros(len(state), dtype=bool)
+    for start, n in zip(starts[counts > 1], counts[counts > 1]):
+        c, v = cost[start:start + n], value[start:start + n]
+        later = np.arange(n)[None, :]
+        dominated = np.zeros(n, dtype=bool)
+        step = max(1, _CHUNK_PAIRS // n)
+        for lo in range(0, n, step):
+            ci, vi = c[lo:lo + step, None, :], v[lo:lo + step, None]
+            no_worse = np.all(ci <= c[None], axis=2) & (vi >= v[None])
+            better = (np.any(ci < c[None], axis=2) | (vi > v[None])
+                      | (np.arange(lo, min(n, lo + step))[:, None] < later))
+            dominated |= np.any(no_worse & better, axis=0)
+        out[start:start + n] = dominated
+    return out
+
+
+class _Eliminator:
+    """Runs variable elimination on Pareto messages under per-resource cost caps."""
+
+    def __init__(self, sizes: Sequence[int], leaves: list[_Node], caps: np.ndarray, memory_cap: float,
+                 deadline: float | None, names: Sequence[str]) -> None:
+        self.sizes = list(sizes)
+        self.names = names
+        self.caps = caps + FEASIBILITY_TOLERANCE * np.maximum(1.0, np.abs(caps))
+        self.total_least = np.sum([leaf.least_cost for leaf in leaves], axis=0) if leaves else np.zeros(len(caps))
+        self.memory_cap = memory_cap
+        self.deadline = deadline
+        self.stored = 0
+        self.largest = 0
+        self.leaves = [self._store(self._pruned_leaf(leaf)) for leaf in leaves]
+
+    def run(self, order: Sequence[int]) -> "_Top":
+        """Eliminate every variable, the next one being the cheapest given the messages' actual sizes
+        (estimated pairs built), ties broken by `order`. The last join is left to `_Top`, which answers
+        budget queries without building the final set when there is one resource."""
+        pool = list(self.leaves)
+        rank = {v: i for i, v in enumerate(order)}
+        remaining = {v for f in pool for v in f.scope}
+        last: tuple[list[_Node], int | None] | None = None
+        while remaining:
+            var = min(remaining, key=lambda v: (self._work(pool, v), rank[v]))
+            remaining.discard(var)
+            bucket = [f for f in pool if var in f.scope]
+            pool = [f for f in pool if var not in f.scope]
+            bucket = self._join_smallest(bucket, 2)
+            if remaining:
+                pool.append(self.combine(bucket, var))
+            else:
+                last = (bucket, var)
+        if last is None:
+            parts, drop = self._join_smallest(pool, 2), None
+        else:
+            (parts, drop), rest = last, self._join_smallest(pool, 1)
+            if rest and len(parts) == 2:
+                small = min(parts, key=lambda f: f.pairs)
+                parts = [f for f in parts if f is not small] + [self.combine([small] + rest, None)]
+            else:
+                parts = parts + rest
+        if not parts:
+            zeros = np.zeros((1, len(self.caps)))
+            parts = [_Node((), (), np.zeros(1, dtype=np.int64), zeros, np.zeros(1), np.zeros(len(self.caps)))]
+        if len(parts) == 2 and len(self.caps) > 1:
+            parts, drop = [self.combine(parts, drop)], None
+        return _Top(parts, drop, self.sizes[drop] if drop is not None else 1, self.caps)
+
+    def _join_smallest(self, nodes: list[_Node], count: int) -> list[_Node]:
+        """Join the two smallest nodes (no variable dropped) until at most `count` are left."""
+        nodes = list(nodes)
+        while len(nodes) > count:
+            nodes.sort(key=lambda f: f.pairs)
+            nodes = [self.combine(nodes[:2], None)] + nodes[2:]
+        return nodes
+
+    def _work(self, pool: list[_Node], var: int) -> float:
+        """Estimated pairs built to eliminate `var`: joint states times the product of mean set sizes."""
+        bucket = [f for f in pool if var in f.scope]
+        scope = set().union(*(f.scope for f in bucket))
+        work = float(math.prod(self.sizes[v] for v in scope))
+        for f in bucket:
+            work *= f.pairs / math.prod(f.shape)
+        return work
+
+    def _pruned_leaf(self, leaf: _Node) -> _Node:
+        ok = np.all(leaf.cost + (self.total_least - leaf.least_cost) <= self.caps, axis=1)
+        if ok.all():
+            return leaf
+        return _Node(leaf.scope, leaf.shape, leaf.state[ok], leaf.cost[ok], leaf.value[ok], leaf.least_cost)
+
+    def _store(self, node: _Node) -> _Node:
+        self.stored += node.nbytes
+        self.largest = max(self.largest, node.pairs)
+        if self.stored > self.memory_cap:
+            where = ", ".join(self.names[v] for v in node.scope) or "the whole spec"
+            raise StateTooLarge(f"spec: the dp backend's Pareto sets reached {self.stored / 2**30:.2f} GiB "
+                                f"({node.pairs} pairs in the message over [{where}]), over memory_cap="
+                                f"{self.memory_cap / 2**30:.2f} GiB; raise memory_cap, pass a coarser "
+                                "resolution=, or use the cpsat/milp backend")
+        return node
+
+    def _check_time(self) -> None:
+        if self.deadline is not None and time.perf_counter() > self.deadline:
+            raise _TimeUp
+
+    def combine(self, parts: list[_Node], drop: int | None) -> _Node:
+        """The message of the sum of `parts`, with variable `drop` (if any) maximised out."""
+        self._check_time()
+        union = sorted(set().union(*(p.scope for p in parts)))
+        kept = [v for v in union if v != drop]
+        axes = kept + ([drop] if drop is not None else [])
+        shape = tuple(self.sizes[v] for v in axes)
+        states = math.prod(shape)
+        coords = np.unravel_index(np.arange(states), shape) if shape else ()
+        starts, counts = [], []
+        for p in parts:
+            s = (np.ravel_multi_index(tuple(coords[axes.index(v)] for v in p.scope), p.shape) if p.scope
+                 else np.zeros(states, dtype=np.int64))
+            bounds = np.searchsorted(p.state, np.arange(math.prod(p.shape) + 1))
+            starts.append(bounds[:-1][s])
+            counts.append(np.diff(bounds)[s])
+        per_state = np.prod(counts, axis=0) if states else np.zeros(0, dtype=np.int64)
+        ends = np.cumsum(per_state)
+        total = int(ends[-1]) if states else 0
+        new_state = np.arange(states) // (self.sizes[drop] if drop is not None else 1)
+        least = np.sum([p.least_cost for p in parts], axis=0)
+        slack = self.caps - (self.total_least - least)
+        chunks = []
+        for lo in range(0, total, _CHUNK_PAIRS):
+            self._check_time()
+            k = np.arange(lo, min(total, lo + _CHUNK_PAIRS))
+            u = np.searchsorted(ends, k, side="right")
+            rest = k - (ends[u] - per_state[u])
+            links = [None] * len(parts)
+            for i in range(len(parts) - 1, -1, -1):
+                links[i] = starts[i][u] + rest % counts[i][u]
+                rest = rest // counts[i][u]
+            cost = sum(p.cost[link] for p, link in zip(parts, links))
+            value = sum(p.value[link] for p, link in zip(parts, links))
+            ok = np.all(cost <= slack, axis=1)
+            state = new_state[u[ok]]
+            keep = _pareto(state, cost[ok], value[ok])
+            chunks.append((state[keep], cost[ok][keep], value[ok][keep], [link[ok][keep] for link in links]))
+        if chunks:
+            state = np.concatenate([c[0] for c in chunks])
+            cost = np.concatenate([c[1] for c in chunks])
+            value = np.concatenate([c[2] for c in chunks])
+            links = [np.concatenate([c[3][i] for c in chunks]) for i in range(len(parts))]
+            if len(chunks) > 1:
+                keep = _pareto(state, cost, value)
+                state, cost, value, links = state[keep], cost[keep], value[keep], [a[keep] for a in links]
+        else:
+            state, cost, value = np.zeros(0, dtype=np.int64), np.zeros((0, len(self.caps))), np.zeros(0)
+            links = [np.zeros(0, dtype=np.int64) for _ in parts]
+        kept_shape = tuple(self.sizes[v] for v in kept)
+        node = _Node(tuple(kept), kept_shape, state, cost, value, least, tuple(parts), tuple(links))
+        return self._store(node)
+
+
+@dataclass
+class _Top:
+    """The last join, unbuilt: one node (empty scope), or two nodes whose scopes lie within {drop}.
+
+    `best(budget)` finds the best pair of the two within a budget of the single resource by binary
+    search in the second node's staircase (its values increase with cost), never building the
+    product; with one node (or several resources, where the join is built) it scans the node.
+    """
+
+    parts: list[_Node]
+    drop: int | None
+    states: int
+    caps: np.ndarray
+
+    @property
+    def pairs(self) -> int:
+        return sum(p.pairs for p in self.parts)
+
+    def _segment(self, node: _Node, u: int) -> slice:
+        s = u if node.scope else 0
+        lo, hi = np.searchsorted(node.state, [s, s + 1])
+        return slice(int(lo), int(hi))
+
+    def cheapest(self) -> float | None:
+        """The least cost (first resource) of any configuration within the other resources' caps."""
+        costs = [sum(float(p.cost[self._segment(p, u), 0].min(initial=math.inf)) for p in self.parts)
+                 for u in range(self.states)]
+        least = min(costs)
+        return None if math.isinf(least) else least
+
+    def best(self, budget: float) -> tuple[float, list[tuple[_Node, int]]] | None:
+        """(value, [(node, pair)]) of the best configuration costing at most `budget`, None if none does."""
+        limit = min(budget + FEASIBILITY_TOLERANCE * max(1.0, abs(budget)), self.caps[0])
+        if len(self.parts) == 1:
+            (node,) = self.parts
+            ok = np.flatnonzero(node.cost[:, 0] <= limit)
+            if len(ok) == 0:
+                return None
+            p = int(ok[np.argmax(node.value[ok])])
+            return float(node.value[p]), [(node, p)]
+        first, second = self.parts
+        found = None
+        for u in range(self.states):
+            a, b = self._segment(first, u), self._segment(second, u)
+            j = np.searchsorted(second.cost[b, 0], limit - first.cost[a, 0], side="right") - 1
+            ok = np.flatnonzero(j >= 0)
+            if len(ok) == 0:
+                continue
+            totals = first.value[a][ok] + second.value[b][j[ok]]
+            k = int(np.argmax(totals))
+            if found is None or totals[k] > found[0]:
+                found = (float(totals[k]), [(first, a.start + int(ok[k])), (second, b.start + int(j[ok[k]]))])
+        return found
+
+
+def _configuration_of(points: list[tuple[_Node, int]]) -> dict[int, int]:
+    """variable -> state of the configuration behind the given pairs (walking their links to the leaves)."""
+    assignment: dict[int, int] = {}
+    stack = list(points)
+    while stack:
+        node, p = stack.pop()
+        if not node.children:
+            if node.scope:
+                for v, s in zip(node.scope, np.unravel_index(int(node.state[p]), node.shape)):
+                    assignment[v] = int(s)
+            continue
+        stack.extend((child, int(link[p])) for child, link in zip(node.children, node.links))
+    return assignment
+
+
+# ---- the spec as a factor graph --------------------------------------------------------------
+
+@dataclass
+class _Graph:
+    """Variables 0..D-1 are dims, D.. are blocks; leaves merge all terms whose variables fit one scope."""
+
+    spec: Spec
+    sizes: list[int]
+    names: list[str]
+    leaves: list[_Node]
+
+    def configuration(self, assignment: Mapping[int, int]) -> tuple[dict[str, int], dict[str, bool]]:
+        n = len(self.spec.dims)
+        choice = {d.name: assignment.get(i, d.size - 1) for i, d in enumerate(self.spec.dims)}
+        active = {b.name: bool(assignment.get(n + j, 1)) for j, b in enumerate(self.spec.blocks)}
+        return choice, active
+
+
+def _build_graph(spec: Spec, cost_tables: Mapping[str, Sequence[np.ndarray]]) -> _Graph:
+    """The factor graph with one cost column per resource in `cost_tables` (tables aligned with spec.costs)."""
+    dim_index = {d.name: i for i, d in enumerate(spec.dims)}
+    block_index = {b.name: len(spec.dims) + j for j, b in enumerate(spec.blocks)}
+    sizes = [d.size for d in spec.dims] + [2] * len(spec.blocks)
+    names = list(spec.dim_names) + [f"block {b}" for b in spec.block_names]
+    resources = list(cost_tables)
+    # (column or None for the objective, table, variables of the table's axes, block variable or None)
+    entries = [(None, t.table, t) for t in spec.objective]
+    entries += [(c, table, t) for c, r in enumerate(resources) for table, t in zip(cost_tables[r], spec.costs[r])]
+    scoped = []
+    for column, table, term in entries:
+        axes = [dim_index[n] for n in term.dims]
+        gate = block_index[term.block] if term.block is not None else None
+        scoped.append((column, table, axes, gate, frozenset(axes + ([gate] if gate is not None else []))))
+    homes = sorted({s[4] for s in scoped}, key=lambda s: (-len(s), sorted(s)))
+    merged: dict[frozenset, list] = {}
+    for item in scoped:
+        home = next(h for h in homes if item[4] <= h)     # the largest scope containing it
+        merged.setdefault(home, []).append(item)
+    leaves = []
+    for home, items in merged.items():
+        scope = tuple(sorted(home))
+        shape = tuple(sizes[v] for v in scope)
+        value = np.zeros(shape)
+        cost = np.zeros(shape + (max(1, len(resources)),))
+        for column, table, axes, gate, _ in items:
+            spread = _spread(table, axes, gate, scope, shape)
+            if column is None:
+                value += spread
+            else:
+                cost[..., column] += spread
+        states = math.prod(shape)
+        cost = cost.reshape(states, -1)
+        leaves.append(_Node(scope, shape, np.arange(states, dtype=np.int64), cost, value.reshape(states),
+                            cost.min(axis=0)))
+    return _Graph(spec, sizes, names, leaves)
+
+
+def _spread(table: np.ndarray, axes: list[int], gate: int | None, scope: tuple[int, ...],
+            shape: tuple[int, ...]) -> np.ndarray:
+    """`table` (axes in term order) broadcast over `scope`, zero where its block variable is 0."""
+    order = sorted(range(len(axes)), key=lambda i: axes[i])
+    aligned = np.transpose(table, order) if axes else np.asarray(table)
+    present = sorted(axes)
+    expanded = aligned.reshape(tuple(shape[scope.index(v)] if v in present else 1 for v in scope))
+    out = np.broadcast_to(expanded, shape)
+    if gate is not None:
+        mask = np.zeros(2)
+        mask[1] = 1.0
+        out = out * mask.reshape(tuple(2 if v == gate else 1 for v in scope))
+    return out
+
+
+# ---- public entry points ------------------------------------------------------------------------
+
+@dataclass
+class Front:
+    """The outcome of one DP pass: the best value, and its configuration, at every budget of `resource`
+    up to the pass's cap (the other resources' budgets enforced), from the final Pareto sets.
+
+    With rounded costs (`resolution`), budgets are compared with the rounded costs: rounded up, every
+    configuration returned fits the budget; rounded down, every value is an upper bound.
+    """
+
+    resource: str | None
+    scale: float
+    stats: dict[str, Any]
+    _graph: _Graph = field(repr=False)
+    _top: _Top = field(repr=False)
+
+    def cheapest(self) -> float | None:
+        """The least cost of `resource` of any configuration within the other budgets (None if there is none)."""
+        least = self._top.cheapest()
+        return None if least is None else least * self.scale
+
+    def best(self, budget: float) -> tuple[float, dict[str, int], dict[str, bool]] | None:
+        """(value, choice indices, block states) of a best configuration costing at most `budget`, or None."""
+        found = self._top.best(budget / self.scale)
+        if found is None:
+            return None
+        choice, active = self._graph.configuration(_configuration_of(found[1]))
+        return found[0], choice, active
+
+
+def pareto_front(spec: Spec, resource: str, budgets: Mapping[str, float], *, cap: float | None = None,
+                 resolution: float | Mapping[str, float] | None = None, direction: str = "up",
+                 memory_cap: float = DEFAULT_MEMORY_CAP, time_limit: float | None = None) -> Front:
+    """The value-versus-cost front of `resource` from one DP pass.
+
+    Args:
+        resource: the resource on the front's cost axis.
+        budgets: budgets of the other resources (enforced); an entry for `resource` itself is ignored.
+        cap: the largest budget of `resource` of interest (pairs costing more are pruned); None for no cap.
+        resolution, direction: round costs to multiples of `resolution`, "up" (answers feasible) or
+            "down" (values are upper bounds); None keeps them exact.
+        memory_cap, time_limit: as for the backend; running out of time raises TimeoutError.
+    """
+    if resource not in spec.costs:
+        raise SpecError(f"resource {resource!r}: not in the spec's costs ({sorted(spec.costs)})")
+    limits = {resource: math.inf if cap is None else float(cap)}
+    limits.update({r: float(b) for r, b in budgets.items() if r != resource})
+    resolutions = _resolutions(spec, resolution, list(limits))
+    deadline = None if time_limit is None else time.perf_counter() + time_limit
+    try:
+        return _pass(spec, limits, resolutions, direction, _memory_cap(memory_cap), deadline)
+    except _TimeUp:
+        raise TimeoutError(f"the dp pass over {spec.name or 'the spec'} exceeded time_limit={time_limit} s") from None
+
+
+def solve(spec: Spec, budgets: Mapping[str, float], options: dict) -> Answer:
+    """Backend entry point (see the module docstring for the options)."""
+    opts = take_options(options, DEFAULTS, "dp")
+    memory_cap = _memory_cap(opts["memory_cap"])
+    time_limit = opts["time_limit"]
+    deadline = None if time_limit is None else time.perf_counter() + time_limit
+    limits = {r: float(b) for r, b in budgets.items()}
+    resolutions = _resolutions(spec, opts["resolution"], list(limits))
+    budget = next(iter(limits.values()), math.inf)      # the first resource's; the caps hold the others
+    try:
+        if not any(resolutions.values()):
+            front = _pass(spec, limits, resolutions, "up", memory_cap, deadline)
+            return exact_answer(front.best(budget), front.stats)
+        down = _pass(spec, limits, resolutions, "down", memory_cap, deadline)
+        stats = {"resolution": down.stats["resolution"], "bound_pass": down.stats}
+
+        def up() -> Best | None:
+            front = _pass(spec, limits, resolutions, "up", memory_cap, deadline)
+            stats["configuration_pass"] = front.stats
+            return front.best(budget)
+        return rounded_answer(spec, limits, down.best(budget), stats, up)
+    except _TimeUp:
+        return Answer(Status.TIME_LIMIT_NO_SOLUTION, stats={"message": f"time limit {time_limit} s reached "
+                                                            "before the DP finished"})
+
+
+def exact_answer(best: Best | None, stats: dict[str, Any]) -> Answer:
+    """The answer of an unrounded pass: its best within budget is optimal; none at all means infeasible."""
+    if best is None:
+        return Answer(Status.INFEASIBLE, stats=stats)
+    value, choice, active = best
+    return Answer(Status.OPTIMAL, choice, active, value, value, stats)
+
+
+def rounded_answer(spec: Spec, limits: Mapping[str, float], down: Best | None, stats: dict[str, Any],
+                   up: Callable[[], Best | None]) -> Answer:
+    """The answer at one budget from passes with costs rounded down (`down`: its value bounds the true
+    optimum) and rounded up (`up`, called only when needed: its configuration fits the true budget).
+
+    Optimal when the rounded-down best fits the true costs too, or when the two values meet. `stats` goes
+    into the answer after `up` has run (so `up` may add to it).
+    """
+    if down is None:
+        return Answer(Status.INFEASIBLE, stats=stats)       # infeasible even with costs rounded down
+    bound, choice, active = down
+    if evaluate(spec, choice, active, limits).feasible:
+        return Answer(Status.OPTIMAL, choice, active, bound, bound, stats)
+    found = up()
+    if found is None:
+        return Answer(Status.ERROR, bound=bound, stats={**stats, "message": (
+            "no configuration fits the budget with costs rounded up to the resolution, though one may exist; "
+            "pass a finer resolution (or none)")})
+    value, choice, active = found
+    gap = relative_gap(bound, value)
+    status = Status.OPTIMAL if gap is not None and gap <= OPTIMALITY_GAP else Status.FEASIBLE
+    return Answer(status, choice, active, value, max(bound, value), stats)
+
+
+def _memory_cap(memory_cap: Any) -> float:
+    if isinstance(memory_cap, bool) or not isinstance(memory_cap, (int, float)) or not memory_cap > 0:
+        raise SpecError(f"option memory_cap: expected a positive number of bytes, got {memory_cap!r}")
+    return float(memory_cap)
+
+
+def _resolutions(spec: Spec, resolution: Any, resources: list[str]) -> dict[str, float | None]:
+    """resource -> resolution to round to, None where no rounding is needed (exact)."""
+    if resolution is None:
+        wanted = {}
+    elif isinstance(resolution, Mapping):
+        wanted = dict(resolution)
+        unknown = sorted(set(wanted) - set(spec.costs))
+        if unknown:
+            raise SpecError(f"option resolution.{unknown[0]}: not a resource of the spec ({sorted(spec.costs)})")
+    else:
+        wanted = {r: resolution for r in resources}
+    out: dict[str, float | None] = {}
+    for r in resources:
+        res = wanted.get(r)
+        if res is not None and (isinstance(res, bool) or not isinstance(res, (int, float))
+                                or not (math.isfinite(res) and res > 0)):
+            raise SpecError(f"option resolution: expected None or a positive number, got {res!r} for {r!r}")
+        # costs already on the grid need no rounding: the pass stays exact
+        on_grid = res is None or all(np.array_equal(np.round(t.table / res) * res, t.table) for t in spec.costs[r])
+        out[r] = None if on_grid else float(res)
+    return out
+
+
+def _pass(spec: Spec, limits: Mapping[str, float], resolutions: Mapping[str, float | None], direction: str,
+          memory_cap: float, deadline: float | None) -> Front:
+    """One DP pass with every resource in `limits` capped (costs rounded per `resolutions`); the front is
+    over the first resource of `limits`."""
+    start = time.perf_counter()
+    rounding = np.ceil if direction == "up" else np.floor
+    tables, caps = {}, []
+    for r, limit in limits.items():
+        res = resolutions.get(r)
+        tables[r] = [t.table if res is None else rounding(t.table / res) for t in spec.costs[r]]
+        caps.append(limit if res is None else limit / res)
+    graph = _build_graph(spec, tables)
+    order = elimination_order(graph.sizes, [leaf.scope for leaf in graph.leaves])
+    engine = _Eliminator(graph.sizes, graph.leaves, np.array(caps if caps else [math.inf], dtype=np.float64),
+                         memory_cap, deadline, graph.names)
+    top = engine.run(order)
+    stats = {"resolution": dict(resolutions), "rounding": direction if any(resolutions.values()) else "none",
+             "largest_message_pairs": engine.largest, "stored_mib": round(engine.stored / 2**20, 2),
+             "dp_seconds": round(time.perf_counter() - start, 4)}
+    resource = next(iter(limits), None)
+    return Front(resource, resolutions.get(resource) or 1.0, stats, graph, top)

@@ -1,0 +1,163 @@
+"""The dp backend: exact against brute force, honest under rounding, several resources, refusals."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import mdp_opt
+import mdp_opt.examples
+from mdp_opt import Dim, Spec, SpecError, Status, Term
+from mdp_opt.backends import dp
+from strategies import problems
+
+
+def agree(result, reference) -> bool:
+    if result.status is not reference.status:
+        return False
+    if not reference.has_solution:
+        return True
+    return math.isclose(result.objective, reference.objective, rel_tol=1e-9, abs_tol=1e-9)
+
+
+@settings(max_examples=80)
+@given(problems(integer=True))
+def test_equals_brute_force_on_integer_specs(problem):
+    spec, budget = problem
+    reference = mdp_opt.solve(spec, budget, backend="brute")
+    result = mdp_opt.solve(spec, budget, backend="dp", presolve=False)
+    assert agree(result, reference), (result, reference)
+    assert result.status in (Status.OPTIMAL, Status.INFEASIBLE)
+
+
+@settings(max_examples=60)
+@given(problems(integer=False))
+def test_exact_on_float_data_without_rounding(problem):
+    """Pareto sets carry costs as they are: float data are solved exactly too."""
+    spec, budget = problem
+    reference = mdp_opt.solve(spec, budget, backend="brute")
+    result = mdp_opt.solve(spec, budget, backend="dp", presolve=False)
+    assert agree(result, reference), (result, reference)
+
+
+@settings(max_examples=80)
+@given(problems(integer=False), st.sampled_from([0.5, 1.0, 2.5, 7.0]))
+def test_rounded_costs_give_honest_status_and_a_valid_bound(problem, resolution):
+    spec, budget = problem
+    reference = mdp_opt.solve(spec, budget, backend="brute")
+    result = mdp_opt.solve(spec, budget, backend="dp", presolve=False, resolution=resolution)
+    if result.status is Status.INFEASIBLE:
+        assert reference.status is Status.INFEASIBLE
+    if result.status is Status.OPTIMAL:
+        assert agree(result, reference), (result, reference)
+    if result.status in (Status.FEASIBLE, Status.ERROR):
+        # feasible: a true configuration below the optimum; error: rounding up left nothing, bound still given
+        assert result.bound is not None
+        if reference.has_solution:
+            assert result.bound >= reference.objective - 1e-9 * max(1.0, abs(reference.objective))
+        if result.status is Status.FEASIBLE:
+            assert result.objective <= reference.objective + 1e-9 * max(1.0, abs(reference.objective))
+
+
+def test_rounding_that_changes_nothing_is_exact():
+    spec = knapsack([3, 5, 7], [4.0, 6.0, 9.0], budget=10)
+    result = mdp_opt.solve(spec, backend="dp", presolve=False, resolution=1)
+    assert result.status is Status.OPTIMAL
+    assert result.stats["rounding"] == "none"
+
+
+def test_coarse_rounding_reports_the_gap():
+    # true optimum: items 0 and 1 (cost 9.9 <= 10, value 10). Costs rounded to 5s: down (5, 0, 5) every
+    # item fits (value 17, a bound); up (10, 5, 10) only one item fits, the best being item 2 (value 7)
+    spec = knapsack([5.5, 4.4, 9.0], [5.0, 5.0, 7.0], budget=10)
+    exact = mdp_opt.solve(spec, backend="dp", presolve=False)
+    rounded = mdp_opt.solve(spec, backend="dp", presolve=False, resolution=5)
+    assert exact.status is Status.OPTIMAL and exact.objective == pytest.approx(10.0)
+    assert rounded.status is Status.FEASIBLE
+    assert rounded.objective == pytest.approx(7.0)
+    assert rounded.bound == pytest.approx(17.0)
+    assert rounded.stats["bound_pass"]["rounding"] == "down"
+    assert rounded.stats["configuration_pass"]["rounding"] == "up"
+
+
+def test_several_resources():
+    # three binary items; params forbids the best latency choice
+    spec = knapsack([3, 3, 3], [5.0, 4.0, 3.0], budget=6, params=[5, 1, 1], params_budget=3)
+    result = mdp_opt.solve(spec, backend="dp", presolve=False)
+    reference = mdp_opt.solve(spec, backend="brute")
+    assert agree(result, reference)
+    assert result.objective == pytest.approx(7.0)        # items 1 and 2: item 0 costs too many params
+    assert result.costs["params"] <= 3
+
+
+def test_infeasible_budget():
+    spec = knapsack([3, 5], [1.0, 2.0], budget=10).replace(
+        costs={"latency": (Term(("x0",), np.array([4.0, 7.0])), Term(("x1",), np.array([1.0, 5.0])))})
+    result = mdp_opt.solve(spec, {"latency": 4.5}, backend="dp", presolve=False)
+    assert result.status is Status.INFEASIBLE
+
+
+def test_no_budget_is_plain_max_sum():
+    spec = knapsack([3, 5], [1.0, 2.0], budget=1).replace(budgets={})
+    result = mdp_opt.solve(spec, backend="dp", presolve=False)
+    assert result.status is Status.OPTIMAL and result.objective == pytest.approx(3.0)
+
+
+def test_memory_cap_refusal_names_the_size():
+    spec = mdp_opt.examples.make("chain", depth=6, choices=8)
+    with pytest.raises(dp.StateTooLarge, match=r"reached .* GiB .*pairs.* over memory_cap=") as info:
+        mdp_opt.solve(spec, backend="dp", presolve=False, memory_cap=20_000)
+    assert isinstance(info.value, SpecError)
+
+
+def test_time_limit_stops_with_a_status():
+    spec = mdp_opt.examples.make("chain", depth=6, choices=8)
+    result = mdp_opt.solve(spec, backend="dp", presolve=False, time_limit=1e-9)
+    assert result.status is Status.TIME_LIMIT_NO_SOLUTION
+    assert "time limit" in result.stats["message"]
+
+
+@pytest.mark.parametrize("options,field", [
+    ({"resolution": -1}, "option resolution"), ({"resolution": "fine"}, "option resolution"),
+    ({"resolution": {"flops": 1}}, "option resolution.flops"), ({"memory_cap": 0}, "option memory_cap"),
+    ({"threads": 2}, "option 'threads'"),
+])
+def test_bad_options_name_the_field(options, field):
+    spec = knapsack([3, 5], [1.0, 2.0], budget=6)
+    with pytest.raises(SpecError) as info:
+        mdp_opt.solve(spec, backend="dp", presolve=False, **options)
+    assert str(info.value).startswith(field)
+
+
+def test_front_answers_every_budget_from_one_pass():
+    spec = knapsack([3, 5, 7, 2], [4.0, 6.0, 9.0, 1.0], budget=100)
+    front = dp.pareto_front(spec, "latency", {})
+    assert front.cheapest() == 0
+    for budget in range(0, 18):
+        value, choice, active = front.best(budget)
+        reference = mdp_opt.solve(spec, {"latency": budget}, backend="brute")
+        assert value == pytest.approx(reference.objective)
+        assert mdp_opt.evaluate(spec, choice, active).costs["latency"] <= budget
+
+
+def test_real_instances_prove_the_documented_optimum(instance):
+    path, optimum = instance
+    result = mdp_opt.solve(mdp_opt.load(path), backend="dp", presolve=False)
+    assert result.status is Status.OPTIMAL
+    assert result.objective == optimum
+
+
+def knapsack(costs, values, budget, params=None, params_budget=None) -> Spec:
+    """Binary items x_i in {1, 2} (index 0 = left out): value and latency (and params) only when taken."""
+    dims = tuple(Dim(f"x{i}", (1, 2)) for i in range(len(costs)))
+    objective = tuple(Term((d.name,), np.array([0.0, v])) for d, v in zip(dims, values))
+    resources = {"latency": tuple(Term((d.name,), np.array([0.0, c])) for d, c in zip(dims, costs))}
+    budgets = {"latency": budget}
+    if params is not None:
+        resources["params"] = tuple(Term((d.name,), np.array([0.0, p])) for d, p in zip(dims, params))
+        budgets["params"] = params_budget
+    return Spec(dims, objective, resources, budgets=budgets, name="knapsack")
