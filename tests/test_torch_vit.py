@@ -16,7 +16,7 @@ from torch.nn import functional as F  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import mdp_opt  # noqa: E402
-from mdp_opt.adapters.torch import MeasuredLatency  # noqa: E402
+from mdp_opt.adapters.torch import MeasuredLatency, ViTPruningHandle, build_spec  # noqa: E402
 from mdp_opt.adapters.torch.vit import build_vit_spec  # noqa: E402
 from mdp_opt.adapters.torch.vit_modules import PrunedAttention, PrunedBlock  # noqa: E402
 from mdp_opt.adapters.torch.vit_structure import ViTStructureError  # noqa: E402
@@ -145,6 +145,18 @@ def test_dims_choices_and_blocks():
     pinned = {d.name: d.choices for d in build(model, ignore=[model.blocks[0].attn, model.head])[0].dims}
     assert pinned["blocks.0.heads"] == (4,) and pinned["blocks.0.qk_dim"] == (12,) and pinned["embed"] == (48,)
     assert len(pinned["blocks.1.heads"]) == 2
+
+
+@pytest.mark.parametrize("cls", LAYOUTS)
+def test_build_spec_dispatches_vits_to_the_vit_adapter(cls):
+    model = make(cls)
+    x = torch.randn(2, 3, 32, 32)
+    kwargs = dict(data=batches(), loss_fn=F.cross_entropy, latency="flops", costs=("latency", "params"), step=16)
+    spec, handle = build_spec(model, x, **kwargs)
+    assert isinstance(handle, ViTPruningHandle)
+    assert spec == build_vit_spec(model, x, **kwargs)[0]
+    small = handle.apply(mdp_opt.solve(spec, "50%", backend=exact_backend()))
+    assert small(x).shape == (2, 10)
 
 
 def test_qk_and_v_dims_cost_what_they_touch():

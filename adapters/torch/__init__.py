@@ -16,9 +16,12 @@ from .handlers import (BatchNormHandler, ConvHandler, FunctionHandler, LayerHand
                        UnsupportedModelError, Workload, register_handler)
 from .latency import MeasuredLatency, measure_latency
 from .spec_builder import build_spec
+from .vit import ViTPruningHandle, build_vit_spec
+from .vit_modules import PrunedAttention, PrunedBlock
+from .vit_structure import ViTStructureError
 
 __all__ = [
     "BatchNormHandler", "ConvHandler", "FunctionHandler", "LayerHandler", "LayerWidths", "LinearHandler",
-    "MeasuredLatency", "PruningHandle", "UnsupportedModelError", "Workload", "build_spec", "measure_latency",
-    "register_handler",
+    "MeasuredLatency", "PrunedAttention", "PrunedBlock", "PruningHandle", "UnsupportedModelError", "ViTPruningHandle",
+    "ViTStructureError", "Workload", "build_spec", "build_vit_spec", "measure_latency", "register_handler",
 ]

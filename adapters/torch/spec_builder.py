@@ -19,6 +19,8 @@ from .handlers import UnsupportedModelError, Workload, handler_for
 from .importance import dim_importance, objective_terms, scored_layers, taylor_scores, user_scores
 from .latency import MeasuredLatency
 from .trace import OpRecord, Trace, record_forward
+from .vit import build_vit_spec
+from .vit_structure import has_attention
 
 RESOURCES = ("latency", "flops", "params")
 LatencyArg = Union[str, MeasuredLatency, Callable[[Workload], float]]
@@ -56,6 +58,10 @@ def build_spec(model: nn.Module, example_input: torch.Tensor, *, data: Iterable[
     Returns `(spec, handle)`: solve the spec with `mdp_opt.solve`, then `handle.apply(result)`.
     """
     _check_arguments(model, example_input, data, loss_fn, importance, latency, costs, step)
+    if has_attention(model):   # vision transformers: heads, head dims, MLP and embedding dims (see vit.py)
+        return build_vit_spec(model, example_input, data=data, loss_fn=loss_fn, importance=importance,
+                              latency=latency, costs=costs, step=step, min_channels=min_channels, ignore=ignore,
+                              blocks=blocks, name=name)
     work = copy.deepcopy(model)
     dims = coupled_dims(work, dependency_graph(work, example_input))
     out_labels = _out_labels(dims)
