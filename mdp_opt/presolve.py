@@ -335,30 +335,28 @@ class _LagrangianSearch:
 
     def _best_improvement(self, x: np.ndarray, value: float, costs: Mapping[str, float]
                           ) -> tuple[np.ndarray, float, dict[str, float]] | None:
-        """The best feasible improving change of one or two variables (pairs are estimated as the sum of
-        their single changes, then checked exactly), or None."""
+        """The best feasible improving change of one or two variables, or None.
+
+        Candidates: every single change, and for each change its best partner on another variable
+        under one surrogate budget (the resources weighted by their multipliers, or by 1/budget),
+        each pair estimated as the sum of its two changes; the best few are checked exactly."""
         resources = list(self.limits)
-        slack = np.array([self.limits[r] - costs[r] for r in resources])
+        weights = np.array([self.best_lambdas.get(r, 0.0) or 1.0 / max(1.0, abs(self.limits[r])) for r in resources])
         variables, states, dv, dc = self._single_moves(x, resources)
-        # a "no change" move lets the pair table hold single moves too
-        variables, states = np.append(variables, -1), np.append(states, -1)
-        dv, dc = np.append(dv, 0.0), np.append(dc, np.zeros((len(resources), 1)), axis=1)
-        gain = dv[:, None] + dv[None, :]
-        ok = np.triu(variables[:, None] != variables[None, :]) | (np.arange(len(dv))[:, None] == len(dv) - 1)
-        for i in range(len(resources)):
-            ok &= dc[i][:, None] + dc[i][None, :] <= slack[i]
+        spend = weights @ dc
+        slack = float(weights @ np.array([self.limits[r] - costs[r] for r in resources]))
+        partner = _best_partners(variables, dv, spend, slack)
+        paired = partner >= 0
+        gain = np.concatenate([np.where(spend <= slack, dv, -np.inf),
+                               np.where(paired, dv + dv[partner], -np.inf)])
+        moves = [(j,) for j in range(len(dv))] + [(j, int(partner[j])) for j in range(len(dv))]
         tiny = 1e-12 * max(1.0, abs(value))
-        gain = np.where(ok & (gain > tiny), gain, -np.inf)
-        flat_gain = gain.ravel()
-        top = np.argpartition(flat_gain, -CHECKED_PAIRS)[-CHECKED_PAIRS:] if flat_gain.size > CHECKED_PAIRS \
-            else np.arange(flat_gain.size)
-        for flat in top[np.argsort(flat_gain[top])[::-1]]:
-            if gain.flat[flat] == -np.inf:
+        for k in np.argsort(gain, kind="stable")[::-1][:CHECKED_PAIRS]:
+            if not gain[k] > tiny:
                 break
             y = x.copy()
-            for k in np.unravel_index(flat, gain.shape):
-                if variables[k] >= 0:
-                    y[variables[k]] = states[k]
+            for j in moves[k]:
+                y[variables[j]] = states[j]
             new_value, new_costs = self.graph.evaluate(y)
             if new_value > value + tiny and self.feasible(new_costs):
                 return y, new_value, new_costs
@@ -397,6 +395,30 @@ class _LagrangianSearch:
             mask[self.incumbent[var]] = True
             keep.append(mask)
         return keep
+
+
+def _best_partners(variables: np.ndarray, gains: np.ndarray, spends: np.ndarray, slack: float) -> np.ndarray:
+    """For each move j, the move i on another variable with spends[i] <= slack - spends[j] and the
+    largest gains[i] (-1 when none)."""
+    order = np.argsort(spends, kind="stable")
+    # over each prefix of moves sorted by spend: the best move, and the best on another variable
+    best = np.empty(len(order), dtype=np.int64)
+    runner_up = np.full(len(order), -1, dtype=np.int64)
+    top, second = -1, -1
+    for position, i in enumerate(order):
+        if top < 0 or gains[i] > gains[top]:
+            if top >= 0 and variables[top] != variables[i]:
+                second = top
+            top = i
+        elif variables[i] != variables[top] and (second < 0 or gains[i] > gains[second]):
+            second = i
+        best[position], runner_up[position] = top, second
+    last = np.searchsorted(spends[order], slack - spends, side="right") - 1
+    partner = np.full(len(gains), -1, dtype=np.int64)
+    has = last >= 0
+    first = best[last[has]]
+    partner[has] = np.where(variables[first] != variables[has], first, runner_up[last[has]])
+    return partner
 
 
 # ---- building the reduced spec -------------------------------------------------------------
