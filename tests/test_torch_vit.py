@@ -311,3 +311,44 @@ def test_torchvision_vit_b_16_round_trip():
         assert small(x).shape == (1, 1000)
         assert counted_macs(small, x) == result.costs["flops"]
         assert sum(p.numel() for p in small.parameters()) == result.costs["params"]
+
+
+def test_taylor_scores_follow_the_head_major_layout():
+    """Head score = (sum of w*g over the head's q/k/v rows)^2 + (sum over its output-projection columns)^2."""
+    from mdp_opt.adapters.torch.vit_importance import taylor_scores
+
+    model = make(TimmStyleViT)
+    _, handle = build(model)
+    data = batches(n=1)
+    scores = taylor_scores(model, handle.structure, data, F.cross_entropy)
+    inputs, targets = data[0]
+    attn = model.blocks[1].attn
+    params = [attn.qkv.weight, attn.qkv.bias, attn.proj.weight]
+    grads = torch.autograd.grad(F.cross_entropy(model(inputs), targets), params)
+    qkv_w, qkv_b, proj_w = ((p.detach() * g).double() for p, g in zip(params, grads))
+    rows = qkv_w.reshape(3, 4, 12, 48).sum(dim=(0, 2, 3)) + qkv_b.reshape(3, 4, 12).sum(dim=(0, 2))
+    cols = proj_w.reshape(48, 4, 12).sum(dim=(0, 2))
+    assert np.allclose(scores[("blocks.1", "heads")], (rows ** 2 + cols ** 2).numpy(), rtol=1e-6)
+    v_rows = qkv_w.reshape(3, 4, 12, 48)[2].sum(dim=2) + qkv_b.reshape(3, 4, 12)[2]
+    v_cols = proj_w.reshape(48, 4, 12).sum(dim=0)
+    assert np.allclose(scores[("blocks.1", "v")], (v_rows ** 2 + v_cols ** 2).sum(dim=0).numpy(), rtol=1e-6)
+
+
+def test_describe_prints_kept_widths(capsys):
+    model = make(TimmStyleViT)
+    spec, handle = build(model)
+    result = result_for(spec, {"blocks.0.heads": 2, "embed": 32}, {"blocks.1.mlp": False})
+    text = handle.describe(result)
+    assert text == capsys.readouterr().out.rstrip("\n")
+    lines = text.splitlines()
+    assert lines[2].split() == ["blocks.0", "kept", "4", "->", "2", "12", "12", "kept", "96"]
+    assert lines[3].split() == ["blocks.1", "kept", "4", "12", "12", "removed", "-"]
+    assert "embedding: 48 -> 32" in text
+
+
+def test_apply_keeps_the_training_flags():
+    model = make(TimmStyleViT)
+    spec, handle = build(model)
+    assert not any(m.training for m in handle.apply(result_for(spec, {})).modules())
+    model.train()
+    assert all(m.training for m in handle.apply(result_for(spec, {})).modules())

@@ -114,7 +114,8 @@ def block_workload(site: BlockSite, model: nn.Module, structure: ViTStructure, p
     macs, params = int(tables["flops"].item()), int(tables["params"].item())
     norm_name = site.norm2 if part == "mlp" else site.norm1
     norm = model.get_submodule(norm_name)
-    key = f"vit.{part}|{widths}|tokens{n}|{type(norm).__name__}(eps={norm.eps})"
+    key = (f"vit.{part}|{widths}|tokens{n}|{type(norm).__name__}(eps={norm.eps})"
+           f"|bias{int(site.qkv_bias)}{int(site.proj_bias)}")
     if part == "mlp":
         key += f"|{model.get_submodule(site.mlp)!r}"
 

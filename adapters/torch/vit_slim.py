@@ -103,8 +103,13 @@ def pruned_attention(module: nn.Module, site: BlockSite, keep: BlockKeep, embed_
 
 
 def _set(model: nn.Module, name: str, value: nn.Module | nn.Parameter) -> None:
+    """Replace the submodule or parameter `name`; a new module takes over the old one's training flag."""
     parent, _, attr = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, attr, value)
+    owner = model.get_submodule(parent) if parent else model
+    old = getattr(owner, attr)
+    if isinstance(value, nn.Module) and isinstance(old, nn.Module):
+        value.train(old.training)
+    setattr(owner, attr, value)
 
 
 def slim_block(model: nn.Module, site: BlockSite, keep: BlockKeep, embed_idx: torch.Tensor) -> nn.Module:
