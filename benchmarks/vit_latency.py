@@ -35,9 +35,9 @@ from vit_models import TimmStyleViT  # noqa: E402
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--depth", type=int, default=12, help="transformer blocks (ViT-Tiny: 12)")
-    parser.add_argument("--step", type=int, default=32, help="embedding granularity")
-    parser.add_argument("--mlp-step", type=int, default=128, help="MLP hidden granularity (default 128)")
-    parser.add_argument("--head-dim-step", type=int, default=16)
+    parser.add_argument("--step", type=int, default=16, help="embedding granularity")
+    parser.add_argument("--mlp-step", type=int, default=64, help="MLP hidden granularity")
+    parser.add_argument("--head-dim-step", type=int, default=8, help="q/k and v dim per head granularity")
     parser.add_argument("--budgets", default="30,45,60,75,90", help="latency budgets in percent")
     parser.add_argument("--repeats", type=int, default=7, help="timed repetitions per table entry")
     parser.add_argument("--model-repeats", type=int, default=30, help="timed repetitions per whole model")

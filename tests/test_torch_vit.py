@@ -272,8 +272,15 @@ class PostNormBlock(nn.Module):
         return self.norm2(x + self.mlp(x))
 
 
+class TwoAttentionBlock(PostNormBlock):
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__(block)
+        self.cross = copy.deepcopy(block.attn)
+
+
 @pytest.mark.parametrize("wrapper, message", [(LayerScaleBlock, "blocks.1.gamma"),
-                                              (PostNormBlock, "blocks.1: its output is not")])
+                                              (PostNormBlock, "blocks.1: its output is not"),
+                                              (TwoAttentionBlock, "blocks.1: a block with two attention")])
 def test_unsupported_blocks_are_refused_by_name(wrapper, message):
     model = make(TimmStyleViT)
     model.blocks[1] = wrapper(model.blocks[1])

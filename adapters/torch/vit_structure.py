@@ -255,12 +255,16 @@ def find_vit(model: nn.Module, example_input: Any, reconstruct: Callable[[nn.Mod
                   if (layout := attention_layout(m)) is not None)
     if not sites:
         raise ViTStructureError("model: no attention module found (nn.MultiheadAttention or qkv/proj/num_heads)")
+    names = tuple(s.name for s in sites)
+    if len(set(names)) != len(names):
+        twice = next(n for n in names if names.count(n) > 1)
+        raise ViTStructureError(f"{twice}: a block with two attention modules is not supported "
+                                "(one self-attention and one MLP per pre-norm block)")
     embeds = {_embed_width(model.get_submodule(s.attn), s.layout) for s in sites}
     if len(embeds) != 1:
         raise ViTStructureError(f"model: blocks have different embedding widths {sorted(embeds)}; "
                                 "one residual stream width is required")
     embed = embeds.pop()
-    names = tuple(s.name for s in sites)
     outside = _classify_outside(model, embed, names)
     seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     macs: dict[str, int] = {}
