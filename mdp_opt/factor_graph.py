@@ -274,8 +274,10 @@ class SpecGraph:
 
     Variables are the spec's dims (states = choice indices) followed by its blocks
     (state 0 removed, 1 active). A term gated by block b becomes a factor over its dims
-    and b, equal to the term's table when b = 1 and to 0 when b = 0. Terms of equal
-    scope are summed into one factor; unblocked constants are kept aside.
+    and b, equal to the term's table when b = 1 and to 0 when b = 0. Terms are summed
+    into as few factors as possible: one per scope that is not inside another scope
+    (plus one for the unblocked constants), each term added into the smallest such scope
+    holding its own.
     """
 
     def __init__(self, spec: Spec, memory_limit: float = DEFAULT_MEMORY_LIMIT, heuristic: str = "min-fill") -> None:
@@ -294,6 +296,7 @@ class SpecGraph:
                 gated[..., 1] = table
                 scope, table = scope + (block_index[term.block],), gated
             groups.setdefault(frozenset(scope), []).append((resource, scope, table))
+        groups = self._absorb(groups)
         order = elimination_order(self.sizes, [tuple(s) for s in groups], heuristic)
         rank = {v: i for i, v in enumerate(order)}
         scopes = [tuple(sorted(s, key=lambda v: -rank[v])) for s in groups]
@@ -305,14 +308,32 @@ class SpecGraph:
             shape = tuple(self.sizes[v] for v in scope)
             sums: dict[str | None, np.ndarray] = {}
             for resource, term_scope, table in members:
-                aligned = table.transpose([term_scope.index(v) for v in scope])
-                sums[resource] = sums[resource] + aligned if resource in sums else aligned.copy()
+                axes = sorted(range(len(term_scope)), key=lambda a: scope.index(term_scope[a]))
+                inside = table.transpose(axes).reshape([self.sizes[v] if v in term_scope else 1 for v in scope])
+                sums[resource] = sums[resource] + inside if resource in sums else np.broadcast_to(inside, shape).copy()
             self.value_tables.append(sums.get(None, np.zeros(shape)))
             for r in self.resources:
                 self.cost_tables[r].append(sums.get(r))
         self._constants = [f for f, scope in enumerate(scopes) if not scope]
         self._value_scale = sum(float(np.abs(t).max()) for t in self.value_tables)
         self._cost_scale = {r: sum(float(t.max()) for t in ts if t is not None) for r, ts in self.cost_tables.items()}
+
+    def _absorb(self, groups: dict[frozenset[int], list]) -> dict[frozenset[int], list]:
+        """Move each group of terms into the smallest group whose scope strictly contains its scope."""
+        def size(scope: frozenset[int]) -> tuple[int, list[int]]:
+            return math.prod(self.sizes[v] for v in scope), sorted(scope)
+
+        target = {}
+        for scope in groups:
+            supersets = [other for other in groups if scope and scope < other]
+            if supersets:
+                target[scope] = min(supersets, key=size)
+        merged: dict[frozenset[int], list] = {}
+        for scope, members in groups.items():
+            while scope in target:
+                scope = target[scope]
+            merged.setdefault(scope, []).extend(members)
+        return merged
 
     def tables(self, lambdas: Mapping[str, float], value_weight: float = 1.0) -> list[np.ndarray]:
         """Per factor: value_weight * objective - sum_r lambdas[r] * cost_r."""

@@ -192,7 +192,7 @@ class _LagrangianSearch:
         self.incumbent: np.ndarray | None = None
         self.incumbent_value = -math.inf
         self.passes = 0
-        self._factors_of = [[f for f, s in enumerate(graph.scopes) if v in s] for v in range(len(graph.sizes))]
+        self._neighbours = [sorted({u for s in graph.scopes if v in s for u in s}) for v in range(len(graph.sizes))]
 
     # -- points of the dual function
     def point(self, lambdas: Mapping[str, float]) -> tuple[np.ndarray, float, dict[str, float]]:
@@ -291,41 +291,31 @@ class _LagrangianSearch:
         """Greedy moves from x: while over budget, the single-variable change losing least value per
         unit of excess removed; then, while feasible, the best improving change of one or two
         variables. Returns (x, value, costs)."""
-        x = x.copy()
-        value, costs = self.graph.evaluate(x)
+        table = _MoveTable(self.graph, list(self.limits), x, self._neighbours)
+        value, costs = self.graph.evaluate(table.x)
         for _ in range(MAX_LOCAL_MOVES):
             if self.feasible(costs):
                 break
-            move = self._best_repair(x, costs)
+            move = self._best_repair(table, costs)
             if move is None:
                 break
-            x[move[0]] = move[1]
-            value, costs = self.graph.evaluate(x)
+            table.change(*move)
+            value, costs = self.graph.evaluate(table.x)
         for _ in range(MAX_LOCAL_MOVES if self.feasible(costs) else 0):
-            better = self._best_improvement(x, value, costs)
+            better = self._best_improvement(table, value, costs)
             if better is None:
                 break
-            x, value, costs = better
-        return x, value, costs
+            moves, value, costs = better
+            for var, state in moves:
+                table.change(var, state)
+        return table.x, value, costs
 
-    def _single_moves(self, x: np.ndarray, resources: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Every change of one variable: (variable, new state, value change, cost changes by resource row)."""
-        variables, states, dvs, dcs = [], [], [], []
-        for var in range(len(x)):
-            dv, dc = self._moves(x, var, resources)
-            others = np.flatnonzero(np.arange(len(dv)) != x[var])
-            variables.append(np.full(len(others), var))
-            states.append(others)
-            dvs.append(dv[others])
-            dcs.append(dc[:, others])
-        return np.concatenate(variables), np.concatenate(states), np.concatenate(dvs), np.concatenate(dcs, axis=1)
-
-    def _best_repair(self, x: np.ndarray, costs: Mapping[str, float]) -> tuple[int, int] | None:
+    def _best_repair(self, table: _MoveTable, costs: Mapping[str, float]) -> tuple[int, int] | None:
         resources = list(self.limits)
         limits = np.array([self.limits[r] for r in resources])[:, None]
         scale = np.maximum(1.0, np.abs(limits))
         now = np.array([costs[r] for r in resources])[:, None]
-        variables, states, dv, dc = self._single_moves(x, resources)
+        variables, states, dv, dc = table.moves()
         gain = (np.maximum(0.0, now - limits) / scale).sum() - (np.maximum(0.0, now + dc - limits) / scale).sum(axis=0)
         score = np.where(gain > 1e-12, dv / np.maximum(gain, 1e-12), -np.inf)
         if not len(score) or score.max() == -np.inf:
@@ -333,16 +323,17 @@ class _LagrangianSearch:
         best = int(np.argmax(score))
         return int(variables[best]), int(states[best])
 
-    def _best_improvement(self, x: np.ndarray, value: float, costs: Mapping[str, float]
-                          ) -> tuple[np.ndarray, float, dict[str, float]] | None:
-        """The best feasible improving change of one or two variables, or None.
+    def _best_improvement(self, table: _MoveTable, value: float, costs: Mapping[str, float]
+                          ) -> tuple[list[tuple[int, int]], float, dict[str, float]] | None:
+        """The best feasible improving change of one or two variables as ([(variable, state)], value,
+        costs), or None.
 
         Candidates: every single change, and for each change its best partner on another variable
         under one surrogate budget (the resources weighted by their multipliers, or by 1/budget),
         each pair estimated as the sum of its two changes; the best few are checked exactly."""
         resources = list(self.limits)
         weights = np.array([self.best_lambdas.get(r, 0.0) or 1.0 / max(1.0, abs(self.limits[r])) for r in resources])
-        variables, states, dv, dc = self._single_moves(x, resources)
+        variables, states, dv, dc = table.moves()
         spend = weights @ dc
         slack = float(weights @ np.array([self.limits[r] - costs[r] for r in resources]))
         partner = _best_partners(variables, dv, spend, slack)
@@ -354,27 +345,14 @@ class _LagrangianSearch:
         for k in np.argsort(gain, kind="stable")[::-1][:CHECKED_PAIRS]:
             if not gain[k] > tiny:
                 break
-            y = x.copy()
-            for j in moves[k]:
-                y[variables[j]] = states[j]
+            change = [(int(variables[j]), int(states[j])) for j in moves[k]]
+            y = table.x.copy()
+            for var, state in change:
+                y[var] = state
             new_value, new_costs = self.graph.evaluate(y)
             if new_value > value + tiny and self.feasible(new_costs):
-                return y, new_value, new_costs
+                return change, new_value, new_costs
         return None
-
-    def _moves(self, x: np.ndarray, var: int, resources: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Change of value and of each cost (rows in `resources` order) for every state of `var`."""
-        g = self.graph
-        dv = np.zeros(g.sizes[var])
-        dc = np.zeros((len(resources), g.sizes[var]))
-        for f in self._factors_of[var]:
-            at = tuple(slice(None) if u == var else int(x[u]) for u in g.scopes[f])
-            dv += g.value_tables[f][at]
-            for i, r in enumerate(resources):
-                if g.cost_tables[r][f] is not None:
-                    dc[i] += g.cost_tables[r][f][at]
-        s = x[var]
-        return dv - dv[s], dc - dc[:, s:s + 1]
 
     # -- fixing
     def incumbent_configuration(self) -> tuple[dict[str, int], dict[str, bool], float] | None:
@@ -395,6 +373,43 @@ class _LagrangianSearch:
             mask[self.incumbent[var]] = True
             keep.append(mask)
         return keep
+
+
+class _MoveTable:
+    """Value and cost changes of every single-variable change from a configuration `x`,
+    kept up to date as `x` changes (only the changed variable's neighbours are recomputed)."""
+
+    def __init__(self, graph: SpecGraph, resources: list[str], x: np.ndarray, neighbours: list[list[int]]) -> None:
+        self.graph, self.resources, self.neighbours = graph, resources, neighbours
+        self.x = x.copy()
+        self.factors_of = [[f for f, s in enumerate(graph.scopes) if v in s] for v in range(len(x))]
+        self.rows = [self._row(var) for var in range(len(x))]
+
+    def _row(self, var: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(other states, value change, cost changes by resource row) for changing `var`."""
+        g = self.graph
+        dv = np.zeros(g.sizes[var])
+        dc = np.zeros((len(self.resources), g.sizes[var]))
+        for f in self.factors_of[var]:
+            at = tuple(slice(None) if u == var else int(self.x[u]) for u in g.scopes[f])
+            dv += g.value_tables[f][at]
+            for i, r in enumerate(self.resources):
+                if g.cost_tables[r][f] is not None:
+                    dc[i] += g.cost_tables[r][f][at]
+        now = self.x[var]
+        others = np.flatnonzero(np.arange(len(dv)) != now)
+        return others, (dv - dv[now])[others], (dc - dc[:, now:now + 1])[:, others]
+
+    def change(self, var: int, state: int) -> None:
+        self.x[var] = state
+        for u in self.neighbours[var]:
+            self.rows[u] = self._row(u)
+
+    def moves(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every single change: (variable, new state, value change, cost changes by resource row)."""
+        variables = np.concatenate([np.full(len(states), var) for var, (states, _, _) in enumerate(self.rows)])
+        return (variables, np.concatenate([r[0] for r in self.rows]), np.concatenate([r[1] for r in self.rows]),
+                np.concatenate([r[2] for r in self.rows], axis=1))
 
 
 def _best_partners(variables: np.ndarray, gains: np.ndarray, spends: np.ndarray, slack: float) -> np.ndarray:
