@@ -251,20 +251,21 @@ def find_vit(model: nn.Module, example_input: Any, reconstruct: Callable[[nn.Mod
     block's output on the real example is compared with it (eval mode), so a block that
     does anything else (layer scale, post-norm, extra tokens) is refused with its name.
     """
-    sites = tuple(_block_site(model, name, layout) for name, m in model.named_modules()
-                  if (layout := attention_layout(m)) is not None)
-    if not sites:
+    found = [(name, layout) for name, m in model.named_modules() if (layout := attention_layout(m)) is not None]
+    if not found:
         raise ViTStructureError("model: no attention module found (nn.MultiheadAttention or qkv/proj/num_heads)")
-    names = tuple(s.name for s in sites)
-    if len(set(names)) != len(names):
-        twice = next(n for n in names if names.count(n) > 1)
-        raise ViTStructureError(f"{twice}: a block with two attention modules is not supported "
+    parents = [name.rpartition(".")[0] for name, _ in found]
+    twice = next((p for p in parents if parents.count(p) > 1), None)
+    if twice is not None:
+        raise ViTStructureError(f"{twice or 'model'}: a block with two attention modules is not supported "
                                 "(one self-attention and one MLP per pre-norm block)")
+    sites = tuple(_block_site(model, name, layout) for name, layout in found)
     embeds = {_embed_width(model.get_submodule(s.attn), s.layout) for s in sites}
     if len(embeds) != 1:
         raise ViTStructureError(f"model: blocks have different embedding widths {sorted(embeds)}; "
                                 "one residual stream width is required")
     embed = embeds.pop()
+    names = tuple(s.name for s in sites)
     outside = _classify_outside(model, embed, names)
     seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     macs: dict[str, int] = {}
