@@ -71,6 +71,10 @@ class LayerHandler:
         """A module computing the operation at the given widths (the original one when it is width-agnostic)."""
         return op.module
 
+    def config(self, op: OpRecord, widths: Mapping[str, int]) -> str:
+        """Everything besides the input shapes that `make` depends on (part of the workload's key)."""
+        return repr(op.module)
+
     def pinned_labels(self, op: OpRecord) -> tuple[str | None, ...]:
         """Labels whose width this operation cannot change (they become single-choice dims)."""
         return ()
@@ -84,12 +88,13 @@ class LayerHandler:
 
     def workload(self, op: OpRecord, widths: Mapping[str, int]) -> Workload:
         shapes = [resized(s, widths) for s in op.inputs]
-        module = self.make(op, widths)
+        widths = dict(widths)
 
         def setup(device: torch.device, dtype: torch.dtype) -> tuple[Callable[..., Any], list[torch.Tensor]]:
-            return module.to(device=device, dtype=dtype).eval(), [_random(s, device, dtype) for s in shapes]
+            module = self.make(op, widths).to(device=device, dtype=dtype).eval()
+            return module, [_random(s, device, dtype) for s in shapes]
 
-        key = f"{module!r}|{shapes}"
+        key = f"{self.config(op, widths)}|{shapes}"
         return Workload(key, self.macs(op, widths), self.params(op, widths), setup)
 
 
@@ -136,6 +141,13 @@ class ConvHandler(LayerHandler):
         return type(m)(c_in, c_out, m.kernel_size, m.stride, m.padding, m.dilation, groups,
                        m.bias is not None, m.padding_mode)
 
+    def config(self, op: OpRecord, widths: Mapping[str, int]) -> str:
+        m = op.module
+        c_out, c_in, groups = self._shape(op, widths)
+        return (f"{type(m).__name__}({c_in}, {c_out}, kernel_size={m.kernel_size}, stride={m.stride}, "
+                f"padding={m.padding}, dilation={m.dilation}, groups={groups}, bias={m.bias is not None}, "
+                f"padding_mode={m.padding_mode})")
+
 
 class LinearHandler(LayerHandler):
     def labels(self, op: OpRecord) -> tuple[str | None, ...]:
@@ -152,6 +164,9 @@ class LinearHandler(LayerHandler):
     def make(self, op: OpRecord, widths: Mapping[str, int]) -> nn.Module:
         return nn.Linear(_width(op.inputs[0], widths), _width(op.output, widths), op.module.bias is not None)
 
+    def config(self, op: OpRecord, widths: Mapping[str, int]) -> str:
+        return f"Linear({_width(op.inputs[0], widths)}, {_width(op.output, widths)}, bias={op.module.bias is not None})"
+
     def check(self, op: OpRecord) -> None:
         pass
 
@@ -166,6 +181,10 @@ class BatchNormHandler(LayerHandler):
     def make(self, op: OpRecord, widths: Mapping[str, int]) -> nn.Module:
         m = op.module
         return type(m)(_width(op.output, widths), m.eps, m.momentum, m.affine, m.track_running_stats)
+
+    def config(self, op: OpRecord, widths: Mapping[str, int]) -> str:
+        m = op.module
+        return f"{type(m).__name__}({_width(op.output, widths)}, eps={m.eps}, affine={m.affine})"
 
     def check(self, op: OpRecord) -> None:
         pass

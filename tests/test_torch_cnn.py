@@ -1,0 +1,308 @@
+"""The PyTorch adapter on hand-written CNNs: spec -> solve -> physically slimmed model."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("torch_pruning")
+
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
+import mdp_opt  # noqa: E402
+from mdp_opt.adapters.torch import (MeasuredLatency, UnsupportedModelError, Workload, build_spec,  # noqa: E402
+                                    measure_latency)
+from mdp_opt.adapters.torch.importance import taylor_scores  # noqa: E402
+from mdp_opt.result import Answer, Status  # noqa: E402
+from mdp_opt.solve import verify  # noqa: E402
+
+from torch_models import BasicBlock, InvertedResidual, MobileNetV2Like, VGGLike, small_resnet  # noqa: E402
+
+MODELS = {"resnet": small_resnet, "mobilenet": MobileNetV2Like, "vgg": VGGLike}
+
+
+def exact_backend() -> str:
+    for name in ("cpsat", "milp", "dp"):
+        if name in mdp_opt.installed_backends():
+            return name
+    pytest.skip("no exact backend installed (cpsat, milp or dp)")
+
+
+def make(kind: str) -> tuple[nn.Module, torch.Tensor, list]:
+    torch.manual_seed(0)
+    model = MODELS[kind]()
+    _randomize_bn(model)
+    x = torch.randn(2, 3, 16, 16)
+    data = [(torch.randn(4, 3, 16, 16), torch.randint(0, 10, (4,))) for _ in range(2)]
+    return model, x, data
+
+
+def _randomize_bn(model: nn.Module) -> None:
+    """Non-trivial BN statistics and affine parameters, so pruning the wrong channels shows."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+
+
+def count_flops_params(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
+    """Multiply-accumulates of conv and linear layers, from the modules' own shapes, and the parameter count."""
+    macs = 0
+
+    def hook(m: nn.Module, inputs: tuple, out: torch.Tensor) -> None:
+        nonlocal macs
+        if isinstance(m, nn.Conv2d):
+            macs += out.numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+        elif isinstance(m, nn.Linear):
+            macs += out.numel() * m.in_features
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    with torch.no_grad():
+        model.eval()(x)
+    for h in handles:
+        h.remove()
+    return macs, sum(p.numel() for p in model.parameters())
+
+
+def result_for(spec: mdp_opt.Spec, kept: dict[str, int] | None = None, removed: tuple[str, ...] = ()) -> mdp_opt.Result:
+    """A verified result for a chosen configuration (full width unless `kept` says otherwise)."""
+    choice = {d.name: d.choices.index(kept[d.name]) if kept and d.name in kept else d.size - 1 for d in spec.dims}
+    active = {b: b not in removed for b in spec.block_names}
+    return verify(spec, {}, Answer(Status.FEASIBLE, choice, active), "manual", 0.0)
+
+
+@pytest.fixture(scope="module")
+def built() -> dict:
+    out = {}
+    for kind in MODELS:
+        model, x, data = make(kind)
+        spec, handle = build_spec(model, x, data=data, loss_fn=F.cross_entropy, latency="flops",
+                                  costs=("flops", "params"), step=8)
+        out[kind] = (model, x, spec, handle)
+    return out
+
+
+@pytest.mark.parametrize("kind", list(MODELS))
+@pytest.mark.parametrize("percent", [30, 50, 70])
+def test_round_trip_widths_and_exact_costs(built, kind, percent):
+    model, x, spec, handle = built[kind]
+    result = mdp_opt.solve(spec, budget={"flops": f"{percent}%"}, backend=exact_backend(), time_limit=60)
+    assert result.status == Status.OPTIMAL
+    small = handle.apply(result)
+    with torch.no_grad():
+        assert small.eval()(x).shape == model.eval()(x).shape
+    macs, params = count_flops_params(small, x)
+    assert macs == result.costs["flops"] <= percent / 100 * spec.full_costs()["flops"]
+    assert params == result.costs["params"]
+    modules = dict(small.named_modules())
+    removed = [b for b, a in result.active.items() if not a]
+    for b in removed:
+        assert isinstance(modules[b], nn.Identity)
+    for layer in handle.layers:
+        if any(layer.name.startswith(b + ".") for b in removed):
+            assert layer.name not in modules
+            continue
+        m = modules[layer.name]
+        out_w = m.out_features if isinstance(m, nn.Linear) else getattr(m, "out_channels", getattr(m, "num_features", None))
+        assert out_w == (result.kept[layer.out_dim] if layer.out_dim else layer.out_width), layer.name
+
+
+def test_full_costs_match_the_unpruned_model(built):
+    for model, x, spec, _ in built.values():
+        macs, params = count_flops_params(model, x)
+        assert spec.full_costs() == {"flops": macs, "params": params}
+
+
+def test_several_budgets_at_once(built):
+    model, x, spec, handle = built["resnet"]
+    result = mdp_opt.solve(spec, budget={"flops": "60%", "params": "40%"}, backend=exact_backend(), time_limit=60)
+    macs, params = count_flops_params(handle.apply(result), x)
+    full = spec.full_costs()
+    assert (macs, params) == (result.costs["flops"], result.costs["params"])
+    assert macs <= 0.6 * full["flops"] and params <= 0.4 * full["params"]
+
+
+def test_apply_leaves_the_model_alone_and_full_keeps_the_output(built):
+    for model, x, spec, handle in built.values():
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        structure = repr(model)
+        small_result = mdp_opt.solve(spec, budget={"flops": "40%"}, backend=exact_backend(), time_limit=60)
+        handle.apply(small_result)
+        assert repr(model) == structure
+        assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+        full = handle.apply(result_for(spec))
+        with torch.no_grad():
+            assert torch.equal(full.eval()(x), model.eval()(x))
+        assert full is not model
+
+
+def test_auto_blocks_are_the_identity_shortcut_blocks():
+    for kind, is_block in (("resnet", lambda m: isinstance(m, BasicBlock) or hasattr(m, "conv3")),
+                           ("mobilenet", lambda m: isinstance(m, InvertedResidual))):
+        model, x, data = make(kind)
+        spec, _ = build_spec(model, x, data=data, loss_fn=F.cross_entropy, latency="flops", costs=("params",))
+        expected = [n for n, m in model.named_modules() if is_block(m)
+                    and (getattr(m, "downsample", "x") is None or getattr(m, "use_residual", False))]
+        assert list(spec.block_names) == expected and expected
+
+
+def test_removed_block_becomes_the_identity(built):
+    model, x, spec, handle = built["mobilenet"]
+    block = spec.block_names[0]
+    small = handle.apply(result_for(spec, removed=(block,)))
+    reference = copy.deepcopy(model)
+    reference.set_submodule(block, nn.Identity())
+    with torch.no_grad():
+        assert torch.equal(small.eval()(x), reference.eval()(x))
+    text = handle.describe(result_for(spec, removed=(block,)), file=open("/dev/null", "w"))
+    assert block in text.splitlines()[-2]
+
+
+def test_blocks_none_and_explicit_list():
+    model, x, data = make("resnet")
+    spec, _ = build_spec(model, x, data=data, loss_fn=F.cross_entropy, latency="flops", costs=("params",), blocks=None)
+    assert spec.block_names == ()
+    chosen = [model.layers[0][1], model.layers[2][1]]
+    spec, _ = build_spec(model, x, data=data, loss_fn=F.cross_entropy, latency="flops", costs=("params",),
+                         blocks=chosen)
+    assert spec.block_names == ("layers.0.1", "layers.2.1")
+    with pytest.raises(UnsupportedModelError, match="blocks\\[0\\] \\(layers.1.0\\)"):
+        build_spec(model, x, data=data, loss_fn=F.cross_entropy, latency="flops", costs=("params",),
+                   blocks=[model.layers[1][0]])
+
+
+def test_step_minimum_and_ignore():
+    model, x, data = make("resnet")
+    pinned = model.layers[2][1].conv1
+    spec, handle = build_spec(model, x, data=data, loss_fn=F.cross_entropy, latency="flops", costs=("params",),
+                              step=4, min_channels=0.5, ignore=[pinned])
+    widths = {d.name: d.width for d in handle.dims.values()}
+    for d in spec.dims:
+        assert 0 not in d.choices and d.choices[-1] == widths[d.name]
+        assert all(c % 4 == 0 or c == widths[d.name] for c in d.choices)
+        assert min(d.choices) >= widths[d.name] / 2
+    assert spec.dim("layers.2.1.conv1").choices == (16,)
+    assert spec.dim("fc").choices == (10,)          # the model's output keeps its width
+
+
+def test_taylor_scores_follow_the_formula():
+    model, x, data = make("vgg")
+    scores = taylor_scores(model, ["features.1"], data, F.cross_entropy)
+    bn = model.features[1]
+    expected = torch.zeros(bn.num_features, dtype=torch.float64)
+    for inputs, targets in data:
+        model.zero_grad()
+        F.cross_entropy(model(inputs), targets).backward()
+        expected += ((bn.weight * bn.weight.grad + bn.bias * bn.bias.grad).detach().double()) ** 2
+    np.testing.assert_allclose(scores["features.1"], expected.numpy(), rtol=1e-6)
+    assert scores["features.1"].max() > 0
+
+
+def test_shared_dim_uses_one_ranking_for_every_block_share():
+    """The stage dim of a ResNet is scored by layers in several blocks: each block's term must use the
+    dim's total ranking, and apply must keep exactly those channels."""
+    model, x, _ = make("resnet")
+    layers = ["bn1", "layers.0.0.bn2", "layers.0.1.bn2"]
+    rng = np.random.default_rng(1)
+    given = {name: rng.permutation(16).astype(float) ** 2 for name in layers}
+    importance = dict(given)
+    for d_layer in ["layers.0.0.bn1", "layers.0.1.bn1", "layers.1.0.bn1", "layers.1.0.bn2", "layers.1.1.bn1",
+                    "layers.2.0.bn1", "layers.2.0.bn2", "layers.2.0.bn3", "layers.2.1.bn1", "layers.2.1.bn2"]:
+        importance[d_layer] = np.ones(dict(model.named_modules())[d_layer].num_features)
+    spec, handle = build_spec(model, x, importance=importance, latency="flops", costs=("params",), step=4)
+    total = sum(given.values())
+    top = np.argsort(-total, kind="stable")
+    terms = {t.block: t.table for t in spec.objective if t.dims == ("conv1",)}
+    for name, block in zip(layers, [None, "layers.0.0", "layers.0.1"]):
+        expected = [given[name][top[:k]].sum() for k in spec.dim("conv1").choices]
+        np.testing.assert_allclose(terms[block], expected)
+    small = handle.apply(result_for(spec, kept={"conv1": 8}))
+    kept = np.sort(top[:8])
+    assert torch.equal(small.conv1.weight, model.conv1.weight[kept])
+    assert torch.equal(small.layers[0][1].bn2.bias, model.layers[0][1].bn2.bias[kept])
+
+
+def test_importance_must_cover_every_prunable_dim():
+    model, x, _ = make("vgg")
+    with pytest.raises(ValueError, match="no scores for dim"):
+        build_spec(model, x, importance={model.features[1]: np.ones(16)}, latency="flops", costs=("params",))
+    with pytest.raises(ValueError, match=r"importance\[features.1\]: expected 16"):
+        build_spec(model, x, importance={model.features[1]: np.ones(3)}, latency="flops", costs=("params",))
+
+
+def test_depthwise_convs_cost_one_dim(built):
+    _, _, spec, handle = built["mobilenet"]
+    depthwise = {layer.out_dim for layer in handle.layers if layer.kind == "Conv2d" and layer.out_dim == layer.in_dim}
+    arity_one = {t.dims[0] for t in spec.costs["flops"] if len(t.dims) == 1}
+    assert depthwise and depthwise <= arity_one
+    assert all(len(t.dims) <= 2 for t in spec.costs["flops"])
+
+
+def test_latency_callable_gets_workloads():
+    model, x, data = make("vgg")
+    seen = []
+
+    def cost(w: Workload) -> float:
+        seen.append(w)
+        return float(w.macs)
+
+    spec, _ = build_spec(model, x, data=data, loss_fn=F.cross_entropy, latency=cost, costs=("latency", "flops"))
+    assert seen and all(isinstance(w, Workload) for w in seen)
+    assert spec.full_costs()["latency"] == spec.full_costs()["flops"]
+
+
+def test_measured_latency_tables_are_cached(tmp_path):
+    torch.manual_seed(0)
+    model = VGGLike()
+    x = torch.randn(1, 3, 8, 8)
+    data = [(torch.randn(2, 3, 8, 8), torch.randint(0, 10, (2,)))]
+    timer = MeasuredLatency(repeats=2, warmup=1, cache_dir=tmp_path, progress=False)
+    spec, handle = build_spec(model, x, data=data, loss_fn=F.cross_entropy, latency=timer, step=16)
+    files = list(tmp_path.glob("*.json"))
+    assert len(files) == 1 and "threads1" in files[0].name and "batch1" in files[0].name
+    cached = json.loads(files[0].read_text())
+    assert cached and all(v > 0 for v in cached.values())
+    again, _ = build_spec(model, x, data=data, loss_fn=F.cross_entropy, latency=timer, step=16)
+    assert again.costs == spec.costs      # identical tables: read back, not timed again
+    smallest = mdp_opt.evaluate(spec, {d.name: 0 for d in spec.dims}).costs["latency"]
+    budget = (smallest + spec.full_costs()["latency"]) / 2
+    result = mdp_opt.solve(spec, budget=budget, backend=exact_backend(), time_limit=60)
+    assert result.has_solution and result.costs["latency"] <= budget * (1 + 1e-9)
+    assert measure_latency(handle.apply(result), x, repeats=3) > 0
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(step=0), "step"), (dict(costs=("speed",)), "costs"), (dict(costs="params"), "costs"),
+    (dict(latency="fast"), "latency"), (dict(min_channels=1.5), "min_channels"),
+])
+def test_bad_arguments_name_the_field(bad, message):
+    model, x, data = make("vgg")
+    kwargs = dict(data=data, loss_fn=F.cross_entropy, latency="flops", costs=("params",))
+    kwargs.update(bad)
+    with pytest.raises(ValueError, match=message):
+        build_spec(model, x, **kwargs)
+    with pytest.raises(ValueError, match="importance"):
+        build_spec(model, x, latency="flops")
+
+
+@pytest.mark.parametrize("factory", ["resnet50", "mobilenet_v2"])
+def test_torchvision_models_round_trip(factory):
+    models = pytest.importorskip("torchvision.models")
+    torch.manual_seed(0)
+    model = getattr(models, factory)(num_classes=10)
+    x = torch.randn(1, 3, 32, 32)
+    data = [(torch.randn(2, 3, 32, 32), torch.randint(0, 10, (2,)))]
+    spec, handle = build_spec(model, x, data=data, loss_fn=F.cross_entropy, latency="flops",
+                              costs=("flops", "params"), step=32)
+    assert spec.block_names
+    result = mdp_opt.solve(spec, budget={"flops": "50%"}, backend=exact_backend(), time_limit=120)
+    small = handle.apply(result)
+    assert count_flops_params(small, x) == (result.costs["flops"], result.costs["params"])
