@@ -359,3 +359,26 @@ def test_apply_keeps_the_training_flags():
     assert not any(m.training for m in handle.apply(result_for(spec, {})).modules())
     model.train()
     assert all(m.training for m in handle.apply(result_for(spec, {})).modules())
+
+
+class WidthInForward(TorchvisionStyleViT):
+    """Reads the embedding width from an attribute the adapter does not know about."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.width = self.hidden_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        x = self.conv_proj(x).reshape(n, self.width, -1).permute(0, 2, 1)
+        x = torch.cat([self.class_token.expand(n, -1, -1), x], dim=1)
+        return self.heads(self.encoder(x)[:, 0])
+
+
+def test_apply_checks_that_the_slimmed_model_runs():
+    torch.manual_seed(0)
+    model = WidthInForward().eval()
+    spec, handle = build(model)
+    handle.apply(result_for(spec, {}))
+    with pytest.raises(RuntimeError, match="attribute other than"):
+        handle.apply(result_for(spec, {"embed": 32}))

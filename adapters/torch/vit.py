@@ -33,7 +33,7 @@ from .vit_costs import Grid, block_tables, block_workload, outside_tables, outsi
 from .vit_importance import OUTSIDE, given_scores, taylor_scores
 from .vit_modules import PrunedAttention, PrunedBlock
 from .vit_slim import BlockKeep, keep_all, slim_block, slim_model
-from .vit_structure import BlockSite, ViTStructure, find_vit
+from .vit_structure import EMBED_ATTRIBUTES, BlockSite, ViTStructure, find_vit
 
 RESOURCES = ("latency", "flops", "params")
 KINDS = {"heads": "heads", "qk": "qk_dim", "v": "v_dim", "hidden": "mlp_hidden"}
@@ -80,7 +80,7 @@ def build_vit_spec(model: nn.Module, example_input: torch.Tensor, *, data: Itera
     structure = find_vit(model, example_input, _reconstruct)
     gates = _gates(model, structure, blocks)
     pinned = _pinned(model, structure, ignore)
-    minimum = _minimum(min_channels, structure)
+    minimum = _minimum(min_channels)
     choices = _all_choices(structure, pinned, step, mlp_step, head_step, head_dim_step, minimum)
     names = {key: dim_name(key) for key in choices}
 
@@ -99,7 +99,8 @@ def build_vit_spec(model: nn.Module, example_input: torch.Tensor, *, data: Itera
                       "mlp_step": mlp_step, "head_step": head_step, "head_dim_step": head_dim_step,
                       "latency": latency if isinstance(latency, str) else type(latency).__name__,
                       "input_shape": list(example_input.shape), "tokens": structure.tokens})
-    handle = ViTPruningHandle(model, spec, structure, names, {k: imp.order for k, imp in imps.items()}, gates)
+    handle = ViTPruningHandle(model, example_input, spec, structure, names,
+                              {k: imp.order for k, imp in imps.items()}, gates)
     return spec, handle
 
 
@@ -179,7 +180,7 @@ def _pinned(model: nn.Module, structure: ViTStructure, ignore: Sequence[nn.Modul
     return pinned
 
 
-def _minimum(min_channels: Any, structure: ViTStructure) -> Callable[[int], int]:
+def _minimum(min_channels: Any) -> Callable[[int], int]:
     if isinstance(min_channels, bool) or not isinstance(min_channels, (int, float)):
         raise ValueError(f"min_channels: expected a channel count or a fraction in (0, 1), got {min_channels!r}")
     if isinstance(min_channels, float) and not 0 < min_channels < 1:
@@ -303,9 +304,11 @@ def _measured_tables(model: nn.Module, structure: ViTStructure, choices: Mapping
 class ViTPruningHandle:
     """Made by `build_vit_spec`; slims the model for any result of its spec."""
 
-    def __init__(self, model: nn.Module, spec: Spec, structure: ViTStructure, names: Mapping[DimKey, str],
-                 orders: Mapping[DimKey, np.ndarray], gates: Mapping[tuple[str, str], str | None]) -> None:
+    def __init__(self, model: nn.Module, example_input: torch.Tensor, spec: Spec, structure: ViTStructure,
+                 names: Mapping[DimKey, str], orders: Mapping[DimKey, np.ndarray],
+                 gates: Mapping[tuple[str, str], str | None]) -> None:
         self.model = model
+        self.example_input = example_input
         self.spec = spec
         self.structure = structure
         self.names = dict(names)
@@ -336,6 +339,7 @@ class ViTPruningHandle:
                                      idx("heads"), idx("qk"), idx("v"), idx("hidden"))
         small = slim_model(self.model, self.structure, keep, kept["embed"])
         self._check_widths(small, result)
+        self._check_runs(small)
         return small
 
     def describe(self, result: Result, file: TextIO | None = None) -> str:
@@ -373,6 +377,18 @@ class ViTPruningHandle:
         if set(result.kept) != set(self.spec.dim_names) or set(result.active) != set(self.spec.block_names):
             raise ValueError("result: its dims and blocks do not match this handle's spec; solve the spec that "
                              "build_vit_spec returned with this handle")
+
+    def _check_runs(self, small: nn.Module) -> None:
+        flags = {m: m.training for m in small.modules()}
+        try:
+            with torch.no_grad():
+                small.eval()(self.example_input)
+        except RuntimeError as e:
+            raise RuntimeError(f"the slimmed model fails on the example input ({e}); its forward may read the "
+                               f"embedding width from an attribute other than {EMBED_ATTRIBUTES}") from e
+        finally:
+            for m, flag in flags.items():
+                m.training = flag
 
     def _check_widths(self, small: nn.Module, result: Result) -> None:
         embed = result.kept["embed"]
