@@ -35,7 +35,7 @@ from .spec import Dim, Spec, SpecError, Term
 
 MAX_LINE_SEARCH_STEPS = 100
 MAX_SWEEPS = 20
-MAX_LOCAL_MOVES = 1000
+MAX_LOCAL_MOVES = 200
 CHECKED_PAIRS = 20
 
 
@@ -130,7 +130,8 @@ def presolve(spec: Spec, budgets: Mapping[str, float], memory_limit: float = DEF
         return _finish(Presolved("skipped", None, None, spec, identity, {}), spec, {"reason": str(e)}, start)
     search = _LagrangianSearch(graph, spec, budgets)
     infeasible = search.run()
-    stats: dict[str, Any] = {"lambdas": dict(search.best_lambdas), "passes": search.passes}
+    stats: dict[str, Any] = {"lambdas": dict(search.best_lambdas), "passes": search.passes,
+                             "local_moves": search.local_moves}
     if infeasible:
         return _finish(Presolved("infeasible", None, None, spec, identity, {}), spec, stats, start)
     incumbent = search.incumbent_configuration()
@@ -192,6 +193,7 @@ class _LagrangianSearch:
         self.incumbent: np.ndarray | None = None
         self.incumbent_value = -math.inf
         self.passes = 0
+        self.local_moves = 0
         self._neighbours = [sorted({u for s in graph.scopes if v in s for u in s}) for v in range(len(graph.sizes))]
 
     # -- points of the dual function
@@ -243,7 +245,9 @@ class _LagrangianSearch:
                     break
                 lambdas[r], ends = self.line_search(r, lambdas, cheapest[r])
                 starts.extend(ends)
-            if self.closed() or before - self.bound <= OPTIMALITY_GAP * max(1.0, abs(self.bound)):
+            # stop when a sweep closes less than 1% of the remaining gap (or of the bound, with no incumbent)
+            remaining = self.bound - self.incumbent_value if self.incumbent is not None else abs(self.bound)
+            if self.closed() or before - self.bound <= 0.01 * remaining:
                 break
         if not self.closed():
             tried = set()
@@ -300,17 +304,20 @@ class _LagrangianSearch:
             if move is None:
                 break
             table.change(*move)
+            self.local_moves += 1
             value, costs = self.graph.evaluate(table.x)
         for _ in range(MAX_LOCAL_MOVES if self.feasible(costs) else 0):
             better = self._best_improvement(table, value, costs)
             if better is None:
                 break
             moves, value, costs = better
+            self.local_moves += 1
             for var, state in moves:
                 table.change(var, state)
         return table.x, value, costs
 
     def _best_repair(self, table: _MoveTable, costs: Mapping[str, float]) -> tuple[int, int] | None:
+        """The (variable, state) change losing least value per unit of (normalised) excess cost removed."""
         resources = list(self.limits)
         limits = np.array([self.limits[r] for r in resources])[:, None]
         scale = np.maximum(1.0, np.abs(limits))
@@ -488,6 +495,7 @@ def _finish(pre: Presolved, spec: Spec, stats: dict[str, Any], start: float) -> 
         **stats,
         "choices_total": sum(d.size for d in spec.dims),
         "choices_kept": sum(d.size for d in pre.reduced.dims),
+        "choices_fixed": sum(d.size for d in spec.dims) - sum(d.size for d in pre.reduced.dims),
         "blocks_total": len(spec.blocks),
         "blocks_fixed": len(pre.fixed_blocks),
         "time": time.perf_counter() - start,
