@@ -95,15 +95,15 @@ def solve(spec: Spec, budgets: Mapping[str, float], options: dict) -> Answer:
     except _FixedCostsOverBudget as e:
         return Answer(Status.INFEASIBLE, stats={**stats, "message": str(e)})
     stats["build_seconds"] = time.perf_counter() - start
-    built.set_configuration(*spec.full_configuration())  # a starting point for every variable
-    results = None
+    for variable in built.model.component_data_objects(pyo.Var):
+        variable.set_value(0)  # where IPOPT starts anyway; without it MindtPy's pump fails on unused variables
     try:
         with _captured_output() as output:
             results = pyo.SolverFactory("mindtpy").solve(built.model, **kwargs)
     except Exception as e:  # MindtPy or a sub-solver failed on this spec: a status, not a crash
-        failure = f"MindtPy failed: {type(e).__name__}: {e}"
-    answer = _answer(spec, budgets, built, results, opts["formulation"], stats) if results else \
-        Answer(Status.ERROR, stats={**stats, "message": failure})
+        answer = _failure(e, stats)
+    else:
+        answer = _answer(spec, budgets, built, results, opts["formulation"], stats)
     if not answer.status.has_solution and output:
         answer.stats["solver_output_tail"] = output[-OUTPUT_TAIL:]
     return answer
@@ -328,6 +328,14 @@ def _answer(spec: Spec, budgets: Mapping[str, float], built: _Model, results: An
                                            f"binaries are rounded (its constraint tolerance): {over}"})
     built.set_configuration(choice, active)
     return Answer(Status.FEASIBLE, choice, active, objective=float(pyo.value(built.objective)), stats=stats)
+
+
+def _failure(error: Exception, stats: dict[str, Any]) -> Answer:
+    message = f"MindtPy failed: {type(error).__name__}: {error}"
+    if "condition of maxTimeLimit" in str(error):  # MindtPy raises when a sub-solver hits the time limit
+        return Answer(Status.TIME_LIMIT_NO_SOLUTION, stats={**stats, "message": "a MindtPy sub-solver reached the "
+                                                           f"time limit and MindtPy stopped without a configuration ({message})"})
+    return Answer(Status.ERROR, stats={**stats, "message": message})
 
 
 def _no_solution(condition: Any, formulation: str, stats: dict[str, Any]) -> Answer:

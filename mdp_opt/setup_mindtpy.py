@@ -1,8 +1,8 @@
 """`mdp-opt setup-mindtpy`: install, build and check what the `mindtpy` backend needs.
 
 The stack, all from PyPI and Debian (no IPOPT executable installs offline):
-1. PyPI `pyomo`, `highspy` (MILP solver `appsi_highs`) and `packaging` (without it PyNumero
-   wrongly reports numpy missing);
+1. PyPI `pyomo`, `highspy` (MILP solver `appsi_highs`), `scipy` (PyNumero's cyipopt interface
+   imports it) and `packaging` (without it PyNumero wrongly reports numpy missing);
 2. the NLP solver `cyipopt`: PyPI `cyipopt-wheels` (bundles IPOPT), else Debian
    `coinor-libipopt-dev liblapack-dev libblas-dev pkg-config` plus PyPI `cyipopt`;
 3. Pyomo's PyNumero library (cyipopt's bridge to Pyomo models), built against Debian
@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Sequence
 
 # module -> (PyPI requirement, oldest version that works: MindtPy accepts appsi_highs from Pyomo 6.8)
-PIP_PACKAGES = {"pyomo": ("pyomo>=6.8", (6, 8)), "highspy": ("highspy>=1.7", (1, 7)), "packaging": ("packaging", (0,))}
+PIP_PACKAGES = {"pyomo": ("pyomo>=6.8", (6, 8)), "highspy": ("highspy>=1.7", (1, 7)), "scipy": ("scipy", (0,)),
+                "packaging": ("packaging", (0,))}
 CYIPOPT_WHEEL = "cyipopt-wheels"
 IPOPT_DEBIAN = ("coinor-libipopt-dev", "liblapack-dev", "libblas-dev", "pkg-config")
 ASL_DEBIAN = "libamplsolver-dev"
@@ -47,6 +48,8 @@ def stack_problems(mip_solver: str = "appsi_highs", nlp_solver: str = "cyipopt")
     if nlp_solver == "cyipopt":
         if importlib.util.find_spec("cyipopt") is None:
             problems.append("NLP solver 'cyipopt' is not installed (PyPI cyipopt-wheels)")
+        if importlib.util.find_spec("scipy") is None:
+            problems.append("the Python module 'scipy' is missing (Pyomo's cyipopt interface needs it)")
         if not _pynumero_built():
             problems.append(f"Pyomo's PyNumero ASL library is not built (looked in {_pyomo_config_dir()})")
     elif not _solver_available(nlp_solver):
@@ -98,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
 def _report() -> int:
     problems = stack_problems()
     print(f"python        {sys.executable}")
-    for module in ("pyomo", "highspy", "packaging", "cyipopt"):
+    for module in (*PIP_PACKAGES, "cyipopt"):
         print(f"{module:13s} {_module_version(module)}")
     print(f"PyNumero ASL  {'built' if importlib.util.find_spec('pyomo') and _pynumero_built() else 'missing'}"
           f" ({_pyomo_config_dir()})")
@@ -132,7 +135,7 @@ def _recent_enough(module: str) -> bool:
 def _pip_packages(apt: bool) -> bool:
     missing = [requirement for module, (requirement, _) in PIP_PACKAGES.items() if not _recent_enough(module)]
     if not missing:
-        print("[1/3] pyomo, highspy, packaging: present")
+        print(f"[1/3] {', '.join(PIP_PACKAGES)}: present")
         return True
     print(f"[1/3] installing {' '.join(missing)} from PyPI")
     return _pip(*missing)

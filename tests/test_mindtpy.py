@@ -178,3 +178,18 @@ def test_stack_problems_name_the_missing_solver():
     assert stack_problems("appsi_highs", "cyipopt") == []
     assert any("'baron'" in p for p in stack_problems("appsi_highs", "baron"))
     assert any("'no_such_milp'" in p for p in stack_problems("no_such_milp", "cyipopt"))
+
+
+def test_time_limits_reach_mindtpy_as_whole_seconds():
+    from mdp_opt.backends.mindtpy import DEFAULTS, NO_TIME_LIMIT, _mindtpy_arguments
+    assert _mindtpy_arguments({**DEFAULTS, "time_limit": 2.5})["time_limit"] == 3
+    assert _mindtpy_arguments({**DEFAULTS, "time_limit": 0.2})["time_limit"] == 1
+    assert _mindtpy_arguments({**DEFAULTS, "time_limit": None})["time_limit"] == NO_TIME_LIMIT
+
+
+def test_a_sub_solver_time_limit_is_reported_as_such():
+    """MindtPy raises (instead of returning) when an NLP sub-solve hits the time limit."""
+    from mdp_opt.backends.mindtpy import _failure
+    raised = ValueError("MindtPy unable to handle NLP subproblem termination condition of maxTimeLimit")
+    assert _failure(raised, {}).status is Status.TIME_LIMIT_NO_SOLUTION
+    assert _failure(ValueError("something else"), {}).status is Status.ERROR
