@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
 
 import numpy as np
@@ -21,7 +22,8 @@ from mdp_opt.adapters.torch.importance import taylor_scores  # noqa: E402
 from mdp_opt.result import Answer, Status  # noqa: E402
 from mdp_opt.solve import verify  # noqa: E402
 
-from torch_models import BasicBlock, InvertedResidual, MobileNetV2Like, VGGLike, small_resnet  # noqa: E402
+from torch_models import (BasicBlock, Bottleneck, InvertedResidual, MobileNetV2Like, VGGLike,  # noqa: E402
+                          small_resnet)
 
 MODELS = {"resnet": small_resnet, "mobilenet": MobileNetV2Like, "vgg": VGGLike}
 
@@ -111,8 +113,14 @@ def test_round_trip_widths_and_exact_costs(built, kind, percent):
             assert layer.name not in modules
             continue
         m = modules[layer.name]
-        out_w = m.out_features if isinstance(m, nn.Linear) else getattr(m, "out_channels", getattr(m, "num_features", None))
+        if isinstance(m, nn.Linear):
+            out_w, in_w = m.out_features, m.in_features
+        elif isinstance(m, nn.BatchNorm2d):
+            out_w = in_w = m.num_features
+        else:
+            out_w, in_w = m.out_channels, m.in_channels
         assert out_w == (result.kept[layer.out_dim] if layer.out_dim else layer.out_width), layer.name
+        assert in_w == (result.kept[layer.in_dim] if layer.in_dim else layer.in_width), layer.name
 
 
 def test_full_costs_match_the_unpruned_model(built):
@@ -145,7 +153,7 @@ def test_apply_leaves_the_model_alone_and_full_keeps_the_output(built):
 
 
 def test_auto_blocks_are_the_identity_shortcut_blocks():
-    for kind, is_block in (("resnet", lambda m: isinstance(m, BasicBlock) or hasattr(m, "conv3")),
+    for kind, is_block in (("resnet", lambda m: isinstance(m, (BasicBlock, Bottleneck))),
                            ("mobilenet", lambda m: isinstance(m, InvertedResidual))):
         model, x, data = make(kind)
         spec, _ = build_spec(model, x, data=data, loss_fn=F.cross_entropy, latency="flops", costs=("params",))
@@ -162,8 +170,9 @@ def test_removed_block_becomes_the_identity(built):
     reference.set_submodule(block, nn.Identity())
     with torch.no_grad():
         assert torch.equal(small.eval()(x), reference.eval()(x))
-    text = handle.describe(result_for(spec, removed=(block,)), file=open("/dev/null", "w"))
-    assert block in text.splitlines()[-2]
+    printed = io.StringIO()
+    text = handle.describe(result_for(spec, removed=(block,)), file=printed)
+    assert printed.getvalue().strip() == text and block in text.splitlines()[-2]
 
 
 def test_blocks_none_and_explicit_list():
@@ -204,6 +213,12 @@ def test_taylor_scores_follow_the_formula():
         expected += ((bn.weight * bn.weight.grad + bn.bias * bn.bias.grad).detach().double()) ** 2
     np.testing.assert_allclose(scores["features.1"], expected.numpy(), rtol=1e-6)
     assert scores["features.1"].max() > 0
+
+
+def test_taylor_objective_is_the_fraction_of_importance_kept(built):
+    for _, _, spec, _ in built.values():
+        full = mdp_opt.evaluate(spec, spec.full_configuration()[0]).value
+        assert full == pytest.approx(1.0)
 
 
 def test_shared_dim_uses_one_ranking_for_every_block_share():

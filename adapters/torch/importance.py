@@ -2,7 +2,7 @@
 
 MDP's criterion: first-order Taylor scores per channel, taken on the BN that follows a
 layer when there is one (`(gamma * dL/dgamma + beta * dL/dbeta)^2`, summed over batches),
-else on the layer's weights. A coupled dim's score is the sum over its layers; each
+else on the layer's weights; scaled so the whole model's scores sum to 1. A coupled dim's score is the sum over its layers; each
 block's share of it becomes its own objective term, so removing a block removes
 exactly its share. Every share is read through the SAME ranking (the dim's total score),
 which is the ranking `apply` keeps channels by.
@@ -69,6 +69,16 @@ def taylor_scores(model: nn.Module, layers: Iterable[str], data: Iterable[Any],
     if batches == 0:
         raise ValueError("data: no batches; give at least one (inputs, targets) batch")
     return {n: t.cpu().numpy() for n, t in totals.items()}
+
+
+def normalized(scores: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Scores scaled to sum to 1 over all layers, so the unpruned model is worth 1 and a result's
+    objective is the fraction of importance kept (raw Taylor scores are tiny, which hurts solver tolerances)."""
+    total = float(sum(s.sum() for s in scores.values()))
+    if not total > 0:
+        raise ValueError("data: every Taylor score is zero (no gradient reached the scored layers); "
+                         "check loss_fn and that the model's parameters require grad")
+    return {n: s / total for n, s in scores.items()}
 
 
 def user_scores(model: nn.Module, importance: Mapping[Any, Any], producer_dims: Mapping[str, str],

@@ -16,7 +16,7 @@ from .apply import LayerWidths, PruningHandle
 from .blocks import find_blocks
 from .graph import CHANNEL_LAYERS, ChannelDim, coupled_dims, dependency_graph
 from .handlers import UnsupportedModelError, Workload, handler_for
-from .importance import dim_importance, objective_terms, scored_layers, taylor_scores, user_scores
+from .importance import dim_importance, normalized, objective_terms, scored_layers, taylor_scores, user_scores
 from .latency import MeasuredLatency
 from .trace import OpRecord, Trace, record_forward
 from .vit import build_vit_spec
@@ -40,7 +40,7 @@ def build_spec(model: nn.Module, example_input: torch.Tensor, *, data: Iterable[
         model: the trained network (left unmodified).
         example_input: one input batch; its device, dtype and batch size are those timed.
         data, loss_fn: `(inputs, targets)` batches and `loss_fn(outputs, targets)` for first-order
-            Taylor importance; or give `importance` instead: {layer (module or name): per-output-channel
+            Taylor importance (scaled so the unpruned model is worth 1); or give `importance` instead: {layer (module or name): per-output-channel
             scores} for conv/linear/BN layers.
         latency: "measure" (timed on the device of `example_input`, cached on disk; or a configured
             `MeasuredLatency(...)`), "flops" (multiply-accumulates as the latency), or a callable
@@ -78,7 +78,7 @@ def build_spec(model: nn.Module, example_input: torch.Tensor, *, data: Iterable[
         scores = user_scores(model, importance, out_labels, prunable)
     else:
         scorer = copy.deepcopy(model)
-        scores = taylor_scores(scorer, scored_layers(scorer, dims), data, loss_fn)
+        scores = normalized(taylor_scores(scorer, scored_layers(scorer, dims), data, loss_fn))
         del scorer
     dim_imps = {d.name: dim_importance(d, scores, block_of) for d in dims}
     objective = [t for d in dims for t in objective_terms(d.name, choices[d.name], dim_imps[d.name])]
