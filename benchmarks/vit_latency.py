@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budgets", default="30,45,60,75,90", help="latency budgets in percent")
     parser.add_argument("--repeats", type=int, default=7, help="timed repetitions per table entry")
     parser.add_argument("--model-repeats", type=int, default=30, help="timed repetitions per whole model")
+    parser.add_argument("--flush-mb", type=int, default=None,
+                        help="cache flush before each timing, MB (default: MeasuredLatency's, 8x L2)")
     parser.add_argument("--backend", default="milp")
     parser.add_argument("--cache-dir", default=None, help="latency cache (default: a fresh temporary directory)")
     args = parser.parse_args(argv)
@@ -51,20 +53,21 @@ def main(argv: list[str] | None = None) -> int:
     x = torch.randn(1, 3, 224, 224)
     data = [(torch.randn(4, 3, 224, 224), torch.randint(0, 1000, (4,))) for _ in range(2)]
     with tempfile.TemporaryDirectory() as tmp:
-        timer = MeasuredLatency(repeats=args.repeats, cache_dir=args.cache_dir or tmp)
+        timer = MeasuredLatency(repeats=args.repeats, cache_dir=args.cache_dir or tmp, flush_mb=args.flush_mb)
         start = time.perf_counter()
         spec, handle = build_vit_spec(model, x, data=data, loss_fn=F.cross_entropy, latency=timer,
                                       costs=("latency", "flops"), step=args.step, mlp_step=args.mlp_step,
                                       head_dim_step=args.head_dim_step)
         build_time = time.perf_counter() - start
-    print(f"model: ViT embed 192, 3 heads, {args.depth} blocks, MLP 768, 224x224 patch 16, batch 1, CPU, 1 thread")
+    print(f"model: ViT embed 192, 3 heads, {args.depth} blocks, MLP 768, 224x224 patch 16, batch 1, CPU, 1 thread; "
+          f"cache flush {timer.flush_mb} MB")
     print(f"spec: {spec}")
     print(f"table build (importance + timing {sum(t.table.size for t in spec.costs['latency'])} entries, "
           f"shapes deduplicated across blocks): {build_time:.1f} s")
 
     full_pred = spec.full_costs()["latency"]
     full_flops = spec.full_costs()["flops"]
-    full_meas = measure_latency(model, x, repeats=args.model_repeats)
+    full_meas = measure_latency(model, x, repeats=args.model_repeats, flush_mb=timer.flush_mb)
     print(f"\nfull model: predicted {full_pred:.2f} ms, measured {full_meas:.2f} ms "
           f"({100 * (full_pred - full_meas) / full_meas:+.1f}%)")
     scale = full_meas / full_pred
@@ -74,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     for percent in (float(p) for p in args.budgets.split(",")):
         result = mdp_opt.solve(spec, {"latency": f"{percent}%"}, backend=args.backend)
         small = handle.apply(result)
-        measured = measure_latency(small, x, repeats=args.model_repeats)
+        measured = measure_latency(small, x, repeats=args.model_repeats, flush_mb=timer.flush_mb)
         predicted = result.costs["latency"]
         by_flops = full_meas * result.costs["flops"] / full_flops
         errors.append(abs(predicted - measured) / measured)
