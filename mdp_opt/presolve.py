@@ -194,6 +194,7 @@ class _LagrangianSearch:
         self.incumbent_value = -math.inf
         self.passes = 0
         self.local_moves = 0
+        self._visited: set[bytes] = set()  # configurations local search has passed through
         self._neighbours = [sorted({u for s in graph.scopes if v in s for u in s}) for v in range(len(graph.sizes))]
 
     # -- points of the dual function
@@ -240,27 +241,26 @@ class _LagrangianSearch:
         starts: list[np.ndarray] = []
         for _ in range(MAX_SWEEPS if len(self.limits) > 1 else 1):
             before = self.bound
+            starts = []  # local search starts from every configuration the last sweep met
             for r in self.limits:
                 if self.closed():
                     break
-                lambdas[r], ends = self.line_search(r, lambdas, cheapest[r])
-                starts.extend(ends)
+                lambdas[r], met = self.line_search(r, lambdas, cheapest[r])
+                starts.extend(met)
             # stop when a sweep closes less than 1% of the remaining gap (or of the bound, with no incumbent)
             remaining = self.bound - self.incumbent_value if self.incumbent is not None else abs(self.bound)
             if self.closed() or before - self.bound <= 0.01 * remaining:
                 break
         if not self.closed():
-            tried = set()
-            for x in starts[-2 * len(self.limits):] + ([self.incumbent] if self.incumbent is not None else []):
-                if x.tobytes() not in tried:
-                    tried.add(x.tobytes())
-                    self.offer(*self._local_search(x))
+            for x in starts + ([self.incumbent] if self.incumbent is not None else []):
+                self.offer(*self._local_search(x))
         return False
 
     def line_search(self, r: str, lambdas: dict[str, float], cheapest: tuple[np.ndarray, float, dict[str, float]]
                     ) -> tuple[float, list[np.ndarray]]:
         """The lambda_r >= 0 minimising L with the other multipliers fixed (cutting planes, exact),
-        and the configurations maximising L there (starting points for local search)."""
+        and starting points for local search: the last configuration over budget r met, and all
+        within it (cheap to climb from)."""
         limit = self.limits[r]
 
         def line(x: np.ndarray, value: float, costs: Mapping[str, float]) -> tuple[float, float, np.ndarray]:
@@ -272,6 +272,7 @@ class _LagrangianSearch:
         lo = line(*self.point(trial))
         if lo[1] >= 0:
             return 0.0, [lo[2]]
+        within = []
         hi = line(*cheapest)
         best_t, best_value = 0.0, lo[0]
         for _ in range(MAX_LINE_SEARCH_STEPS):
@@ -288,16 +289,21 @@ class _LagrangianSearch:
                 lo = new
             else:
                 hi = new
-        return best_t, [lo[2], hi[2]]
+                within.append(new[2])
+        return best_t, within + [lo[2]]
 
     # -- incumbent repair
     def _local_search(self, x: np.ndarray) -> tuple[np.ndarray, float, dict[str, float]]:
         """Greedy moves from x: while over budget, the single-variable change losing least value per
         unit of excess removed; then, while feasible, the best improving change of one or two
-        variables. Returns (x, value, costs)."""
+        variables. Returns (x, value, costs). The moves are deterministic, so a search reaching a
+        configuration an earlier search visited stops there: the rest of its path was walked."""
+        value, costs = self.graph.evaluate(x)
+        if x.tobytes() in self._visited:
+            return x, value, costs
         table = _MoveTable(self.graph, list(self.limits), x, self._neighbours)
-        value, costs = self.graph.evaluate(table.x)
         for _ in range(MAX_LOCAL_MOVES):
+            self._visited.add(table.x.tobytes())
             if self.feasible(costs):
                 break
             move = self._best_repair(table, costs)
@@ -314,6 +320,9 @@ class _LagrangianSearch:
             self.local_moves += 1
             for var, state in moves:
                 table.change(var, state)
+            if table.x.tobytes() in self._visited:
+                break
+            self._visited.add(table.x.tobytes())
         return table.x, value, costs
 
     def _best_repair(self, table: _MoveTable, costs: Mapping[str, float]) -> tuple[int, int] | None:
@@ -322,7 +331,7 @@ class _LagrangianSearch:
         limits = np.array([self.limits[r] for r in resources])[:, None]
         scale = np.maximum(1.0, np.abs(limits))
         now = np.array([costs[r] for r in resources])[:, None]
-        variables, states, dv, dc = table.moves()
+        variables, states, dv, dc = table.variables, table.states, table.dv, table.dc
         gain = (np.maximum(0.0, now - limits) / scale).sum() - (np.maximum(0.0, now + dc - limits) / scale).sum(axis=0)
         score = np.where(gain > 1e-12, dv / np.maximum(gain, 1e-12), -np.inf)
         if not len(score) or score.max() == -np.inf:
@@ -340,19 +349,20 @@ class _LagrangianSearch:
         each pair estimated as the sum of its two changes; the best few are checked exactly."""
         resources = list(self.limits)
         weights = np.array([self.best_lambdas.get(r, 0.0) or 1.0 / max(1.0, abs(self.limits[r])) for r in resources])
-        variables, states, dv, dc = table.moves()
+        variables, states, dv, dc = table.variables, table.states, table.dv, table.dc
         spend = weights @ dc
         slack = float(weights @ np.array([self.limits[r] - costs[r] for r in resources]))
         partner = _best_partners(variables, dv, spend, slack)
-        paired = partner >= 0
+        # candidates 0..M-1: single moves; M..2M-1: move k - M with its partner
         gain = np.concatenate([np.where(spend <= slack, dv, -np.inf),
-                               np.where(paired, dv + dv[partner], -np.inf)])
-        moves = [(j,) for j in range(len(dv))] + [(j, int(partner[j])) for j in range(len(dv))]
+                               np.where(partner >= 0, dv + dv[partner], -np.inf)])
+        top = np.argpartition(gain, -CHECKED_PAIRS)[-CHECKED_PAIRS:] if len(gain) > CHECKED_PAIRS else np.arange(len(gain))
         tiny = 1e-12 * max(1.0, abs(value))
-        for k in np.argsort(gain, kind="stable")[::-1][:CHECKED_PAIRS]:
+        for k in top[np.argsort(gain[top], kind="stable")[::-1]]:
             if not gain[k] > tiny:
                 break
-            change = [(int(variables[j]), int(states[j])) for j in moves[k]]
+            moves = [k] if k < len(dv) else [k - len(dv), partner[k - len(dv)]]
+            change = [(int(variables[j]), int(states[j])) for j in moves]
             y = table.x.copy()
             for var, state in change:
                 y[var] = state
@@ -383,17 +393,24 @@ class _LagrangianSearch:
 
 
 class _MoveTable:
-    """Value and cost changes of every single-variable change from a configuration `x`,
-    kept up to date as `x` changes (only the changed variable's neighbours are recomputed)."""
+    """Value and cost changes of every single-variable change from a configuration `x`, kept up
+    to date as `x` changes (only the changed variable's neighbours are recomputed). Move k sets
+    variable `variables[k]` to `states[k]`; a variable with n states owns n - 1 consecutive moves."""
 
     def __init__(self, graph: SpecGraph, resources: list[str], x: np.ndarray, neighbours: list[list[int]]) -> None:
         self.graph, self.resources, self.neighbours = graph, resources, neighbours
         self.x = x.copy()
         self.factors_of = [[f for f, s in enumerate(graph.scopes) if v in s] for v in range(len(x))]
-        self.rows = [self._row(var) for var in range(len(x))]
+        counts = np.array(graph.sizes) - 1
+        self.start = np.concatenate([[0], np.cumsum(counts)])
+        self.variables = np.repeat(np.arange(len(x)), counts)
+        self.states = np.zeros(len(self.variables), dtype=np.int64)
+        self.dv = np.zeros(len(self.variables))
+        self.dc = np.zeros((len(resources), len(self.variables)))
+        for var in range(len(x)):
+            self._update(var)
 
-    def _row(self, var: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(other states, value change, cost changes by resource row) for changing `var`."""
+    def _update(self, var: int) -> None:
         g = self.graph
         dv = np.zeros(g.sizes[var])
         dc = np.zeros((len(self.resources), g.sizes[var]))
@@ -405,42 +422,44 @@ class _MoveTable:
                     dc[i] += g.cost_tables[r][f][at]
         now = self.x[var]
         others = np.flatnonzero(np.arange(len(dv)) != now)
-        return others, (dv - dv[now])[others], (dc - dc[:, now:now + 1])[:, others]
+        span = slice(self.start[var], self.start[var + 1])
+        self.states[span] = others
+        self.dv[span] = (dv - dv[now])[others]
+        self.dc[:, span] = (dc - dc[:, now:now + 1])[:, others]
 
     def change(self, var: int, state: int) -> None:
         self.x[var] = state
         for u in self.neighbours[var]:
-            self.rows[u] = self._row(u)
-
-    def moves(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Every single change: (variable, new state, value change, cost changes by resource row)."""
-        variables = np.concatenate([np.full(len(states), var) for var, (states, _, _) in enumerate(self.rows)])
-        return (variables, np.concatenate([r[0] for r in self.rows]), np.concatenate([r[1] for r in self.rows]),
-                np.concatenate([r[2] for r in self.rows], axis=1))
-
+            self._update(u)
 
 def _best_partners(variables: np.ndarray, gains: np.ndarray, spends: np.ndarray, slack: float) -> np.ndarray:
     """For each move j, the move i on another variable with spends[i] <= slack - spends[j] and the
     largest gains[i] (-1 when none)."""
     order = np.argsort(spends, kind="stable")
-    # over each prefix of moves sorted by spend: the best move, and the best on another variable
-    best = np.empty(len(order), dtype=np.int64)
-    runner_up = np.full(len(order), -1, dtype=np.int64)
-    top, second = -1, -1
-    for position, i in enumerate(order):
-        if top < 0 or gains[i] > gains[top]:
-            if top >= 0 and variables[top] != variables[i]:
-                second = top
-            top = i
-        elif variables[i] != variables[top] and (second < 0 or gains[i] > gains[second]):
-            second = i
-        best[position], runner_up[position] = top, second
-    last = np.searchsorted(spends[order], slack - spends, side="right") - 1
+    g, v = gains[order], variables[order]
+    last = np.searchsorted(spends[order], slack - spends, side="right") - 1  # partners of j: order[:last[j] + 1]
+    top = _prefix_argmax(g[None, :])[0]
     partner = np.full(len(gains), -1, dtype=np.int64)
     has = last >= 0
-    first = best[last[has]]
-    partner[has] = np.where(variables[first] != variables[has], first, runner_up[last[has]])
+    first = top[last[has]]
+    partner[has] = np.where(v[first] != variables[has], order[first], -1)
+    # where the prefix's best move is on j's own variable, take the prefix's best on another variable
+    clash = np.flatnonzero(has)[v[first] == variables[has]]
+    if len(clash):
+        own = np.unique(variables[clash])
+        others = np.where(v[None, :] == own[:, None], -np.inf, g[None, :])
+        row = np.searchsorted(own, variables[clash])
+        best = _prefix_argmax(others)[row, last[clash]]
+        partner[clash] = np.where(others[row, best] > -np.inf, order[best], -1)
     return partner
+
+
+def _prefix_argmax(values: np.ndarray) -> np.ndarray:
+    """Per row and position k, the index of the first maximum of values[row, :k + 1]."""
+    running = np.maximum.accumulate(values, axis=1)
+    previous = np.concatenate([np.full((len(values), 1), -np.inf), running[:, :-1]], axis=1)
+    positions = np.arange(values.shape[1])
+    return np.maximum.accumulate(np.where(values > previous, positions, 0), axis=1)
 
 
 # ---- building the reduced spec -------------------------------------------------------------

@@ -5,13 +5,15 @@ from __future__ import annotations
 import importlib
 import itertools
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import mdp_opt
 from mdp_opt import Answer, BackendError, Dim, Spec, Status, Term
 from mdp_opt.evaluate import brute_force
-from mdp_opt.presolve import presolve
+from mdp_opt.presolve import _best_partners, presolve
 from strategies import problems
 
 
@@ -239,3 +241,17 @@ def test_a_backend_taking_hints_gets_the_incumbent_or_the_users_surviving_hint(r
     assert result.stats["presolve"]["hint"] == "incumbent"
     with pytest.raises(mdp_opt.SpecError, match=r"^option hint: choice.x0"):
         mdp_opt.solve(spec, budgets, backend="hinted-too", hint={"choice": {**incumbent_choice, "x0": 7}})
+
+
+@settings(max_examples=100)
+@given(st.lists(st.tuples(st.integers(0, 4), st.integers(-5, 5), st.integers(-5, 5)), min_size=1, max_size=25),
+       st.integers(-3, 6))
+def test_best_partner_search_equals_brute_force(moves, slack):
+    variables, gains, spends = (np.array(column) for column in zip(*moves))
+    partner = _best_partners(variables, gains.astype(float), spends.astype(float), float(slack))
+    for j in range(len(moves)):
+        allowed = [i for i in range(len(moves)) if variables[i] != variables[j] and spends[i] <= slack - spends[j]]
+        if not allowed:
+            assert partner[j] == -1
+        else:
+            assert partner[j] in allowed and gains[partner[j]] == max(gains[i] for i in allowed)
