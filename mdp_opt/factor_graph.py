@@ -270,7 +270,7 @@ class EliminationPlan:
 
 
 class SpecGraph:
-    """The factor graph of a spec, with one merged factor per distinct scope.
+    """The factor graph of a spec, its terms merged into few factors.
 
     Variables are the spec's dims (states = choice indices) followed by its blocks
     (state 0 removed, 1 active). A term gated by block b becomes a factor over its dims
