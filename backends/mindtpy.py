@@ -12,8 +12,8 @@ Outer approximation is a heuristic here: on the product model its cuts are not v
 nonconvex terms, and MindtPy's dual bound is the main MILP's incumbent at the MILP gap
 (`mip_solver_mipgap`, default 1e-4), so neither formulation yields a proof. Answers are
 `feasible`, with no bound; MindtPy's own bounds are reported in `stats` for information.
-Needs Pyomo, a MILP solver (`appsi_highs`, `glpk`, `cbc`) and an NLP solver (`cyipopt`,
-which needs Pyomo's PyNumero library): `mdp-opt setup-mindtpy` installs and builds them.
+Needs Pyomo, a MILP solver (`appsi_highs`, `glpk`, `cbc`) and an NLP solver (`cyipopt`, which
+needs scipy and Pyomo's PyNumero library): `mdp-opt setup-mindtpy` installs and builds them.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import numpy as np
 try:
     import pyomo.environ as pyo
     from pyomo.common.tee import capture_output
+    from pyomo.core.expr.visitor import identify_variables
     from pyomo.opt import TerminationCondition
 except ImportError as e:  # reported by mdp_opt.solve as "backend not installed"
     raise ImportError(f"the mindtpy backend needs Pyomo ({e}); run `mdp-opt setup-mindtpy`") from e
@@ -198,8 +199,8 @@ def _product_model(spec: Spec, budgets: Mapping[str, float]) -> _Model:
     m.budget = pyo.ConstraintList()
     for r, b in budgets.items():
         cost, constant = total(spec.costs[r])
-        if all(t.block is None and not t.dims for t in spec.costs[r]):
-            _check_fixed_cost(r, constant, b)
+        if next(identify_variables(cost), None) is None:  # only constants, or tables of zeros
+            _check_fixed_cost(r, constant + float(pyo.value(cost)), b)
             continue
         m.budget.add(cost <= b - constant)
 

@@ -105,12 +105,16 @@ def test_product_form_cannot_prove_infeasibility():
     assert marginal.status is Status.INFEASIBLE
 
 
-def test_fixed_costs_over_budget_are_a_proof():
+@pytest.mark.parametrize("formulation", FORMULATIONS)
+def test_fixed_costs_over_budget_are_a_proof(formulation):
+    """A resource of constants and all-zero tables: no constraint for MindtPy, a direct check instead."""
     spec = Spec(dims=(Dim("a", (1, 2)),), objective=(Term(("a",), [1.0, 2.0]),),
-                costs={"latency": (Term((), 3.0),)})
-    result = solve(spec, {"latency": 2.0}, backend="mindtpy", presolve=False)
+                costs={"latency": (Term((), 3.0), Term(("a",), [0.0, 0.0]))})
+    result = solve(spec, {"latency": 2.0}, backend="mindtpy", presolve=False, formulation=formulation)
     assert result.status is Status.INFEASIBLE
     assert "fixed cost" in result.stats["message"]
+    result = solve(spec, {"latency": 3.0}, backend="mindtpy", presolve=False, formulation=formulation)
+    assert result.status is Status.FEASIBLE and result.objective == 2.0
 
 
 def test_a_solver_failure_is_an_error_status():
