@@ -1,0 +1,153 @@
+"""Exact backend: HiGHS (through `highspy`) on the marginal linearisation of `mdp_opt.linear_model`.
+
+Options:
+    threads      HiGHS threads (None: HiGHS's default, half the hardware threads). HiGHS keeps one
+                 thread pool per process; it is rebuilt when a solve asks for a different size.
+    mip_rel_gap  relative gap at which HiGHS stops (default 0: prove optimality). The answer is
+                 reported `optimal` only when HiGHS says optimal and the gap between its dual bound
+                 and the answer's value is <= 1e-9 relative; otherwise `feasible` with the bound.
+    verbose      print HiGHS's log.
+    hint         a starting configuration: a Result, or {"choice": {dim: index}, "active": {block: bool}}.
+    parameters   raw HiGHS options, e.g. {"random_seed": 3}; applied last.
+    time_limit   seconds; at the limit the best solution is returned as `feasible` with HiGHS's bound.
+
+`stats` holds the HiGHS model status, node count, HiGHS's gap and bound, and the model size.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import highspy
+import numpy as np
+
+from ..evaluate import evaluate
+from ..linear_model import LinearModel, build, configuration_from_hint
+from ..result import OPTIMALITY_GAP, Answer, Status, relative_gap
+from ..solve import take_options
+from ..spec import Spec, SpecError
+
+DEFAULTS: dict[str, Any] = {"threads": None, "mip_rel_gap": 0.0, "verbose": False, "hint": None, "parameters": {}}
+
+# Tight tolerances so that the configuration read off HiGHS's solution meets the budget to the
+# core's 1e-9 relative feasibility tolerance (budget rows are normalised to unit scale).
+_TOLERANCES = {"mip_feasibility_tolerance": 1e-9, "primal_feasibility_tolerance": 1e-9, "mip_abs_gap": 0.0}
+_NO_SOLUTION = {highspy.HighsModelStatus.kInfeasible, highspy.HighsModelStatus.kUnboundedOrInfeasible}
+_STOPPED = {highspy.HighsModelStatus.kTimeLimit, highspy.HighsModelStatus.kInterrupt,
+            highspy.HighsModelStatus.kIterationLimit, highspy.HighsModelStatus.kSolutionLimit,
+            highspy.HighsModelStatus.kHighsInterrupt, highspy.HighsModelStatus.kMemoryLimit}
+_threads_in_pool: int | None = None
+
+
+class _QuietHighs(highspy.Highs):
+    """highspy.Highs that does not print its banner on construction (output is switched on later if wanted)."""
+
+    def enableCallbacks(self) -> None:
+        self.setOptionValue("output_flag", False)
+        super().enableCallbacks()
+
+
+def solve(spec: Spec, budgets: Mapping[str, float], options: dict) -> Answer:
+    """Solve `spec` under `budgets` with HiGHS; see the module docstring for options."""
+    opts = take_options(options, DEFAULTS, "milp")
+    hint = configuration_from_hint(spec, opts["hint"]) if opts["hint"] is not None else None
+    model = build(spec, budgets)
+    highs = _QuietHighs()
+    _set_options(highs, opts)
+    _pass_model(highs, model, budgets)
+    if hint is not None:
+        x0 = model.values(*hint)
+        highs.setSolution(model.num_vars, np.arange(model.num_vars, dtype=np.int32), x0)
+    highs.run()
+    return _answer(spec, budgets, model, highs)
+
+
+def _set_options(highs: highspy.Highs, opts: Mapping[str, Any]) -> None:
+    global _threads_in_pool
+    values: dict[str, Any] = dict(_TOLERANCES)
+    values["mip_rel_gap"] = _nonnegative(opts["mip_rel_gap"], "mip_rel_gap")
+    if opts["time_limit"] is not None:
+        values["time_limit"] = float(opts["time_limit"])
+    threads = opts["threads"]
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise SpecError(f"option threads: expected a positive integer, got {threads!r}")
+        values["threads"] = threads
+        if threads != _threads_in_pool:
+            highspy.Highs.resetGlobalScheduler(True)
+            _threads_in_pool = threads
+    parameters = opts["parameters"]
+    if not isinstance(parameters, Mapping):
+        raise SpecError(f"option parameters: expected a mapping of HiGHS option names to values, got {parameters!r}")
+    values.update(parameters)
+    for name, value in values.items():
+        if highs.setOptionValue(name, value) != highspy.HighsStatus.kOk:
+            raise SpecError(f"option parameters: HiGHS rejected {name}={value!r} (unknown option or bad value; "
+                            "see https://ergo-code.github.io/HiGHS/dev/options/definitions/)")
+    highs.setOptionValue("output_flag", bool(opts["verbose"]))
+
+
+def _nonnegative(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise SpecError(f"option {name}: expected a number >= 0, got {value!r}")
+    return float(value)
+
+
+def _pass_model(highs: highspy.Highs, model: LinearModel, budgets: Mapping[str, float]) -> None:
+    n = model.num_vars
+    highs.addCols(n, model.objective.coef, np.zeros(n), np.ones(n), 0,
+                  np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0))
+    integral = np.flatnonzero(model.integral).astype(np.int32)
+    highs.changeColsIntegrality(len(integral), integral,
+                                np.full(len(integral), highspy.HighsVarType.kInteger))
+    highs.changeObjectiveOffset(model.objective.constant)
+    highs.changeObjectiveSense(highspy.ObjSense.kMaximize)
+    lower, upper = list(model.row_lower), list(model.row_upper)
+    starts, index, coef = [model.row_start[:-1]], [model.row_index], [model.row_coef]
+    offset = len(model.row_index)
+    for r, budget in budgets.items():
+        cost = model.costs[r]
+        nz = np.flatnonzero(cost.coef)
+        scale = max(abs(budget - cost.constant), float(np.abs(cost.coef).max(initial=0.0)), 1e-300)
+        starts.append(np.array([offset]))
+        index.append(nz)
+        coef.append(cost.coef[nz] / scale)
+        lower.append(-np.inf)
+        upper.append((budget - cost.constant) / scale)
+        offset += len(nz)
+    highs.addRows(len(lower), np.array(lower), np.array(upper), offset,
+                  np.concatenate(starts).astype(np.int32), np.concatenate(index).astype(np.int32),
+                  np.concatenate(coef))
+
+
+def _answer(spec: Spec, budgets: Mapping[str, float], model: LinearModel, highs: highspy.Highs) -> Answer:
+    status = highs.getModelStatus()
+    info = highs.getInfo()
+    stats: dict[str, Any] = {
+        "solver_status": highs.modelStatusToString(status),
+        "nodes": int(info.mip_node_count),
+        "highs_gap": float(info.mip_gap),
+        "variables": model.num_vars,
+        "integer_variables": int(model.integral.sum()),
+        "rows": highs.getNumRow(),
+        "nonzeros": highs.getNumNz(),
+    }
+    has_solution = info.primal_solution_status == highspy.SolutionStatus.kSolutionStatusFeasible
+    if status in _NO_SOLUTION:
+        return Answer(Status.INFEASIBLE, stats=stats)
+    if status != highspy.HighsModelStatus.kOptimal and status not in _STOPPED:
+        stats["message"] = f"HiGHS stopped with model status {stats['solver_status']!r}"
+        return Answer(Status.ERROR, stats=stats)
+    if not has_solution:
+        return Answer(Status.TIME_LIMIT_NO_SOLUTION, bound=_bound(info), stats=stats)
+    choice, active = model.decode(np.asarray(highs.getSolution().col_value))
+    value = evaluate(spec, choice, active, budgets).value
+    bound = _bound(info)
+    bound = value if bound is None else max(bound, value)
+    proven = status == highspy.HighsModelStatus.kOptimal and relative_gap(bound, value) <= OPTIMALITY_GAP
+    return Answer(Status.OPTIMAL if proven else Status.FEASIBLE, choice, active, value, bound, stats)
+
+
+def _bound(info) -> float | None:
+    bound = float(info.mip_dual_bound)
+    return bound if np.isfinite(bound) else None
