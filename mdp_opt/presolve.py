@@ -236,12 +236,13 @@ class _LagrangianSearch:
             v, costs = self.graph.evaluate(x)
             self.offer(x, v, costs)
             cheapest[r] = (x, v, costs)
+        if not self.limits:
+            self.point({})  # no budget: the unconstrained maximum is optimal
+            return False
         lambdas = {r: 0.0 for r in self.limits}
-        self.point(lambdas)
-        starts: list[np.ndarray] = []
         for _ in range(MAX_SWEEPS if len(self.limits) > 1 else 1):
             before = self.bound
-            starts = []  # local search starts from every configuration the last sweep met
+            starts: list[np.ndarray] = []  # local search starts from configurations the last sweep met
             for r in self.limits:
                 if self.closed():
                     break
