@@ -49,9 +49,10 @@ _INTEGRAL_ULPS = 16 * np.finfo(float).eps
 
 @dataclass(frozen=True)
 class _Scaled:
-    """An expression scaled by `scale` into integer coefficients."""
+    """An expression scaled by `scale` into integer coefficients and constant."""
 
     coef: np.ndarray       # int64
+    constant: int
     scale: float
     exact: bool            # every scaled entry was integral (up to float noise)
 
@@ -64,10 +65,10 @@ def solve(spec: Spec, budgets: Mapping[str, float], options: dict) -> Answer:
     model = build(spec, budgets)
     # Rounded up, the scaled objective never undervalues a configuration, so CP-SAT's bound holds
     # for the true objective; the answer's own value is re-evaluated exactly.
-    objective = _scale(model.objective.coef, _family_range(model, model.objective.coef), "up")
+    objective = _scale(model, Linear(model.objective.coef, 0.0), "up")
     resolution = _resolutions(opts["resolution"], budgets)
-    up = {r: _scale(model.costs[r].coef, _family_range(model, model.costs[r].coef), "up",
-                    None if resolution[r] is None else 1.0 / resolution[r]) for r in budgets}
+    up = {r: _scale(model, model.costs[r], "up", None if resolution[r] is None else 1.0 / resolution[r])
+          for r in budgets}
     stats: dict[str, Any] = {
         "objective_scale": objective.scale, "objective_exact": objective.exact,
         "cost_scales": {r: s.scale for r, s in up.items()},
@@ -79,8 +80,8 @@ def solve(spec: Spec, budgets: Mapping[str, float], options: dict) -> Answer:
     def true_bound(scaled_bound: float) -> float:
         return scaled_bound / objective.scale + model.objective.constant
 
-    first = _run(model, objective, {r: (up[r], _cap(model.costs[r], b, up[r].scale, relaxed=False))
-                                    for r, b in budgets.items()}, hint, opts, deadline)
+    first = _run(model, objective, {r: (up[r], _cap(up[r], b, relaxed=False)) for r, b in budgets.items()},
+                 hint, opts, deadline)
     stats["solver_status"] = first.status_name
     stats.update(first.counters)
     if first.status == cp_model.MODEL_INVALID:
@@ -95,13 +96,12 @@ def solve(spec: Spec, budgets: Mapping[str, float], options: dict) -> Answer:
     else:
         # Costs were rounded up: the bound above holds only for the rounded problem. A solve
         # with costs rounded down relaxes the true problem, so its bound holds for it.
-        down = {r: _scale(model.costs[r].coef, _family_range(model, model.costs[r].coef), "down", up[r].scale)
-                for r in budgets}
+        down = {r: _scale(model, model.costs[r], "down", up[r].scale) for r in budgets}
         remaining = None if deadline is None else deadline - time.monotonic()
         bound = None
         if remaining is None or remaining > 0:
             start = (best.choice, best.active) if best else hint
-            relaxed = _run(model, objective, {r: (down[r], _cap(model.costs[r], b, down[r].scale, relaxed=True))
+            relaxed = _run(model, objective, {r: (down[r], _cap(down[r], b, relaxed=True))
                                               for r, b in budgets.items()}, start, opts, deadline)
             stats["relaxation_solver_status"] = relaxed.status_name
             if relaxed.status == cp_model.INFEASIBLE:
@@ -225,52 +225,47 @@ def _int_or(value: float, default: int) -> int:
     return int(value) if math.isfinite(value) else default
 
 
-def _family_range(model: LinearModel, coef: np.ndarray) -> float:
-    """Largest |value| of `coef @ x` over integral solutions, bounded by one variable per family."""
-    return float(sum(np.abs(coef[f.index]).max(initial=0.0) for f in model.families))
-
-
 def _near_integral(scaled: np.ndarray) -> np.ndarray:
     return np.abs(scaled - np.round(scaled)) <= _INTEGRAL_ULPS * np.maximum(1.0, np.abs(scaled))
 
 
-def _scale(coef: np.ndarray, magnitude: float, rounding: str, scale: float | None = None) -> _Scaled:
-    """Scale by a power of ten (the smallest making `coef` integral, else the finest allowed) and round.
+def _scale(model: LinearModel, expression: Linear, rounding: str, scale: float | None = None) -> _Scaled:
+    """Scale by a power of ten (the smallest making every entry integral, else the finest allowed) and round.
 
-    rounding is "up" or "down"; entries already integral (up to float noise) are rounded
-    to nearest in every mode.
+    rounding is "up" or "down"; entries already integral (up to float noise) are rounded to
+    nearest in either mode.
     """
+    values = np.append(expression.coef, expression.constant)
     if scale is None:
-        scale = _choose_scale(coef, magnitude)
-    scaled = coef * scale
+        magnitude = float(sum(np.abs(expression.coef[f.index]).max(initial=0.0) for f in model.families))
+        scale = _choose_scale(values, magnitude + abs(expression.constant))
+    scaled = values * scale
     integral = _near_integral(scaled)
-    rounded = {"up": np.ceil, "down": np.floor}[rounding](scaled)
-    return _Scaled(np.where(integral, np.round(scaled), rounded).astype(np.int64), scale, bool(integral.all()))
+    rounded = np.where(integral, np.round(scaled), {"up": np.ceil, "down": np.floor}[rounding](scaled))
+    ints = rounded.astype(np.int64)
+    return _Scaled(ints[:-1], int(ints[-1]), scale, bool(integral.all()))
 
 
-def _choose_scale(coef: np.ndarray, magnitude: float) -> float:
+def _choose_scale(values: np.ndarray, magnitude: float) -> float:
+    """`magnitude` bounds |expression| over all configurations (one variable per family can be 1)."""
     if magnitude == 0:
         return 1.0
     finest = 10.0 ** math.floor(math.log10(MAX_SCALED / magnitude))
     power = 1.0
     while power <= finest:
-        if _near_integral(coef * power).all():
+        if _near_integral(values * power).all():
             return power
         power *= 10.0
     return finest
 
 
-def _cap(cost: Linear, budget: float, scale: float, relaxed: bool) -> int:
-    """Integer bound on the scaled linear part of a cost row.
+def _cap(cost: _Scaled, budget: float, relaxed: bool) -> int:
+    """Integer bound on the scaled variable part of a cost row.
 
-    Not relaxed: every configuration within it meets `budget` (the core's tolerance halved).
-    Relaxed: every configuration the core deems within budget satisfies it (with costs rounded down).
+    Not relaxed (costs rounded up): every configuration within it meets `budget` (the core's
+    tolerance halved). Relaxed (costs rounded down): every configuration the core deems within
+    budget satisfies it.
     """
     tolerance = FEASIBILITY_TOLERANCE * max(1.0, abs(budget))
-    limit = (budget + (tolerance if relaxed else tolerance / 2)) * scale
-    constant = cost.constant * scale
-    if _near_integral(np.array([constant]))[0]:
-        constant = round(constant)
-    else:
-        constant = math.floor(constant) if relaxed else math.ceil(constant)
-    return math.floor(limit) - int(constant)
+    limit = (budget + (tolerance if relaxed else tolerance / 2)) * cost.scale
+    return math.floor(limit) - cost.constant

@@ -106,6 +106,13 @@ def test_constant_cost_above_budget_is_infeasible(backend):
 
 
 @pytest.mark.parametrize("backend", SOLVERS)
+def test_fractional_constant_cost_at_full_budget(backend):
+    spec = Spec(dims=(Dim("a", (1,)),), objective=(Term((), 5.6),), costs={"latency": (Term((), 2.69786714),)})
+    result = solve(spec, budget="100%", backend=backend, presolve=False)
+    assert result.status is Status.OPTIMAL and result.objective == 5.6
+
+
+@pytest.mark.parametrize("backend", SOLVERS)
 def test_unknown_options_are_errors(backend):
     spec = chain_spec(3, 2)
     with pytest.raises(SpecError, match="bogus"):
