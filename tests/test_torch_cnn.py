@@ -321,3 +321,53 @@ def test_torchvision_models_round_trip(factory):
     result = mdp_opt.solve(spec, budget={"flops": "50%"}, backend=exact_backend(), time_limit=120)
     small = handle.apply(result)
     assert count_flops_params(small, x) == (result.costs["flops"], result.costs["params"])
+
+
+class _GroupedChain(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 16, 3, padding=1)
+        self.grouped = nn.Conv2d(16, 16, 3, padding=1, groups=4)
+        self.b = nn.Conv2d(16, 24, 3, padding=1)
+        self.fc = nn.Linear(24, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.b(F.relu(self.grouped(F.relu(self.a(x)))))
+        return self.fc(x.mean((2, 3)))
+
+
+class _ConcatNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(3, 8, 3, padding=1)
+        self.c = nn.Conv2d(16, 8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c(torch.cat([self.a(x), self.b(x)], dim=1)).mean((2, 3))
+
+
+def test_grouped_conv_keeps_its_widths_and_the_rest_is_pruned():
+    torch.manual_seed(0)
+    model, x = _GroupedChain(), torch.randn(1, 3, 8, 8)
+    importance = {model.a: torch.rand(16), model.grouped: torch.rand(16), model.b: torch.rand(24)}
+    spec, handle = build_spec(model, x, importance=importance, latency="flops", costs=("flops", "params"), step=8)
+    assert spec.dim("a").choices == (16,) and spec.dim("grouped").choices == (16,)
+    assert spec.dim("b").choices == (8, 16, 24)
+    assert set(spec.meta["pinned"]) == {"a", "grouped", "fc"}
+    result = mdp_opt.solve(spec, budget={"flops": "90%"}, backend=exact_backend(), time_limit=60)
+    small = handle.apply(result)
+    assert small.b.out_channels == result.kept["b"] < 24
+    assert count_flops_params(small, x) == (result.costs["flops"], result.costs["params"])
+
+
+def test_concatenated_channels_are_refused_with_a_fix():
+    model, x = _ConcatNet(), torch.randn(1, 3, 8, 8)
+    with pytest.raises(UnsupportedModelError, match="c: cannot follow its input channels.*ignore="):
+        build_spec(model, x, importance={model.a: np.ones(8), model.b: np.ones(8), model.c: np.ones(8)},
+                   latency="flops", costs=("params",))
+
+
+def test_spec_survives_json(built):
+    for _, _, spec, _ in built.values():
+        again = mdp_opt.loads(mdp_opt.dumps(spec))
+        assert again == spec and dict(again.meta) == json.loads(json.dumps(dict(spec.meta)))
