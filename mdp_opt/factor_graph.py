@@ -320,14 +320,12 @@ class SpecGraph:
 
     def _absorb(self, groups: dict[frozenset[int], list]) -> dict[frozenset[int], list]:
         """Move each group of terms into the smallest group whose scope strictly contains its scope."""
-        def size(scope: frozenset[int]) -> tuple[int, list[int]]:
-            return math.prod(self.sizes[v] for v in scope), sorted(scope)
-
+        size = {scope: (math.prod(self.sizes[v] for v in scope), sorted(scope)) for scope in groups}
         target = {}
         for scope in groups:
             supersets = [other for other in groups if scope and scope < other]
             if supersets:
-                target[scope] = min(supersets, key=size)
+                target[scope] = min(supersets, key=size.__getitem__)
         merged: dict[frozenset[int], list] = {}
         for scope, members in groups.items():
             while scope in target:

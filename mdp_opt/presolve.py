@@ -195,7 +195,11 @@ class _LagrangianSearch:
         self.passes = 0
         self.local_moves = 0
         self._visited: set[bytes] = set()  # configurations local search has passed through
-        self._neighbours = [sorted({u for s in graph.scopes if v in s for u in s}) for v in range(len(graph.sizes))]
+        self._factors_of: list[list[int]] = [[] for _ in graph.sizes]
+        for f, scope in enumerate(graph.scopes):
+            for v in scope:
+                self._factors_of[v].append(f)
+        self._neighbours = [sorted({u for f in fs for u in graph.scopes[f]}) for fs in self._factors_of]
 
     # -- points of the dual function
     def point(self, lambdas: Mapping[str, float]) -> tuple[np.ndarray, float, dict[str, float]]:
@@ -302,7 +306,7 @@ class _LagrangianSearch:
         value, costs = self.graph.evaluate(x)
         if x.tobytes() in self._visited:
             return x, value, costs
-        table = _MoveTable(self.graph, list(self.limits), x, self._neighbours)
+        table = _MoveTable(self.graph, list(self.limits), x, self._factors_of, self._neighbours)
         for _ in range(MAX_LOCAL_MOVES):
             self._visited.add(table.x.tobytes())
             if self.feasible(costs):
@@ -398,10 +402,10 @@ class _MoveTable:
     to date as `x` changes (only the changed variable's neighbours are recomputed). Move k sets
     variable `variables[k]` to `states[k]`; a variable with n states owns n - 1 consecutive moves."""
 
-    def __init__(self, graph: SpecGraph, resources: list[str], x: np.ndarray, neighbours: list[list[int]]) -> None:
-        self.graph, self.resources, self.neighbours = graph, resources, neighbours
+    def __init__(self, graph: SpecGraph, resources: list[str], x: np.ndarray, factors_of: list[list[int]],
+                 neighbours: list[list[int]]) -> None:
+        self.graph, self.resources, self.factors_of, self.neighbours = graph, resources, factors_of, neighbours
         self.x = x.copy()
-        self.factors_of = [[f for f, s in enumerate(graph.scopes) if v in s] for v in range(len(x))]
         counts = np.array(graph.sizes) - 1
         self.start = np.concatenate([[0], np.cumsum(counts)])
         self.variables = np.repeat(np.arange(len(x)), counts)
