@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model: ViT embed 192, 3 heads, {args.depth} blocks, MLP 768, 224x224 patch 16, batch 1, CPU, 1 thread; "
           f"cache flush {timer.flush_mb} MB")
     print(f"spec: {spec}")
-    print(f"table build (importance + timing {sum(t.table.size for t in spec.costs['latency'])} entries, "
+    print(f"table build (importance, then {sum(t.table.size for t in spec.costs['latency'])} table entries measured, "
           f"shapes deduplicated across blocks): {build_time:.1f} s")
 
     full_pred = spec.full_costs()["latency"]
