@@ -53,6 +53,10 @@ class StateTooLarge(SpecError):
     """The DP's Pareto sets would exceed the memory cap."""
 
 
+class TooManyCandidates(Exception):
+    """A pass would build more candidate pairs than its `max_candidates` allows (see `pareto_front`)."""
+
+
 class _TimeUp(Exception):
     pass
 
@@ -147,7 +151,7 @@ class _Eliminator:
     """Runs variable elimination on Pareto messages under per-resource cost caps."""
 
     def __init__(self, sizes: Sequence[int], leaves: list[_Node], caps: np.ndarray, memory_cap: float,
-                 deadline: float | None, names: Sequence[str]) -> None:
+                 deadline: float | None, names: Sequence[str], max_candidates: float | None = None) -> None:
         self.sizes = list(sizes)
         self.names = names
         self.caps = caps + FEASIBILITY_TOLERANCE * np.maximum(1.0, np.abs(caps))
@@ -156,6 +160,8 @@ class _Eliminator:
         self.deadline = deadline
         self.stored = 0
         self.largest = 0
+        self.candidates = 0
+        self.max_candidates = max_candidates
         self.leaves = [self._store(self._pruned_leaf(leaf)) for leaf in leaves]
 
     def run(self, order: Sequence[int]) -> "_Top":
@@ -249,6 +255,9 @@ class _Eliminator:
         per_state = np.prod(counts, axis=0) if states else np.zeros(0, dtype=np.int64)
         ends = np.cumsum(per_state)
         total = int(ends[-1]) if states else 0
+        self.candidates += total
+        if self.max_candidates is not None and self.candidates > self.max_candidates:
+            raise TooManyCandidates(f"the pass needs more than {self.max_candidates:.0f} candidate pairs")
         new_state = np.arange(states) // (self.sizes[drop] if drop is not None else 1)
         least = np.sum([p.least_cost for p in parts], axis=0)
         slack = self.caps - (self.total_least - least)
@@ -459,7 +468,8 @@ class Front:
 
 def pareto_front(spec: Spec, resource: str, budgets: Mapping[str, float], *, cap: float | None = None,
                  resolution: float | Mapping[str, float] | None = None, direction: str = "up",
-                 memory_cap: float = DEFAULT_MEMORY_CAP, time_limit: float | None = None) -> Front:
+                 memory_cap: float = DEFAULT_MEMORY_CAP, time_limit: float | None = None,
+                 max_candidates: float | None = None) -> Front:
     """The value-versus-cost front of `resource` from one DP pass.
 
     Args:
@@ -469,6 +479,8 @@ def pareto_front(spec: Spec, resource: str, budgets: Mapping[str, float], *, cap
         resolution, direction: round costs to multiples of `resolution`, "up" (answers feasible) or
             "down" (values are upper bounds); None keeps them exact.
         memory_cap, time_limit: as for the backend; running out of time raises TimeoutError.
+        max_candidates: give up (raise TooManyCandidates) before building more candidate pairs than this
+            in total, a measure of the pass's work; None for no limit.
     """
     if resource not in spec.costs:
         raise SpecError(f"resource {resource!r}: not in the spec's costs ({sorted(spec.costs)})")
@@ -477,7 +489,7 @@ def pareto_front(spec: Spec, resource: str, budgets: Mapping[str, float], *, cap
     resolutions = _resolutions(spec, resolution, list(limits))
     deadline = None if time_limit is None else time.perf_counter() + time_limit
     try:
-        return _pass(spec, limits, resolutions, direction, _memory_cap(memory_cap), deadline)
+        return _pass(spec, limits, resolutions, direction, _memory_cap(memory_cap), deadline, max_candidates)
     except _TimeUp:
         raise TimeoutError(f"the dp pass over {spec.name or 'the spec'} exceeded time_limit={time_limit} s") from None
 
@@ -570,7 +582,7 @@ def _resolutions(spec: Spec, resolution: Any, resources: list[str]) -> dict[str,
 
 
 def _pass(spec: Spec, limits: Mapping[str, float], resolutions: Mapping[str, float | None], direction: str,
-          memory_cap: float, deadline: float | None) -> Front:
+          memory_cap: float, deadline: float | None, max_candidates: float | None = None) -> Front:
     """One DP pass with every resource in `limits` capped (costs rounded per `resolutions`); the front is
     over the first resource of `limits`."""
     start = time.perf_counter()
@@ -583,10 +595,11 @@ def _pass(spec: Spec, limits: Mapping[str, float], resolutions: Mapping[str, flo
     graph = _build_graph(spec, tables)
     order = elimination_order(graph.sizes, [leaf.scope for leaf in graph.leaves])
     engine = _Eliminator(graph.sizes, graph.leaves, np.array(caps if caps else [math.inf], dtype=np.float64),
-                         memory_cap, deadline, graph.names)
+                         memory_cap, deadline, graph.names, max_candidates)
     top = engine.run(order)
     stats = {"resolution": dict(resolutions), "rounding": direction if any(resolutions.values()) else "none",
-             "largest_message_pairs": engine.largest, "stored_mib": round(engine.stored / 2**20, 2),
+             "largest_message_pairs": engine.largest, "candidate_pairs": engine.candidates,
+             "stored_mib": round(engine.stored / 2**20, 2),
              "dp_seconds": round(time.perf_counter() - start, 4)}
     resource = next(iter(limits), None)
     return Front(resource, resolutions.get(resource) or 1.0, stats, graph, top)

@@ -151,6 +151,12 @@ def test_real_instances_prove_the_documented_optimum(instance):
     assert result.objective == optimum
 
 
+def test_front_gives_up_beyond_its_work_limit():
+    spec = mdp_opt.examples.make("chain", depth=4, choices=8)
+    with pytest.raises(dp.TooManyCandidates):
+        dp.pareto_front(spec, "latency", {}, max_candidates=100)
+
+
 def knapsack(costs, values, budget, params=None, params_budget=None) -> Spec:
     """Binary items x_i in {1, 2} (index 0 = left out): value and latency (and params) only when taken."""
     dims = tuple(Dim(f"x{i}", (1, 2)) for i in range(len(costs)))

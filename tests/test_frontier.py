@@ -1,0 +1,163 @@
+"""The value-versus-budget frontier: monotone, equal to solve() at every budget, CLI table/JSON/plot."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import mdp_opt
+from mdp_opt import Dim, Spec, SpecError, Status, Term
+from mdp_opt.cli import main
+from mdp_opt.frontier import axis_label, frontier, plot
+from strategies import specs
+from test_spec import EXAMPLE
+
+from conftest import INSTANCE_OPTIMA, INSTANCES
+
+
+def non_decreasing(values) -> bool:
+    return all(b >= a - 1e-9 * max(1.0, abs(a)) for a, b in zip(values, values[1:]))
+
+
+@settings(max_examples=40)
+@given(specs(max_resources=2), st.sampled_from(["dp", "brute"]), st.integers(1, 7))
+def test_values_never_decrease_and_equal_solve_at_every_budget(spec, backend, points):
+    resource = sorted(spec.costs)[0]
+    others = {r: b for r, b in spec.budgets.items() if r != resource}
+    out = frontier(spec, resource, points=points, backend=backend)
+    values = [p.objective for p in out]
+    assert all(p.status is Status.OPTIMAL for p in out)
+    assert non_decreasing(values)
+    for p in out:
+        reference = mdp_opt.solve(spec, {resource: p.budget, **others}, backend="brute")
+        assert p.objective == pytest.approx(reference.objective, rel=1e-9, abs=1e-9)
+    if out:
+        assert out[-1].budget == pytest.approx(max(spec.full_cost(resource), out[0].budget))
+        assert len(out) == points
+
+
+@settings(max_examples=30)
+@given(specs(integer=False, max_resources=1), st.sampled_from([0.5, 2.0]))
+def test_rounded_frontier_is_monotone_and_honest(spec, resolution):
+    out = frontier(spec, "latency", points=6, resolution=resolution)
+    assert non_decreasing([p.objective for p in out if p.objective is not None])
+    for p in out:
+        reference = mdp_opt.solve(spec, {"latency": p.budget}, backend="brute")
+        if p.status is Status.OPTIMAL:
+            assert p.objective == pytest.approx(reference.objective, rel=1e-9, abs=1e-9)
+        elif p.objective is not None:
+            assert p.objective <= reference.objective + 1e-9
+            assert p.result.bound >= reference.objective - 1e-9
+
+
+def test_other_budgets_are_enforced():
+    spec = Spec.from_dict({**EXAMPLE, "costs": {**EXAMPLE["costs"], "params": [
+        {"dims": ["b1.conv1"], "table": [1, 2, 3, 4], "block": "b1"}]}, "budgets": {"params": 2}})
+    out = frontier(spec, "latency", points=5)
+    assert out and all(p.costs["params"] <= 2 for p in out)
+    for p in out:
+        reference = mdp_opt.solve(spec, {"latency": p.budget, "params": 2}, backend="brute")
+        assert p.objective == pytest.approx(reference.objective)
+
+
+def test_budgets_below_the_cheapest_are_infeasible():
+    spec = Spec.from_dict(EXAMPLE)                  # cheapest: stem + constant = 0.45
+    out = frontier(spec, budgets=[0.7, 0.1, 0.45])
+    assert [p.budget for p in out] == [0.1, 0.45, 0.7]
+    assert [p.status for p in out] == [Status.INFEASIBLE, Status.OPTIMAL, Status.OPTIMAL]
+    assert out[1].result.active == {"b1": False}
+
+
+def test_bad_arguments_name_the_field():
+    spec = Spec.from_dict(EXAMPLE)
+    with pytest.raises(SpecError, match="^resource"):
+        frontier(spec, "flops")
+    with pytest.raises(SpecError, match="^points"):
+        frontier(spec, points=0)
+    with pytest.raises(SpecError, match=r"^budgets\[1\]"):
+        frontier(spec, budgets=[1.0, float("nan")])
+
+
+def test_real_instance_frontier_meets_the_documented_optimum():
+    path = INSTANCES / "mdp-rn50-step10.json"
+    if not path.exists():
+        pytest.skip(f"real instance {path} absent")
+    spec = mdp_opt.load(path)
+    budget = spec.budgets["latency"]
+    out = frontier(spec, budgets=[0.5 * budget, budget])
+    assert out[1].objective == INSTANCE_OPTIMA["mdp-rn50-step10"]
+    assert out[0].objective < out[1].objective
+
+
+@pytest.fixture
+def spec_file(tmp_path):
+    path = tmp_path / "toy.json"
+    path.write_text(json.dumps(EXAMPLE))
+    return path
+
+
+def test_cli_json_is_a_list_of_points(spec_file, capsys):
+    assert main(["frontier", str(spec_file), "--points", "4", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out) == 4
+    assert all(set(p) == {"budget", "objective", "costs", "status"} for p in out)
+    assert [p["status"] for p in out] == ["optimal"] * 4
+    assert out[-1]["budget"] == pytest.approx(Spec.from_dict(EXAMPLE).full_cost("latency"))
+    assert non_decreasing([p["objective"] for p in out])
+
+
+def test_cli_table_and_explicit_budgets(spec_file, capsys):
+    assert main(["frontier", str(spec_file), "--budgets", "0.1,60%,0.7"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:4] == ["budget", "%", "full", "objective"]
+    rows = lines[2:5]
+    assert rows[0].split()[3] == "infeasible"
+    assert [row.split()[3] for row in rows[1:]] == ["optimal", "optimal"]
+
+
+def test_cli_plot_writes_a_png(spec_file, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "frontier.png"
+    assert main(["frontier", str(spec_file), "--points", "5", "--plot", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "plot written" in capsys.readouterr().out
+
+
+def test_plot_labels_axes_and_marks_the_spec_budget():
+    pytest.importorskip("matplotlib")
+    spec = Spec.from_dict({**EXAMPLE, "meta": {"units": {"latency": "ms"}}})
+    figure = plot(frontier(spec, points=5), spec=spec)
+    ax = figure.axes[0]
+    assert ax.get_xlabel() == "latency budget (ms)"
+    assert ax.get_ylabel().startswith("objective")
+    assert any("spec budget = 0.7" in t.get_text() for t in ax.get_legend().get_texts())
+    assert axis_label(None, "params") == "params budget (spec units)"
+
+
+def test_cli_rejects_a_bad_budget(spec_file, capsys):
+    assert main(["frontier", str(spec_file), "--budgets", "fast"]) == 2
+    assert "--budgets" in capsys.readouterr().err
+
+
+def test_fallback_to_repeated_solves_matches_one_dp_pass():
+    spec = Spec(dims=(Dim("a", (1, 2, 3)), Dim("b", (1, 2))),
+                objective=(Term(("a",), np.array([1.0, 2.5, 3.0])), Term(("b",), np.array([0.5, 2.0]))),
+                costs={"latency": (Term(("a", "b"), np.array([[1.0, 2.0], [2.0, 3.5], [3.0, 5.0]])),)})
+    by_dp = frontier(spec, points=9)
+    by_solving = frontier(spec, points=9, backend="brute")
+    assert [p.budget for p in by_dp] == pytest.approx([p.budget for p in by_solving])
+    assert [p.objective for p in by_dp] == pytest.approx([p.objective for p in by_solving])
+
+
+def test_too_costly_one_pass_falls_back_to_one_solve_per_budget(monkeypatch):
+    spec = Spec.from_dict(EXAMPLE)
+    one_pass = frontier(spec, points=6)
+    monkeypatch.setattr("mdp_opt.frontier.PAIRS_PER_SOLVE", 0)
+    by_solving = frontier(spec, points=6)
+    assert {p.result.stats["frontier"] for p in one_pass} == {"one dp pass for every budget"}
+    assert {p.result.stats["frontier"] for p in by_solving} == {"one solve per budget"}
+    assert [p.objective for p in by_solving] == pytest.approx([p.objective for p in one_pass])
