@@ -471,7 +471,11 @@ def _prefix_argmax(values: np.ndarray) -> np.ndarray:
 
 def _reduce(spec: Spec, keep: list[np.ndarray], incumbent: np.ndarray
             ) -> tuple[Spec, dict[str, tuple[int, ...]], dict[str, bool]]:
-    """The spec restricted to the kept states; dim -> kept indices; blocks left with one state."""
+    """The spec restricted to the kept states; dim -> kept indices; blocks left with one state.
+
+    Terms are sliced to the kept choices; a dim left with one choice is dropped from the terms
+    naming it (its axis has length 1), and terms that then share dims and block are summed, so
+    backends get a smaller model with the same value and costs for every configuration."""
     n_dims = len(spec.dims)
     fixed = {b: bool(np.flatnonzero(keep[n_dims + j])[0])
              for j, b in enumerate(spec.block_names) if keep[n_dims + j].sum() == 1}
@@ -482,15 +486,24 @@ def _reduce(spec: Spec, keep: list[np.ndarray], incumbent: np.ndarray
         # a dim no remaining term names cannot matter: pin it to the incumbent's choice
         kept[d.name] = tuple(int(k) for k in np.flatnonzero(keep[i])) if d.name in named else (int(incumbent[i]),)
 
-    def cut(t: Term) -> Term:
+    merged: dict[tuple[str | None, frozenset[str], str | None], tuple[tuple[str, ...], np.ndarray]] = {}
+    for resource, t in live_terms:
         table = t.table[np.ix_(*[kept[d] for d in t.dims])] if t.dims else t.table
-        return Term(t.dims, table, None if t.block in fixed else t.block)
-
+        free = [a for a, d in enumerate(t.dims) if len(kept[d]) > 1]
+        dims = tuple(t.dims[a] for a in free)
+        table = table.reshape([table.shape[a] for a in free])
+        key = (resource, frozenset(dims), None if t.block in fixed else t.block)
+        if key in merged:
+            first, total = merged[key]
+            table = total + table.transpose([dims.index(d) for d in first])
+            dims = first
+        merged[key] = (dims, table)
+    terms = {r: tuple(Term(dims, table, block) for (s, _, block), (dims, table) in merged.items() if s == r)
+             for r in (None, *spec.costs)}
     reduced = spec.replace(
         dims=tuple(Dim(d.name, tuple(d.choices[k] for k in kept[d.name])) for d in spec.dims),
         blocks=tuple(b for b in spec.block_names if b not in fixed),
-        objective=tuple(cut(t) for r, t in live_terms if r is None),
-        costs={r: tuple(cut(t) for s, t in live_terms if s == r) for r in spec.costs})
+        objective=terms.pop(None), costs=terms)
     return reduced, kept, fixed
 
 
