@@ -27,7 +27,7 @@ from torch import nn
 from mdp_opt.result import Result
 from mdp_opt.spec import Dim, Spec, Term
 
-from .importance import DimImportance, objective_terms
+from .importance import DimImportance, normalized, objective_terms
 from .latency import MeasuredLatency
 from .vit_costs import Grid, block_tables, block_workload, outside_tables, outside_workload, removed_everywhere
 from .vit_importance import OUTSIDE, given_scores, taylor_scores
@@ -56,6 +56,7 @@ def build_vit_spec(model: nn.Module, example_input: torch.Tensor, *, data: Itera
     """Turn a vision transformer into a pruning spec and a handle that applies a solution.
 
     Args (as `build_spec`, plus):
+        data, loss_fn: Taylor importance, scaled so the unpruned model is worth 1; or
         importance: {dim name: per-unit scores} instead of data/loss_fn (heads: one per head,
             q/k and v dims: one per channel of a head, embed and mlp_hidden: one per channel).
         latency: "measure", a `MeasuredLatency`, "flops" (multiply-accumulates as the latency),
@@ -87,7 +88,7 @@ def build_vit_spec(model: nn.Module, example_input: torch.Tensor, *, data: Itera
     if importance is not None:
         scores = given_scores(structure, importance, names)
     else:
-        scores = taylor_scores(model, structure, data, loss_fn)
+        scores = normalized(taylor_scores(model, structure, data, loss_fn))
     imps = _dim_importances(structure, scores, gates)
     objective = [t for key, imp in imps.items() for t in objective_terms(names[key], choices[key], imp)]
 
