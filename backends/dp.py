@@ -1,18 +1,22 @@
 """The `dp` backend: exact dynamic programming over the spec's factor graph, numpy only.
 
 Variables are the dims (choice indices) and the blocks (0 removed, 1 active); every term is
-a factor over its dims plus its block. Variables are eliminated in the order of
-`mdp_opt.factor_graph.elimination_order`. Where a plain max-sum message holds one number per
+a factor over its dims plus its block. Where a plain max-sum message holds one number per
 state of its scope, a message here holds, per state, the **Pareto set** of (costs, value)
 pairs of everything eliminated into it: no budget axis and no rounding, so answers are exact
-on any data (floats included). Two prunings keep the sets small:
+on any data (floats included). The variable eliminated next is the one whose elimination
+builds the fewest candidate pairs given the messages' actual sizes (ties broken by
+`mdp_opt.factor_graph.elimination_order`'s min-fill order): a Pareto set's size is not its
+table size, and eliminating a block's inner dims before the residual dim they hang from
+keeps the large sets out of the many-state joins. Two prunings keep the sets small:
 
 - dominance: a pair costing at least as much as another in every budgeted resource and
   worth no more is dropped;
 - budget: a pair whose cost plus the least possible cost of every factor not yet added
   exceeds the budget is dropped.
 
-The final set holds the best value at every budget at once (`pareto_front`, used by
+The last join is never built: the best pair within a budget is found by binary search in
+one of its two sets, so the final sets answer every budget at once (`pareto_front`, used by
 `mdp_opt.frontier`). Every stored pair keeps links to the pairs it was made of, so the
 configuration behind any point is recovered by walking the links down to the terms.
 
@@ -101,26 +105,16 @@ def _pareto(state: np.ndarray, cost: np.ndarray, value: np.ndarray) -> np.ndarra
     segment = state[order]
     order = order[np.argsort(segment.astype(np.uint16) if state[-1] < 2**16 else segment, kind="stable")]
     s, c, v = state[order], cost[order, 0], value[order]
-    # pairs of equal state and cost form a tie; only a tie's best value can survive
-    tie_start = np.ones(len(s), dtype=bool)
-    tie_start[1:] = (s[1:] != s[:-1]) | (c[1:] != c[:-1])
-    starts = np.flatnonzero(tie_start)
-    best = np.maximum.reduceat(v, starts)
-    # keep a tie when its best beats every cheaper tie of its state: a running maximum over integer keys
-    # (state, rank of value), exact whatever the values
-    by_value = np.argsort(best)
-    distinct = np.ones(len(best), dtype=bool)
-    distinct[1:] = best[by_value][1:] != best[by_value][:-1]
-    rank = np.empty(len(best), dtype=np.int64)
-    rank[by_value] = np.cumsum(distinct)
-    key = s[starts].astype(np.int64) * (len(best) + 1) + rank
-    keep = np.ones(len(key), dtype=bool)
-    keep[1:] = key[1:] > np.maximum.accumulate(key)[:-1]
-    # the representative of a kept tie: its first pair reaching the tie's best value
-    tie = np.cumsum(tie_start) - 1
-    hits = np.flatnonzero(v == best[tie])
-    first_hit = hits[np.concatenate([[True], tie[hits][1:] != tie[hits][:-1]])]
-    return order[first_hit[keep]]
+    # keep a pair when it is worth more than every pair before it in its state: a running maximum of
+    # (state, value), compared lexicographically as the complex number state + i value (exact)
+    running = np.maximum.accumulate(s + 1j * v)
+    keep = np.ones(len(s), dtype=bool)
+    keep[1:] = (s[1:] != running.real[:-1]) | (v[1:] > running.imag[:-1])
+    kept = np.flatnonzero(keep)
+    # of kept pairs with equal state and cost (values increasing), only the last is not dominated
+    last = np.ones(len(kept), dtype=bool)
+    last[:-1] = (s[kept[1:]] != s[kept[:-1]]) | (c[kept[1:]] != c[kept[:-1]])
+    return order[kept[last]]
 
 
 def _dominated(state: np.ndarray, cost: np.ndarray, value: np.ndarray) -> np.ndarray:
