@@ -200,6 +200,9 @@ def test_step_minimum_and_ignore():
         assert min(d.choices) >= widths[d.name] / 2
     assert spec.dim("layers.2.1.conv1").choices == (16,)
     assert spec.dim("fc").choices == (10,)          # the model's output keeps its width
+    spec, _ = build_spec(model, x, data=data, loss_fn=F.cross_entropy, latency="flops", costs=("params",),
+                         step=8, min_channels={model.layers[1][1].conv1: 24})
+    assert spec.dim("layers.1.1.conv1").choices == (24, 32) and spec.dim("layers.1.0.conv1").choices == (8, 16, 24, 32)
 
 
 def test_taylor_scores_follow_the_formula():
@@ -371,3 +374,10 @@ def test_spec_survives_json(built):
     for _, _, spec, _ in built.values():
         again = mdp_opt.loads(mdp_opt.dumps(spec))
         assert again == spec and dict(again.meta) == json.loads(json.dumps(dict(spec.meta)))
+
+
+def test_layer_with_parameters_and_no_handler_is_refused():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.PReLU(8), nn.Conv2d(8, 4, 1))
+    with pytest.raises(UnsupportedModelError, match="1: PReLU has parameters but no handler; register one"):
+        build_spec(model, torch.randn(1, 3, 8, 8), importance={model[0]: np.ones(8)}, latency="flops",
+                   costs=("params",))
