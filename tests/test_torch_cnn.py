@@ -242,7 +242,9 @@ def test_shared_dim_uses_one_ranking_for_every_block_share():
     for name, block in zip(layers, [None, "layers.0.0", "layers.0.1"]):
         expected = [given[name][top[:k]].sum() for k in spec.dim("conv1").choices]
         np.testing.assert_allclose(terms[block], expected)
-    small = handle.apply(result_for(spec, kept={"conv1": 8}))
+    chosen = result_for(spec, kept={"conv1": 8})
+    small = handle.apply(chosen)
+    np.testing.assert_array_equal(handle.kept_channels(chosen)["conv1"], top[:8])
     kept = np.sort(top[:8])
     assert torch.equal(small.conv1.weight, model.conv1.weight[kept])
     assert torch.equal(small.layers[0][1].bn2.bias, model.layers[0][1].bn2.bias[kept])
