@@ -171,6 +171,8 @@ def _cheapest_by_solving(spec: Spec, resource: str, others: dict[str, float], ba
 
 
 def _resource(spec: Spec, resource: str | None) -> str:
+    if not spec.costs:
+        raise SpecError("resource: the spec has no cost terms, so there is no budget to vary")
     if resource is None:
         if len(spec.costs) == 1:
             return next(iter(spec.costs))
@@ -215,16 +217,13 @@ def plot(points: Sequence[FrontierPoint], spec: Spec | None = None, resource: st
     Marks the spec's own budget of `resource` when it has one; writes `path` when given.
     """
     try:
-        import matplotlib
-        if ax is None and path is not None:
-            matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure     # no pyplot: no global state, works without a display
     except ImportError:
         raise SpecError("plot: matplotlib is not installed; pip install 'mdp-opt[plot]'") from None
     if resource is None:
         resource = _resource(spec, None) if spec is not None else "budget"
     solved = [p for p in points if p.objective is not None]
-    figure = ax.figure if ax is not None else plt.figure(figsize=(7, 4.5))
+    figure = ax.figure if ax is not None else Figure(figsize=(7, 4.5))
     ax = ax if ax is not None else figure.add_subplot()
     ax.plot([p.budget for p in solved], [p.objective for p in solved], marker=".", linewidth=1.5,
             drawstyle="steps-post", label="optimal value" if all(p.status is Status.OPTIMAL for p in solved)
