@@ -77,15 +77,22 @@ class Presolved:
         return ({d: kept.index(choice[d]) for d, kept in self.kept.items()},
                 {b: active[b] for b in self.reduced.block_names})
 
-    def answer(self) -> Answer:
-        """The answer when the presolve decided alone (status optimal or infeasible)."""
-        stats = {"presolve": self.stats, "solved_by": "presolve"}
+    def answer(self, out_of_time: bool = False) -> Answer:
+        """The answer when the presolve decided alone (status optimal or infeasible), or, when
+        `out_of_time`, its incumbent as a feasible answer (time_limit_no_solution without one)."""
+        stats: dict[str, Any] = {"presolve": self.stats, "solved_by": "presolve"}
         if self.status == "infeasible":
             return Answer(Status.INFEASIBLE, stats=stats)
-        if self.status != "optimal":
+        if self.status == "optimal":
+            choice, active, value = self.incumbent
+            return Answer(Status.OPTIMAL, choice, active, objective=value, bound=self.bound, stats=stats)
+        if not out_of_time:
             raise ValueError(f"presolve status {self.status!r} has no answer of its own; solve the reduced spec")
+        stats["message"] = "the presolve used the whole time limit"
+        if self.incumbent is None:
+            return Answer(Status.TIME_LIMIT_NO_SOLUTION, bound=self.bound, stats=stats)
         choice, active, value = self.incumbent
-        return Answer(Status.OPTIMAL, choice, active, objective=value, bound=self.bound, stats=stats)
+        return Answer(Status.FEASIBLE, choice, active, objective=value, bound=self.bound, stats=stats)
 
     def combine(self, answer: Answer) -> Answer:
         """A backend's answer on `reduced`, mapped to the original spec, with the presolve's bound and incumbent."""
@@ -170,8 +177,10 @@ def solve_with_presolve(backend: Callable[[Spec, Mapping[str, float], dict], Ans
             options["hint"] = {"choice": hint[0], "active": hint[1]}
             pre.stats["hint"] = source
     if options.get("time_limit") is not None:
-        limit = options["time_limit"]
-        options["time_limit"] = max(limit - (time.perf_counter() - start), 0.05 * limit)
+        remaining = options["time_limit"] - (time.perf_counter() - start)
+        if remaining <= 0:
+            return pre.answer(out_of_time=True)
+        options["time_limit"] = remaining
     answer = backend(pre.reduced, budgets, options)
     if not isinstance(answer, Answer):
         return answer  # solve()'s verification reports the wrong type

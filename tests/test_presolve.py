@@ -256,3 +256,12 @@ def test_best_partner_search_equals_brute_force(moves, slack):
             assert partner[j] == -1
         else:
             assert partner[j] in allowed and gains[partner[j]] == max(gains[i] for i in allowed)
+
+
+def test_a_presolve_using_the_whole_time_limit_returns_its_incumbent(register):
+    spec, budgets = _gap_example()
+    called = []
+    register("never-reached", lambda s, b, o: called.append(s))
+    result = mdp_opt.solve(spec, budgets, backend="never-reached", time_limit=1e-9)
+    assert not called and result.status is Status.FEASIBLE and result.stats["solved_by"] == "presolve"
+    assert result.objective == presolve(spec, budgets).incumbent[2] and result.gap > 0
