@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from .evaluate import FEASIBILITY_TOLERANCE, check_configuration, evaluate
-from .factor_graph import DEFAULT_MEMORY_LIMIT, SpecGraph, TableTooLarge
+from .factor_graph import SpecGraph, TableTooLarge
 from .result import OPTIMALITY_GAP, Answer, Status, relative_gap
 from .spec import Dim, Spec, SpecError, Term
 
@@ -37,6 +37,9 @@ MAX_LINE_SEARCH_STEPS = 100
 MAX_SWEEPS = 20
 MAX_LOCAL_MOVES = 200
 CHECKED_PAIRS = 20
+# the presolve runs a dozen elimination passes; beyond this table size it would cost more than it
+# saves, so it steps aside (status "skipped") and the backend gets the original spec
+PRESOLVE_MEMORY_LIMIT = 256 * 1024**2
 
 
 @dataclass
@@ -123,7 +126,7 @@ class Presolved:
         return Answer(status, choice, active, objective=value, bound=bound, stats=stats)
 
 
-def presolve(spec: Spec, budgets: Mapping[str, float], memory_limit: float = DEFAULT_MEMORY_LIMIT) -> Presolved:
+def presolve(spec: Spec, budgets: Mapping[str, float], memory_limit: float = PRESOLVE_MEMORY_LIMIT) -> Presolved:
     """Lagrangian bound, incumbent and reduced-cost fixing for `spec` under `budgets` (resource -> number).
 
     (Repeating the fixing on the reduced spec was tried: its Lagrangian bound is the same, so it
