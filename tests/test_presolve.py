@@ -265,3 +265,18 @@ def test_a_presolve_using_the_whole_time_limit_returns_its_incumbent(register):
     result = mdp_opt.solve(spec, budgets, backend="never-reached", time_limit=1e-9)
     assert not called and result.status is Status.FEASIBLE and result.stats["solved_by"] == "presolve"
     assert result.objective == presolve(spec, budgets).incumbent[2] and result.gap > 0
+
+
+def test_a_graph_too_large_for_the_presolve_goes_to_the_backend_unchanged(register):
+    dims = tuple(Dim(f"d{i}", tuple(range(1, 9))) for i in range(12))
+    pairs = tuple(Term((a.name, b.name), np.ones((8, 8))) for i, a in enumerate(dims) for b in dims[i + 1:])
+    spec = Spec(dims=dims, objective=pairs, costs={"latency": tuple(Term((d.name,), np.arange(8.0)) for d in dims)})
+    seen = []
+
+    def smallest(s, b, o):
+        seen.append(s)
+        return Answer(Status.FEASIBLE, {d.name: 0 for d in s.dims}, {}, objective=66.0)
+    register("smallest", smallest)
+    result = mdp_opt.solve(spec, {"latency": 1.0}, backend="smallest")
+    assert seen == [spec] and result.status is Status.FEASIBLE and result.objective == 66.0
+    assert result.stats["presolve"]["status"] == "skipped" and "entries" in result.stats["presolve"]["reason"]
