@@ -383,3 +383,23 @@ def test_layer_with_parameters_and_no_handler_is_refused():
     with pytest.raises(UnsupportedModelError, match="1: PReLU has parameters but no handler; register one"):
         build_spec(model, torch.randn(1, 3, 8, 8), importance={model[0]: np.ones(8)}, latency="flops",
                    costs=("params",))
+
+
+class _HardCodedView(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 16, 3, padding=1), nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(x).mean((2, 3)).reshape(-1, 16))
+
+
+def test_untimeable_width_names_the_operation(tmp_path):
+    model = _HardCodedView()
+    timer = MeasuredLatency(repeats=1, warmup=0, cache_dir=tmp_path, progress=False)
+    x = torch.randn(1, 3, 4, 4)
+    with pytest.raises(RuntimeError, match="latency: cannot run .*reshape.*ignore="):
+        build_spec(model, x, importance={model.conv: np.ones(16)}, latency=timer, step=8)
+    spec, handle = build_spec(model, x, importance={model.conv: np.ones(16)}, latency="flops", step=8)
+    with pytest.raises(RuntimeError, match="the slimmed model fails on the example input.*ignore="):
+        handle.apply(result_for(spec, kept={"conv": 8}))

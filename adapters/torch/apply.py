@@ -73,6 +73,7 @@ class PruningHandle:
             drop = [i for i, r in enumerate(dim.producers[root]) if r not in keep]
             pruner = graph.get_pruner_of_module(modules[root])
             graph.get_pruning_group(modules[root], pruner.prune_out_channels, drop).prune()
+        self._check_runs(small)
         for n, m in small.named_modules():
             m.training = flags.get(n, self.model.training)
         self._check_widths(small, result)
@@ -114,6 +115,16 @@ class PruningHandle:
         if set(result.kept) != set(self.spec.dim_names) or set(result.active) != set(self.spec.block_names):
             raise ValueError("result: its dims and blocks do not match this handle's spec; solve the spec that "
                              "build_spec returned with this handle")
+
+    def _check_runs(self, small: nn.Module) -> None:
+        """Run the slimmed model (in eval mode) once on the example input."""
+        small.eval()
+        try:
+            with torch.no_grad():
+                small(self.example_input)
+        except RuntimeError as e:
+            raise RuntimeError(f"the slimmed model fails on the example input ({e}); a shape hard-coded in the "
+                               "forward pass cannot change: pin the layers that produce it with ignore=") from e
 
     def _check_widths(self, small: nn.Module, result: Result) -> None:
         modules = dict(small.named_modules())

@@ -75,8 +75,14 @@ class MeasuredLatency:
             bar = _progress(todo, self.progress, f"timing {len(todo)} layer shapes on {_device_name(device)}")
             with threads_ctx(self.threads):
                 for i, key in enumerate(bar, 1):
-                    fn, inputs = first[key].setup(device, dtype)
-                    cache[key] = time_call(fn, inputs, device, self.repeats, self.warmup, self.flush_mb)
+                    try:
+                        fn, inputs = first[key].setup(device, dtype)
+                        cache[key] = time_call(fn, inputs, device, self.repeats, self.warmup, self.flush_mb)
+                    except RuntimeError as e:
+                        _write_cache(path, cache)
+                        raise RuntimeError(f"latency: cannot run {key} at this width ({e}); a layer whose shape "
+                                           "is hard-coded in the forward pass cannot be pruned: pin it with "
+                                           "ignore=") from e
                     if i % 50 == 0:
                         _write_cache(path, cache)
             _write_cache(path, cache)
