@@ -1,7 +1,8 @@
 """The value-versus-budget frontier: the optimal value (and configuration) at a grid of budgets.
 
-    points = mdp_opt.frontier.frontier(spec, resource="latency", points=50)
-    mdp_opt.frontier.plot(points, spec=spec, path="frontier.png")
+    from mdp_opt.frontier import frontier, plot
+    points = frontier(spec, resource="latency", points=50)
+    plot(points, spec=spec, path="frontier.png")
 
 With the `dp` backend one DP pass gives the best value at every budget at once; the
 configurations at the grid's budgets are read off its final Pareto sets. Where that pass
@@ -203,11 +204,18 @@ def _grid(low: float, high: float, points: int) -> list[float]:
 
 # ---- plotting ------------------------------------------------------------------------------------
 
+UNIT_SUFFIXES = {"ns": "ns", "us": "µs", "ms": "ms", "s": "s", "kb": "kB", "mb": "MB", "gb": "GB",
+                 "mj": "mJ", "j": "J", "w": "W", "mflops": "MFLOPs", "gflops": "GFLOPs"}
+
+
 def axis_label(spec: Spec | None, resource: str) -> str:
-    """`resource (unit)`, the unit from the spec's meta["units"] when it names one."""
+    """`<resource> budget (<unit>)`: the unit named by the spec's meta["units"], else by a unit suffix of the
+    resource name (`latency_ms`), else "spec units"."""
     units = (spec.meta.get("units") if spec is not None else None) or {}
     unit = units.get(resource) if isinstance(units, dict) else None
-    return f"{resource} budget ({unit})" if unit else f"{resource} budget (spec units)"
+    suffix = resource.rpartition("_")[2].lower()
+    unit = unit or (UNIT_SUFFIXES.get(suffix) if "_" in resource else None)
+    return f"{resource} budget ({unit or 'spec units'})"
 
 
 def plot(points: Sequence[FrontierPoint], spec: Spec | None = None, resource: str | None = None,

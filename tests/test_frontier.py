@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import numpy as np
@@ -136,6 +137,7 @@ def test_plot_labels_axes_and_marks_the_spec_budget():
     assert ax.get_ylabel().startswith("objective")
     assert any("spec budget = 0.7" in t.get_text() for t in ax.get_legend().get_texts())
     assert axis_label(None, "params") == "params budget (spec units)"
+    assert axis_label(None, "latency_ms") == "latency_ms budget (ms)"
 
 
 def test_cli_rejects_a_bad_budget(spec_file, capsys):
@@ -156,7 +158,8 @@ def test_fallback_to_repeated_solves_matches_one_dp_pass():
 def test_too_costly_one_pass_falls_back_to_one_solve_per_budget(monkeypatch):
     spec = Spec.from_dict(EXAMPLE)
     one_pass = frontier(spec, points=6)
-    monkeypatch.setattr("mdp_opt.frontier.PAIRS_PER_SOLVE", 0)
+    module = importlib.import_module("mdp_opt.frontier")   # the module, even if a function shares its name
+    monkeypatch.setattr(module, "PAIRS_PER_SOLVE", 0)
     by_solving = frontier(spec, points=6)
     assert {p.result.stats["frontier"] for p in one_pass} == {"one dp pass for every budget"}
     assert {p.result.stats["frontier"] for p in by_solving} == {"one solve per budget"}
