@@ -153,7 +153,8 @@ class VGGLike(nn.Module):
                 layers += [nn.Conv2d(w[0], w[1], 3, padding=1), nn.BatchNorm2d(w[1]), nn.ReLU(inplace=True)]
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(48, 40), nn.ReLU(inplace=True), nn.Linear(40, num_classes))
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(48, 40), nn.ReLU(inplace=True),
+                                        nn.Linear(40, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.pool(self.features(x)))

@@ -133,7 +133,8 @@ class PruningHandle:
             if any(layer.name.startswith(b + ".") for b in removed):
                 continue
             got = _widths(modules[layer.name])
-            want = (self._kept(layer.out_dim, layer.out_width, result), self._kept(layer.in_dim, layer.in_width, result))
+            want = (self._kept(layer.out_dim, layer.out_width, result),
+                    self._kept(layer.in_dim, layer.in_width, result))
             if got != want:
                 raise RuntimeError(f"{layer.name}: slimmed to (out, in) = {got} channels, but the result says {want}")
 

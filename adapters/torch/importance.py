@@ -2,10 +2,10 @@
 
 MDP's criterion: first-order Taylor scores per channel, taken on the BN that follows a
 layer when there is one (`(gamma * dL/dgamma + beta * dL/dbeta)^2`, summed over batches),
-else on the layer's weights; scaled so the whole model's scores sum to 1. A coupled dim's score is the sum over its layers; each
-block's share of it becomes its own objective term, so removing a block removes
-exactly its share. Every share is read through the SAME ranking (the dim's total score),
-which is the ranking `apply` keeps channels by.
+else on the layer's weights; scaled so the whole model's scores sum to 1. A coupled dim's
+score is the sum over its layers; each block's share of it becomes its own objective term,
+so removing a block removes exactly its share. Every share is read through the SAME
+ranking (the dim's total score), which is the ranking `apply` keeps channels by.
 """
 
 from __future__ import annotations

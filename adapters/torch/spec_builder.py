@@ -40,8 +40,8 @@ def build_spec(model: nn.Module, example_input: torch.Tensor, *, data: Iterable[
         model: the trained network (left unmodified).
         example_input: one input batch; its device, dtype and batch size are those timed.
         data, loss_fn: `(inputs, targets)` batches and `loss_fn(outputs, targets)` for first-order
-            Taylor importance (scaled so the unpruned model is worth 1); or give `importance` instead: {layer (module or name): per-output-channel
-            scores} for conv/linear/BN layers.
+            Taylor importance (scaled so the unpruned model is worth 1); or give `importance`
+            instead: {layer (module or name): per-output-channel scores} for conv/linear/BN layers.
         latency: "measure" (timed on the device of `example_input`, cached on disk; or a configured
             `MeasuredLatency(...)`), "flops" (multiply-accumulates as the latency), or a callable
             `fn(workload) -> cost` called once per layer and width choice.
@@ -56,6 +56,7 @@ def build_spec(model: nn.Module, example_input: torch.Tensor, *, data: Iterable[
         name: the spec's name (default: the model's class name).
 
     Returns `(spec, handle)`: solve the spec with `mdp_opt.solve`, then `handle.apply(result)`.
+    Models with attention modules are handed to `build_vit_spec`.
     """
     _check_arguments(model, example_input, data, loss_fn, importance, latency, costs, step)
     if has_attention(model):   # vision transformers: heads, head dims, MLP and embedding dims (see vit.py)
@@ -140,9 +141,9 @@ def _check_trace(model: nn.Module, trace: Trace, dims: list[ChannelDim]) -> None
             expected = op.output.label if depthwise else reads.get(op.name)
             if op.inputs[0].label != expected:
                 raise UnsupportedModelError(
-                    f"{op.name}: cannot follow its input channels through the forward pass (traced {op.inputs[0].label}, "
-                    f"dependency graph {expected}); channels concatenated, split or flattened into another axis are "
-                    "not supported: pin the layers that produce them with ignore=")
+                    f"{op.name}: cannot follow its input channels through the forward pass "
+                    f"(traced {op.inputs[0].label}, dependency graph {expected}); channels concatenated, split "
+                    "or flattened into another axis are not supported: pin the layers that produce them with ignore=")
 
 
 def _block_lookup(block_names: list[str]) -> Callable[[str], str | None]:
