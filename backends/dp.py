@@ -485,7 +485,8 @@ def pareto_front(spec: Spec, resource: str, budgets: Mapping[str, float], *, cap
     try:
         return _pass(spec, limits, resolutions, direction, _memory_cap(memory_cap), deadline, max_candidates)
     except _TimeUp:
-        raise TimeoutError(f"the dp pass over {spec.name or 'the spec'} exceeded time_limit={time_limit} s") from None
+        raise TimeoutError(f"the dp pass over {spec.name or 'the spec'} exceeded "
+                           f"time_limit={time_limit:.3g} s") from None
 
 
 def solve(spec: Spec, budgets: Mapping[str, float], options: dict) -> Answer:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,9 @@ from .spec import Spec, SpecError, Term
 # One solve() with presolve costs about as much as building this many candidate pairs in a DP pass: the
 # one-pass frontier is tried with a budget of this many pairs per point, else each budget is solved alone.
 PAIRS_PER_SOLVE = 50_000
+# how each point was computed, in its result's stats["frontier"]
+ONE_PASS = "one dp pass for every budget"
+ONE_SOLVE_PER_BUDGET = "one solve per budget"
 
 
 @dataclass(frozen=True)
@@ -69,11 +73,15 @@ def frontier(spec: Spec, resource: str | None = None, budgets: Sequence[float] |
         budgets: the budgets to evaluate (absolute numbers); None for `points` budgets evenly spaced from
             the cheapest feasible configuration's cost to the full (unpruned) cost.
         points: the grid size when `budgets` is None.
-        backend: `dp` (one pass for every budget) or any registered backend (one `solve()` per budget).
-        options: passed to the backend (`resolution`, `memory_cap`, `time_limit`, ...).
+        backend: `dp` (one pass for every budget, unless that pass would cost more than one `solve()`
+            per budget) or any registered backend (one `solve()` per budget, presolve included).
+        options: passed to the backend (`resolution`, `memory_cap`, `time_limit`, ...). With the one dp
+            pass, `time_limit` bounds the whole pass and reaching it raises TimeoutError; otherwise it
+            applies to each solve.
 
     Returns the points in increasing budget order (an empty list when no configuration satisfies the
-    spec's other budgets). A budget below the cheapest configuration gives status `infeasible`.
+    spec's other budgets); `point.result.stats["frontier"]` says how they were computed. A budget below
+    the cheapest configuration gives status `infeasible`.
     """
     if not isinstance(spec, Spec):
         raise TypeError(f"spec: expected mdp_opt.Spec, got {type(spec).__name__}; load JSON with mdp_opt.load()")
@@ -124,10 +132,10 @@ def _frontier_dp(spec: Spec, resource: str, others: dict[str, float], grid: list
     for budget in grid:
         limits = {resource: budget, **others}
         if down is None:
-            answer = dp.exact_answer(up.best(budget), up.stats)
+            answer = dp.exact_answer(up.best(budget), {**up.stats, "frontier": ONE_PASS})
         else:
-            answer = dp.rounded_answer(spec, limits, down.best(budget), down.stats, lambda: up.best(budget))
-        answer.stats["frontier"] = "one dp pass for every budget"
+            answer = dp.rounded_answer(spec, limits, down.best(budget), {**down.stats, "frontier": ONE_PASS},
+                                       lambda: up.best(budget))
         out.append(_never_worse(spec, out, budget, limits, verify(spec, limits, answer, "dp", wall)))
     return out
 
@@ -145,12 +153,13 @@ def _frontier_by_solving(spec: Spec, resource: str, others: dict[str, float], gr
     for budget in grid:
         limits = {resource: budget, **others}
         result = solve(spec, limits, backend=backend, **options)
-        result.stats["frontier"] = "one solve per budget"
+        result.stats["frontier"] = ONE_SOLVE_PER_BUDGET
         out.append(_never_worse(spec, out, budget, limits, result))
     return out
 
 
-def _never_worse(spec: Spec, done: list[FrontierPoint], budget: float, limits: dict[str, float], result: Result) -> FrontierPoint:
+def _never_worse(spec: Spec, done: list[FrontierPoint], budget: float, limits: dict[str, float],
+                 result: Result) -> FrontierPoint:
     """The point at `budget`; when `result` is worse than the previous point (a heuristic or rounded answer),
     the previous configuration, which fits the larger budget too, is carried forward (status feasible)."""
     previous = done[-1].result if done else None
@@ -294,7 +303,11 @@ def run(args: argparse.Namespace) -> int:
     if args.points < 1:
         raise UsageError(f"--points: expected a positive number of budgets, got {args.points}")
     start = time.perf_counter()
-    points = frontier(spec, resource, budgets, args.points, backend=args.backend, **options)
+    try:
+        points = frontier(spec, resource, budgets, args.points, backend=args.backend, **options)
+    except TimeoutError as e:
+        print(f"mdp-opt: {e}; raise --time-limit or pass --option resolution=R", file=sys.stderr)
+        return 1
     elapsed = time.perf_counter() - start
     if args.json:
         print(json.dumps([p.to_dict() for p in points], indent=2))

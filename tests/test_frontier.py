@@ -161,6 +161,15 @@ def test_too_costly_one_pass_falls_back_to_one_solve_per_budget(monkeypatch):
     module = importlib.import_module("mdp_opt.frontier")   # the module, even if a function shares its name
     monkeypatch.setattr(module, "PAIRS_PER_SOLVE", 0)
     by_solving = frontier(spec, points=6)
-    assert {p.result.stats["frontier"] for p in one_pass} == {"one dp pass for every budget"}
-    assert {p.result.stats["frontier"] for p in by_solving} == {"one solve per budget"}
+    assert {p.result.stats["frontier"] for p in one_pass} == {module.ONE_PASS}
+    assert {p.result.stats["frontier"] for p in by_solving} == {module.ONE_SOLVE_PER_BUDGET}
     assert [p.objective for p in by_solving] == pytest.approx([p.objective for p in one_pass])
+
+
+def test_one_pass_out_of_time_raises_and_the_cli_says_so(spec_file, capsys):
+    import mdp_opt.examples
+    spec = mdp_opt.examples.make("chain", depth=6, choices=8)
+    with pytest.raises(TimeoutError, match="time_limit"):
+        frontier(spec, points=100, time_limit=1e-9)
+    assert main(["frontier", "--example", "chain", "--points", "100", "--time-limit", "1e-9"]) == 1
+    assert "raise --time-limit" in capsys.readouterr().err
