@@ -111,7 +111,7 @@ def _frontier_dp(spec: Spec, resource: str, others: dict[str, float], grid: list
     def one_pass(direction: str, cap: float | None) -> "dp.Front":
         limit = opts.get("time_limit")
         if limit is not None:
-            limit = max(1e-3, limit - (time.perf_counter() - start))
+            limit = max(0.0, limit - (time.perf_counter() - start))
         return dp.pareto_front(spec, resource, others, cap=cap, resolution=opts["resolution"],
                                direction=direction, memory_cap=opts["memory_cap"], time_limit=limit,
                                max_candidates=work)
