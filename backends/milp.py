@@ -8,7 +8,7 @@ Options:
                  and the answer's value is <= 1e-9 relative; otherwise `feasible` with the bound.
     verbose      print HiGHS's log.
     hint         a starting configuration: a Result, or {"choice": {dim: index}, "active": {block: bool}}.
-    parameters   raw HiGHS options, e.g. {"random_seed": 3}; applied last.
+    parameters   raw HiGHS options, e.g. {"random_seed": 3}; applied last, over `BASE_OPTIONS`.
     time_limit   seconds; at the limit the best solution is returned as `feasible` with HiGHS's bound.
 
 `stats` holds the HiGHS model status, node count, HiGHS's gap and bound, and the model size.
@@ -30,8 +30,13 @@ from ..spec import Spec, SpecError
 DEFAULTS: dict[str, Any] = {"threads": None, "mip_rel_gap": 0.0, "verbose": False, "hint": None, "parameters": {}}
 
 # Tight tolerances so that the configuration read off HiGHS's solution meets the budget to the
-# core's 1e-9 relative feasibility tolerance (budget rows are normalised to unit scale).
-_TOLERANCES = {"mip_feasibility_tolerance": 1e-9, "primal_feasibility_tolerance": 1e-9, "mip_abs_gap": 0.0}
+# core's 1e-9 relative feasibility tolerance (budget rows are normalised to unit scale), and no
+# absolute gap (objectives may be tiny). The marginal LP is tight, so HiGHS's sub-MIP heuristics
+# RINS and RENS mostly cost time: off, they cut the median solve by 25-50% on the four real
+# instances (benchmarks/instances.py). `parameters` overrides any of these.
+BASE_OPTIONS: dict[str, Any] = {"mip_feasibility_tolerance": 1e-9, "primal_feasibility_tolerance": 1e-9,
+                                "mip_abs_gap": 0.0, "mip_heuristic_run_rins": False,
+                                "mip_heuristic_run_rens": False}
 _NO_SOLUTION = {highspy.HighsModelStatus.kInfeasible, highspy.HighsModelStatus.kUnboundedOrInfeasible}
 _STOPPED = {highspy.HighsModelStatus.kTimeLimit, highspy.HighsModelStatus.kInterrupt,
             highspy.HighsModelStatus.kIterationLimit, highspy.HighsModelStatus.kSolutionLimit,
@@ -64,7 +69,7 @@ def solve(spec: Spec, budgets: Mapping[str, float], options: dict) -> Answer:
 
 def _set_options(highs: highspy.Highs, opts: Mapping[str, Any]) -> None:
     global _threads_in_pool
-    values: dict[str, Any] = dict(_TOLERANCES)
+    values: dict[str, Any] = dict(BASE_OPTIONS)
     values["mip_rel_gap"] = _nonnegative(opts["mip_rel_gap"], "mip_rel_gap")
     if opts["time_limit"] is not None:
         values["time_limit"] = float(opts["time_limit"])
