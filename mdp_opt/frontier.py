@@ -7,8 +7,9 @@
 With the `dp` backend one DP pass gives the best value at every budget at once; the
 configurations at the grid's budgets are read off its final Pareto sets. Where that pass
 would cost more than solving each budget alone (wide cost ranges make the Pareto sets
-large), and for any other backend, `solve()` (with its presolve) is called once per budget. Either way every point is verified like a
-`solve()` result, and the values never decrease with the budget.
+large), and for any other backend, `solve()` (with its presolve) is called once per budget.
+Either way every point is verified like a `solve()` result, and the values never decrease
+with the budget.
 
 Also the `mdp-opt frontier` subcommand (`add_arguments`, `run`).
 """
