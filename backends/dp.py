@@ -220,9 +220,9 @@ class _Eliminator:
         self.largest = max(self.largest, node.pairs)
         if self.stored > self.memory_cap:
             where = ", ".join(self.names[v] for v in node.scope) or "the whole spec"
-            raise StateTooLarge(f"spec: the dp backend's Pareto sets reached {self.stored / 2**30:.2f} GiB "
+            raise StateTooLarge(f"spec: the dp backend's Pareto sets reached {_size(self.stored)} "
                                 f"({node.pairs} pairs in the message over [{where}]), over memory_cap="
-                                f"{self.memory_cap / 2**30:.2f} GiB; raise memory_cap, pass a coarser "
+                                f"{_size(self.memory_cap)}; raise memory_cap, pass a coarser "
                                 "resolution=, or use the cpsat/milp backend")
         return node
 
@@ -545,6 +545,15 @@ def rounded_answer(spec: Spec, limits: Mapping[str, float], down: Best | None, s
     gap = relative_gap(bound, value)
     status = Status.OPTIMAL if gap is not None and gap <= OPTIMALITY_GAP else Status.FEASIBLE
     return Answer(status, choice, active, value, max(bound, value), stats)
+
+
+def _size(n: float) -> str:
+    """A byte count for people: 512 B, 1.50 MiB, 2.00 GiB."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} B" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return f"{n:.2f} TiB"
 
 
 def _memory_cap(memory_cap: Any) -> float:

@@ -109,7 +109,8 @@ def test_no_budget_is_plain_max_sum():
 
 def test_memory_cap_refusal_names_the_size():
     spec = mdp_opt.examples.make("chain", depth=6, choices=8)
-    with pytest.raises(dp.StateTooLarge, match=r"reached .* GiB .*pairs.* over memory_cap=") as info:
+    size = r"reached [0-9.]+ KiB \(\d+ pairs in the message over \[.*\]\), over memory_cap=19.53 KiB"
+    with pytest.raises(dp.StateTooLarge, match=size) as info:
         mdp_opt.solve(spec, backend="dp", presolve=False, memory_cap=20_000)
     assert isinstance(info.value, SpecError)
 
