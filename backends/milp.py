@@ -16,12 +16,13 @@ Options:
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
 import highspy
 import numpy as np
 
-from ..evaluate import evaluate
+from ..evaluate import FEASIBILITY_TOLERANCE, evaluate
 from ..linear_model import LinearModel, build, configuration_from_hint
 from ..result import OPTIMALITY_GAP, Answer, Status, relative_gap
 from ..solve import take_options
@@ -57,14 +58,19 @@ def solve(spec: Spec, budgets: Mapping[str, float], options: dict) -> Answer:
     opts = take_options(options, DEFAULTS, "milp")
     hint = configuration_from_hint(spec, opts["hint"]) if opts["hint"] is not None else None
     model = build(spec, budgets)
+    if model.num_vars == 0:  # no dims, no blocks: one configuration, which HiGHS calls an empty model
+        ev = evaluate(spec, {}, {}, budgets)
+        if not ev.feasible:
+            return Answer(Status.INFEASIBLE, stats={"variables": 0})
+        return Answer(Status.OPTIMAL, {}, {}, ev.value, ev.value, {"variables": 0})
     highs = _QuietHighs()
     _set_options(highs, opts)
-    _pass_model(highs, model, budgets)
+    objective_unit = _pass_model(highs, model, budgets)
     if hint is not None:
         x0 = model.values(*hint)
         highs.setSolution(model.num_vars, np.arange(model.num_vars, dtype=np.int32), x0)
     highs.run()
-    return _answer(spec, budgets, model, highs)
+    return _answer(spec, budgets, model, highs, objective_unit)
 
 
 def _set_options(highs: highspy.Highs, opts: Mapping[str, Any]) -> None:
@@ -98,14 +104,21 @@ def _nonnegative(value: Any, name: str) -> float:
     return float(value)
 
 
-def _pass_model(highs: highspy.Highs, model: LinearModel, budgets: Mapping[str, float]) -> None:
+def _unit(magnitude: float) -> float:
+    """A power of two (so scaling is exact) that brings `magnitude` into [0.5, 1)."""
+    return math.ldexp(1.0, -math.frexp(magnitude)[1]) if magnitude > 0 else 1.0
+
+
+def _pass_model(highs: highspy.Highs, model: LinearModel, budgets: Mapping[str, float]) -> float:
+    """Load the model with objective and budget rows scaled to unit size (HiGHS's tolerances are
+    absolute); return the objective's scale factor."""
     n = model.num_vars
-    highs.addCols(n, model.objective.coef, np.zeros(n), np.ones(n), 0,
+    objective_unit = _unit(float(np.abs(model.objective.coef).max(initial=0.0)))
+    highs.addCols(n, model.objective.coef * objective_unit, np.zeros(n), np.ones(n), 0,
                   np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0))
     integral = np.flatnonzero(model.integral).astype(np.int32)
     highs.changeColsIntegrality(len(integral), integral,
                                 np.full(len(integral), highspy.HighsVarType.kInteger))
-    highs.changeObjectiveOffset(model.objective.constant)
     highs.changeObjectiveSense(highspy.ObjSense.kMaximize)
     lower, upper = list(model.row_lower), list(model.row_upper)
     starts, index, coef = [model.row_start[:-1]], [model.row_index], [model.row_coef]
@@ -113,19 +126,23 @@ def _pass_model(highs: highspy.Highs, model: LinearModel, budgets: Mapping[str, 
     for r, budget in budgets.items():
         cost = model.costs[r]
         nz = np.flatnonzero(cost.coef)
-        scale = max(abs(budget - cost.constant), float(np.abs(cost.coef).max(initial=0.0)), 1e-300)
+        # half the core's feasibility tolerance, so that HiGHS's own tolerance stays inside it
+        room = budget + FEASIBILITY_TOLERANCE / 2 * max(1.0, abs(budget)) - cost.constant
+        unit = _unit(max(abs(room), float(np.abs(cost.coef).max(initial=0.0))))
         starts.append(np.array([offset]))
         index.append(nz)
-        coef.append(cost.coef[nz] / scale)
+        coef.append(cost.coef[nz] * unit)
         lower.append(-np.inf)
-        upper.append((budget - cost.constant) / scale)
+        upper.append(room * unit)
         offset += len(nz)
     highs.addRows(len(lower), np.array(lower), np.array(upper), offset,
                   np.concatenate(starts).astype(np.int32), np.concatenate(index).astype(np.int32),
                   np.concatenate(coef))
+    return objective_unit
 
 
-def _answer(spec: Spec, budgets: Mapping[str, float], model: LinearModel, highs: highspy.Highs) -> Answer:
+def _answer(spec: Spec, budgets: Mapping[str, float], model: LinearModel, highs: highspy.Highs,
+            objective_unit: float) -> Answer:
     status = highs.getModelStatus()
     info = highs.getInfo()
     stats: dict[str, Any] = {
@@ -144,15 +161,15 @@ def _answer(spec: Spec, budgets: Mapping[str, float], model: LinearModel, highs:
         stats["message"] = f"HiGHS stopped with model status {stats['solver_status']!r}"
         return Answer(Status.ERROR, stats=stats)
     if not has_solution:
-        return Answer(Status.TIME_LIMIT_NO_SOLUTION, bound=_bound(info), stats=stats)
+        return Answer(Status.TIME_LIMIT_NO_SOLUTION, bound=_bound(info, model, objective_unit), stats=stats)
     choice, active = model.decode(np.asarray(highs.getSolution().col_value))
     value = evaluate(spec, choice, active, budgets).value
-    bound = _bound(info)
+    bound = _bound(info, model, objective_unit)
     bound = value if bound is None else max(bound, value)
     proven = status == highspy.HighsModelStatus.kOptimal and relative_gap(bound, value) <= OPTIMALITY_GAP
     return Answer(Status.OPTIMAL if proven else Status.FEASIBLE, choice, active, value, bound, stats)
 
 
-def _bound(info) -> float | None:
+def _bound(info, model: LinearModel, objective_unit: float) -> float | None:
     bound = float(info.mip_dual_bound)
-    return bound if np.isfinite(bound) else None
+    return bound / objective_unit + model.objective.constant if np.isfinite(bound) else None

@@ -43,6 +43,25 @@ def test_exact_backend_matches_brute_force(backend, presolve, problem):
     assert_same_answer(got, expected)
 
 
+def scaled(spec: Spec, budget, objective_factor: float, cost_factor: float):
+    """The same problem with objective and costs multiplied by constants (percent budgets unchanged)."""
+    spec = spec.replace(
+        objective=tuple(Term(t.dims, t.table * objective_factor, t.block) for t in spec.objective),
+        costs={r: tuple(Term(t.dims, t.table * cost_factor, t.block) for t in ts) for r, ts in spec.costs.items()})
+    if isinstance(budget, dict):
+        budget = {r: b if isinstance(b, str) else b * cost_factor for r, b in budget.items()}
+    return spec, budget
+
+
+@pytest.mark.parametrize("backend", SOLVERS)
+@settings(max_examples=30, deadline=None)
+@given(problem=problems(), objective_factor=st.sampled_from([1e-9, 1e9]), cost_factor=st.sampled_from([1e-5, 1e9]))
+def test_solver_is_exact_at_any_data_scale(backend, problem, objective_factor, cost_factor):
+    """Solver tolerances are absolute: tiny or huge objectives and costs must not change the answer."""
+    spec, budget = scaled(*problem, objective_factor, cost_factor)
+    assert_same_answer(solve(spec, budget, backend=backend, presolve=False), solve(spec, budget, backend="brute"))
+
+
 # ---- the linearisation itself --------------------------------------------------------------------
 
 @settings(max_examples=60, deadline=None)
@@ -75,6 +94,19 @@ def chain_spec(n_dims: int, n_choices: int, seed: int = 0, fraction: float = 0.4
                     for a, b in zip(dims, dims[1:]))
     spec = Spec(dims=dims, objective=objective, costs={"latency": latency})
     return spec.replace(budgets={"latency": fraction * spec.full_cost("latency")})
+
+
+def one_dim_spec(values, costs) -> Spec:
+    return Spec(dims=(Dim("a", tuple(range(1, len(values) + 1))),), objective=(Term(("a",), values),),
+                costs={"latency": (Term(("a",), costs),)})
+
+
+@pytest.mark.parametrize("backend", SOLVERS)
+@pytest.mark.parametrize("factor", [1e-9, 1e9])
+def test_objective_scale_does_not_hide_the_optimum(backend, factor):
+    spec = one_dim_spec([1.1 * factor, 1.6 * factor], [1.0, 2.0])
+    result = solve(spec, budget=2.0, backend=backend, presolve=False)
+    assert result.status is Status.OPTIMAL and result.kept == {"a": 2}
 
 
 @pytest.mark.parametrize("backend", SOLVERS)
@@ -110,6 +142,14 @@ def test_fractional_constant_cost_at_full_budget(backend):
     spec = Spec(dims=(Dim("a", (1,)),), objective=(Term((), 5.6),), costs={"latency": (Term((), 2.69786714),)})
     result = solve(spec, budget="100%", backend=backend, presolve=False)
     assert result.status is Status.OPTIMAL and result.objective == 5.6
+
+
+@pytest.mark.parametrize("backend", SOLVERS)
+def test_spec_without_dims_or_blocks(backend):
+    spec = Spec(dims=(), objective=(Term((), 3.0),), costs={"latency": (Term((), 2.0),)})
+    assert solve(spec, budget=1.0, backend=backend, presolve=False).status is Status.INFEASIBLE
+    result = solve(spec, budget=2.0, backend=backend, presolve=False)
+    assert result.status is Status.OPTIMAL and result.objective == 3.0
 
 
 @pytest.mark.parametrize("backend", SOLVERS)
@@ -167,11 +207,6 @@ def test_bad_hint_is_an_error(backend):
 # ---- CP-SAT's integer scaling --------------------------------------------------------------------
 
 needs_cpsat = pytest.mark.skipif("cpsat" not in EXACT, reason="ortools not installed")
-
-
-def one_dim_spec(values, costs) -> Spec:
-    return Spec(dims=(Dim("a", tuple(range(1, len(values) + 1))),), objective=(Term(("a",), values),),
-                costs={"latency": (Term(("a",), costs),)})
 
 
 @needs_cpsat
