@@ -30,7 +30,7 @@ import numpy as np
 
 from .evaluate import FEASIBILITY_TOLERANCE, check_configuration, evaluate
 from .factor_graph import SpecGraph, TableTooLarge
-from .result import OPTIMALITY_GAP, Answer, Status, relative_gap
+from .result import NUMERIC_TOLERANCE, OPTIMALITY_GAP, Answer, Status, relative_gap
 from .spec import Dim, Spec, SpecError, Term
 
 MAX_LINE_SEARCH_STEPS = 100
@@ -109,7 +109,8 @@ class Presolved:
             choice, active = self.lift(answer.choice, answer.active)
             best = (choice, active, answer.objective)
             if self.incumbent is not None and answer.objective is not None and answer.objective < self.incumbent[2]:
-                if status is Status.OPTIMAL and relative_gap(self.incumbent[2], answer.objective) > OPTIMALITY_GAP:
+                # a claimed optimum a hair below the incumbent is solver arithmetic; the incumbent wins
+                if status is Status.OPTIMAL and relative_gap(self.incumbent[2], answer.objective) > NUMERIC_TOLERANCE:
                     from .solve import BackendError
                     raise BackendError(f"backend claims optimal value {answer.objective!r}, but the presolve "
                                        f"found a feasible configuration worth {self.incumbent[2]!r}")

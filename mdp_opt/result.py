@@ -26,6 +26,9 @@ class Status(str, Enum):
 
 
 OPTIMALITY_GAP = 1e-9
+# How far (relative) a solver's own arithmetic may drift from the core's re-evaluation before it is an
+# error: floating-point solvers (HiGHS) check optimality with tolerances of about this size.
+NUMERIC_TOLERANCE = 1e-6
 
 
 def relative_gap(bound: float | None, objective: float | None) -> float | None:

@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping, Union
 
 from .evaluate import evaluate, within_budget
 from .presolve import solve_with_presolve
-from .result import OPTIMALITY_GAP, Answer, Result, Status, relative_gap
+from .result import NUMERIC_TOLERANCE, OPTIMALITY_GAP, Answer, Result, Status, relative_gap
 from .spec import Spec, SpecError
 
 BackendFn = Callable[[Spec, Mapping[str, float], dict], Answer]
@@ -59,7 +59,7 @@ for _name, _target, _extra, _desc, _presolve, _hint in [
     ("cpsat", "mdp_opt.backends.cpsat:solve", "cpsat", "OR-Tools CP-SAT on the marginal linearisation (exact)", True, True),
     ("milp", "mdp_opt.backends.milp:solve", "milp", "HiGHS MILP on the marginal linearisation (exact)", True, True),
     ("dp", "mdp_opt.backends.dp:solve", None, "dynamic programming over the factor graph, numpy only (exact)", True, False),
-    ("mindtpy", "mdp_opt.backends.mindtpy:solve", "mindtpy", "Pyomo MindtPy outer approximation, the paper's solver (heuristic)", True, False),
+    ("mindtpy", "mdp_opt.backends.mindtpy:solve", "mindtpy", "Pyomo MindtPy outer approximation, the paper's solver (heuristic)", False, False),
     ("brute", "mdp_opt.evaluate:brute_force", None, "enumerates every configuration (tiny specs only, exact)", False, False),
 ]:
     register_backend(_name, _target, _extra, _desc, _presolve, _hint)
@@ -219,11 +219,11 @@ def verify(spec: Spec, budgets: Mapping[str, float], answer: Answer, backend: st
         over = {r: (ev.costs[r], b) for r, b in budgets.items() if not within_budget(ev.costs[r], b)}
         raise BackendError(f"backend {backend!r} returned a configuration over budget: {over}")
     scale = max(1.0, abs(ev.value))
-    if answer.objective is not None and abs(answer.objective - ev.value) > 1e-6 * scale:
+    if answer.objective is not None and abs(answer.objective - ev.value) > NUMERIC_TOLERANCE * scale:
         raise BackendError(f"backend {backend!r} reported objective {answer.objective!r}, "
                            f"but the configuration is worth {ev.value!r}")
     bound = answer.bound
-    if bound is not None and bound < ev.value - 1e-6 * scale:
+    if bound is not None and bound < ev.value - NUMERIC_TOLERANCE * scale:
         raise BackendError(f"backend {backend!r} reported bound {bound!r} below its own solution's value {ev.value!r}")
     if status is Status.OPTIMAL:
         bound = ev.value if bound is None else max(bound, ev.value)

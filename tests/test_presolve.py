@@ -198,6 +198,23 @@ def test_a_backend_claiming_optimal_below_the_incumbent_is_refused(register):
         mdp_opt.solve(spec, budgets, backend="liar")
 
 
+def test_a_claimed_optimum_within_solver_tolerance_of_the_incumbent_yields_the_incumbent():
+    spec, budgets = _gap_example()
+    pre = presolve(spec, budgets)
+    assert pre.status == "reduced" and pre.incumbent is not None
+    choice, active, value = pre.incumbent
+    reduced_choice, reduced_active = pre.restrict(choice, active)
+    # the backend returns the incumbent's own configuration but reports it 5e-9 (relative) lower, as
+    # HiGHS does on float data; the answer is the incumbent, still optimal, and no error
+    drifted = Answer(Status.OPTIMAL, reduced_choice, reduced_active, objective=value * (1 - 5e-9),
+                     bound=value * (1 - 5e-9))
+    combined = pre.combine(drifted)
+    assert combined.status is Status.OPTIMAL and combined.objective == value
+    far = Answer(Status.OPTIMAL, reduced_choice, reduced_active, objective=value * (1 - 1e-3), bound=value * (1 - 1e-3))
+    with pytest.raises(BackendError, match="presolve found a feasible configuration"):
+        pre.combine(far)
+
+
 def test_memory_limit_skips_the_presolve_without_changing_the_spec():
     spec = Spec(dims=tuple(Dim(f"d{i}", (1, 2, 3, 4)) for i in range(6)),
                 objective=(Term(tuple(f"d{i}" for i in range(6)), [[[[[[1.0] * 4] * 4] * 4] * 4] * 4] * 4),),
