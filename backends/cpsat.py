@@ -119,12 +119,13 @@ def solve(spec: Spec, budgets: Mapping[str, float], options: dict) -> Answer:
         if best is None and bound is not None:
             stats["message"] = ("rounding the costs up to the resolution in stats left no configuration within "
                                 "budget, yet the rounded-down relaxation has one: the budget is within rounding "
-                                "distance of the cheapest configurations; try the milp backend")
+                                "distance of the cheapest configurations; use a finer resolution or the milp backend")
             return Answer(Status.ERROR, bound=bound, stats=stats)
 
     if best is None:
         return Answer(Status.TIME_LIMIT_NO_SOLUTION, bound=bound, stats=stats)
-    bound = best.value if bound is None else max(bound, best.value)
+    if bound is not None:
+        bound = max(bound, best.value)
     proven = bound is not None and relative_gap(bound, best.value) <= OPTIMALITY_GAP
     if not proven and first.status == cp_model.OPTIMAL:
         stats["message"] = "CP-SAT solved the rounded problem to optimality; rounding leaves the gap reported"
