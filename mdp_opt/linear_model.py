@@ -119,14 +119,14 @@ def build(spec: Spec, budgets: Mapping[str, float]) -> LinearModel:
 def configuration_from_hint(spec: Spec, hint: Any) -> tuple[dict[str, int], dict[str, bool]]:
     """Validate a `hint` option: a Result (its choice and active) or {"choice": {...}, "active": {...}}."""
     if hasattr(hint, "choice") and hasattr(hint, "active"):
+        if not getattr(hint, "has_solution", True):
+            raise SpecError(f"option hint: the Result has no configuration (status {hint.status.value})")
         choice, active = hint.choice, hint.active
     elif isinstance(hint, Mapping) and set(hint) <= {"choice", "active"} and "choice" in hint:
         choice, active = hint["choice"], hint.get("active", {})
     else:
         raise SpecError("option hint: expected a Result or {'choice': {dim: index}, 'active': {block: bool}}, "
                         f"got {type(hint).__name__}")
-    if not choice:
-        raise SpecError("option hint: the Result has no configuration (was it infeasible?)")
     choice = dict(choice)
     active = {b: True for b in spec.block_names} | dict(active or {})
     try:

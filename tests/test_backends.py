@@ -202,6 +202,9 @@ def test_bad_hint_is_an_error(backend):
         solve(spec, backend=backend, presolve=False, hint={"choice": {"d0": 5, "d1": 0, "d2": 0}})
     with pytest.raises(SpecError, match="hint"):
         solve(spec, backend=backend, presolve=False, hint=[1, 2])
+    infeasible = solve(spec, budget=0.0, backend="brute")
+    with pytest.raises(SpecError, match="no configuration"):
+        solve(spec, backend=backend, presolve=False, hint=infeasible)
 
 
 # ---- CP-SAT's integer scaling --------------------------------------------------------------------
