@@ -36,23 +36,26 @@ class BackendInfo:
     description: str
     presolve: bool = False    # solve() runs the shared Lagrangian presolve (presolve.py) before it
     hint: bool = False        # it takes option `hint` = {"choice", "active"}; the presolve passes its incumbent
+    options: Mapping[str, Any] | None = None  # accepted options -> defaults, when declared at registration
 
 
 _REGISTRY: dict[str, BackendInfo] = {}
 
 
 def register_backend(name: str, fn: str | BackendFn, extra: str | None = None, description: str = "",
-                     presolve: bool = False, hint: bool = False) -> None:
+                     presolve: bool = False, hint: bool = False, options: Mapping[str, Any] | None = None) -> None:
     """Add (or replace) a backend: `fn(spec, budgets, options) -> Answer`, or a "module:function" path.
 
     With `presolve=True`, `solve()` first runs the shared Lagrangian presolve and hands the
     backend the reduced spec (fewer choices, some blocks fixed), unless the presolve decides alone.
     With `hint=True` the backend accepts option `hint` = {"choice": ..., "active": ...} and the
-    presolve passes its best configuration as one.
+    presolve passes its best configuration as one. `options` (name -> default) lets `solve()` reject
+    an unknown option even when the presolve answers without calling the backend; a backend given as
+    "module:function" declares them in its module's `DEFAULTS`.
     """
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ValueError(f"backend name {name!r}: use letters, digits, '_', '-', '.'")
-    _REGISTRY[name] = BackendInfo(name, fn, extra, description, presolve, hint)
+    _REGISTRY[name] = BackendInfo(name, fn, extra, description, presolve, hint, options)
 
 
 for _name, _target, _extra, _desc, _presolve, _hint in [
@@ -63,6 +66,14 @@ for _name, _target, _extra, _desc, _presolve, _hint in [
     ("brute", "mdp_opt.evaluate:brute_force", None, "enumerates every configuration (tiny specs only, exact)", False, False),
 ]:
     register_backend(_name, _target, _extra, _desc, _presolve, _hint)
+
+
+def declared_options(name: str) -> Mapping[str, Any] | None:
+    """The options backend `name` accepts (name -> default), or None when it declares none."""
+    info = _REGISTRY[name]
+    if info.options is not None or callable(info.target):
+        return info.options
+    return getattr(importlib.import_module(info.target.partition(":")[0]), "DEFAULTS", None)
 
 
 def load_backend(name: str) -> BackendFn:
@@ -187,6 +198,9 @@ def solve(spec: Spec, budget: BudgetLike = None, backend: str = "cpsat", time_li
         raise SpecError(f"presolve: expected True or False, got {presolve!r}")
     budgets = resolve_budgets(spec, budget)
     fn = load_backend(backend)
+    accepted = declared_options(backend)
+    if accepted is not None:
+        take_options(options, accepted, backend)  # before the presolve, which may answer without the backend
     start = time.perf_counter()
     info = _REGISTRY[backend]
     if presolve and info.presolve:

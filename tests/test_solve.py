@@ -143,3 +143,18 @@ def test_cli_validate_solve_and_errors(tmp_path, capsys, spec):
     assert err.count("\n") == 1 and "version" in err and "Traceback" not in err
     assert main(["solve", str(path), "--backend", "brute", "--budget", "latency=lots"]) == 2
     assert "--budget latency" in capsys.readouterr().err
+
+
+def test_unknown_option_is_rejected_even_when_the_presolve_answers_alone(spec, register):
+    """The presolve proves this toy optimal without calling the backend; the option check must not depend on it."""
+    mdp_opt.register_backend("declared", lambda s, b, o: mdp_opt.brute_force(s, b), presolve=True,
+                             options={"threads": None})
+    assert mdp_opt.solve(spec, backend="declared", threads=2).stats.get("solved_by") == "presolve"
+    with pytest.raises(SpecError, match=r"option 'bogus': not understood by backend 'declared'"):
+        mdp_opt.solve(spec, backend="declared", bogus=1)
+
+
+@pytest.mark.parametrize("backend", [b for b in ("cpsat", "milp", "dp") if b in mdp_opt.installed_backends()])
+def test_built_in_backends_declare_their_options(spec, backend):
+    with pytest.raises(SpecError, match=rf"option 'bogus_option': not understood by backend '{backend}'"):
+        mdp_opt.solve(spec, backend=backend, bogus_option=1)
