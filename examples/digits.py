@@ -154,7 +154,7 @@ class DigitsResNet(nn.Module):
 # ---- training --------------------------------------------------------------------------------------
 
 def train(model: nn.Module, data: Digits, epochs: int, lr: float, batch_size: int, seed: int) -> nn.Module:
-    """SGD with Nesterov momentum, cosine learning rate, weight decay, random +-1 px shifts (at 8x8 scale)."""
+    """SGD with Nesterov momentum, cosine learning rate, weight decay, random circular shifts of +-1 px at 8x8 scale."""
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
     steps = epochs * math.ceil(len(data.y_train) / batch_size)

@@ -1,9 +1,9 @@
 """examples/digits.py --quick end to end (real data, real training, real timing), so the example never rots.
 
-One run (about a minute on a quiet 2-core machine, two to three when it is shared) feeds every test.
-Latency noise: the dense model's latency measured repeatedly on this shared machine spreads by
-up to ~5-7%, so a measured latency counts as within budget up to 10% over it (ALLOWANCE).
-"""
+One run (20-50 s on this 2-core machine, about 70 s while it is heavily shared) feeds every test.
+Latency allowance (ALLOWANCE, 10% of the budget): the dense model timed against a copy of itself
+differs by under 1% on a quiet machine and up to ~5% under heavy load, and the measured latency
+tables miss a configuration's latency by up to ~6 points of the dense latency."""
 
 from __future__ import annotations
 
