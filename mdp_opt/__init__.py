@@ -5,7 +5,10 @@
     result = mdp_opt.solve(spec, budget="50%", backend="cpsat")
 """
 
+from . import examples
+from .bench import BenchReport, bench
 from .evaluate import Evaluation, brute_force, evaluate, kept_counts
+from .frontier import FrontierPoint, frontier
 from .result import Answer, Result, Status
 from .solve import (BackendError, backend_status, installed_backends, register_backend,
                     resolve_budgets, solve, take_options)
@@ -14,7 +17,7 @@ from .spec import Block, Dim, Spec, SpecError, Term, dumps, importance_table, lo
 __version__ = "0.1.0"
 
 __all__ = [
-    "Answer", "BackendError", "Block", "Dim", "Evaluation", "Result", "Spec", "SpecError", "Status", "Term",
-    "backend_status", "brute_force", "dumps", "evaluate", "importance_table", "installed_backends",
-    "kept_counts", "load", "loads", "register_backend", "resolve_budgets", "save", "solve", "take_options",
+    "Answer", "BackendError", "BenchReport", "Block", "Dim", "Evaluation", "FrontierPoint", "Result", "Spec", "SpecError", "Status", "Term",
+    "backend_status", "bench", "brute_force", "dumps", "evaluate", "frontier", "importance_table", "installed_backends",
+    "examples", "kept_counts", "load", "loads", "register_backend", "resolve_budgets", "save", "solve", "take_options",
 ]

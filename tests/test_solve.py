@@ -158,3 +158,14 @@ def test_unknown_option_is_rejected_even_when_the_presolve_answers_alone(spec, r
 def test_built_in_backends_declare_their_options(spec, backend):
     with pytest.raises(SpecError, match=rf"option 'bogus_option': not understood by backend '{backend}'"):
         mdp_opt.solve(spec, backend=backend, bogus_option=1)
+
+
+def test_top_level_api_imports_no_solver_and_no_torch():
+    """The core stays light: importing mdp_opt and its top-level API loads no solver, torch or plotting."""
+    import subprocess
+    import sys
+    code = ("import sys, mdp_opt; mdp_opt.frontier; mdp_opt.bench; mdp_opt.examples.make('chain', depth=2);"
+            "heavy = sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'torch', 'ortools', 'highspy', 'pyomo', 'matplotlib', 'scipy', 'torch_pruning'}); print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
