@@ -284,7 +284,7 @@ def test_measured_latency_tables_are_cached(tmp_path):
     model = VGGLike()
     x = torch.randn(1, 3, 8, 8)
     data = [(torch.randn(2, 3, 8, 8), torch.randint(0, 10, (2,)))]
-    timer = MeasuredLatency(repeats=2, warmup=1, cache_dir=tmp_path, progress=False)
+    timer = MeasuredLatency(repeats=2, warmup=1, cache_dir=tmp_path, progress=False, calibrate=False)
     spec, handle = build_spec(model, x, data=data, loss_fn=F.cross_entropy, latency=timer, step=16)
     files = list(tmp_path.glob("*.json"))
     assert len(files) == 1 and "threads1" in files[0].name and "batch1" in files[0].name

@@ -238,7 +238,7 @@ def test_callable_latency_gets_every_part_workload():
 
 def test_measured_latency_tables_are_cached(tmp_path):
     model = make(TorchvisionStyleViT)
-    timer = MeasuredLatency(repeats=1, warmup=0, cache_dir=tmp_path, progress=False)
+    timer = MeasuredLatency(repeats=1, warmup=0, cache_dir=tmp_path, progress=False, calibrate=False)
     kwargs = dict(latency=timer, costs=("latency",), step=24, head_step=2, head_dim_step=6)
     spec, handle = build(model, **kwargs)
     (cache,) = tmp_path.iterdir()

@@ -29,6 +29,7 @@ from torch import nn
 
 from .handlers import Workload
 
+CALIBRATION_REPEATS = 10
 DEFAULT_CACHE_DIR = Path(os.environ.get("MDP_OPT_CACHE", Path.home() / ".cache" / "mdp-opt")) / "latency"
 
 
@@ -44,17 +45,24 @@ class MeasuredLatency:
         progress: show a tqdm progress bar with the time left.
         flush_mb: megabytes written before each repetition to push the weights out of cache
             (None: 8x the L2 cache); part of the cache key.
+        calibrate: after the tables are built, fit them to whole models measured with
+            `measure_latency` (the full model and one slimmed to half its widths; see
+            `calibration`), so the spec predicts what the slimmed model really measures. The fit
+            is recorded in `spec.meta["latency_calibration"]`; False keeps the raw per-part sums.
     """
 
     def __init__(self, threads: int = 1, repeats: int = 7, warmup: int = 2, cache_dir: str | Path | None = None,
-                 progress: bool = True, flush_mb: int | None = None) -> None:
+                 progress: bool = True, flush_mb: int | None = None, calibrate: bool = True) -> None:
         flush_mb = default_flush_mb() if flush_mb is None else flush_mb
         for name, value, low in (("threads", threads, 1), ("repeats", repeats, 1), ("warmup", warmup, 0),
                                  ("flush_mb", flush_mb, 0)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+        if not isinstance(calibrate, bool):
+            raise ValueError(f"calibrate: expected True or False, got {calibrate!r}")
         self.threads, self.repeats, self.warmup, self.progress = threads, repeats, warmup, progress
         self.flush_mb = flush_mb
+        self.calibrate = calibrate
         self.cache_dir = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
 
     def cache_file(self, device: torch.device, dtype: torch.dtype, batch: int) -> Path:
@@ -87,6 +95,16 @@ class MeasuredLatency:
                         _write_cache(path, cache)
             _write_cache(path, cache)
         return [cache[w.key] for w in workloads]
+
+    def describe(self) -> str:
+        """How whole models are timed, for the spec's meta."""
+        return (f"measure_latency: threads={self.threads}, cache flushed ({self.flush_mb} MB) before each run, "
+                f"median of {CALIBRATION_REPEATS} runs per round")
+
+    def measure(self, model: nn.Module, example_input: torch.Tensor) -> float:
+        """`model(example_input)` in milliseconds, timed like the tables (used by calibration)."""
+        return measure_latency(model, example_input, threads=self.threads, repeats=CALIBRATION_REPEATS,
+                               flush_mb=self.flush_mb)
 
 
 def measure_latency(model: nn.Module, example_input: torch.Tensor, threads: int = 1, repeats: int = 20,

@@ -16,6 +16,7 @@ from .apply import LayerWidths, PruningHandle
 from .blocks import find_blocks
 from .graph import CHANNEL_LAYERS, ChannelDim, coupled_dims, dependency_graph
 from .handlers import UnsupportedModelError, Workload, handler_for
+from .calibration import calibrate_latency
 from .importance import dim_importance, normalized, objective_terms, scored_layers, taylor_scores, user_scores
 from .latency import MeasuredLatency
 from .trace import OpRecord, Trace, record_forward
@@ -42,8 +43,8 @@ def build_spec(model: nn.Module, example_input: torch.Tensor, *, data: Iterable[
         data, loss_fn: `(inputs, targets)` batches and `loss_fn(outputs, targets)` for first-order
             Taylor importance (scaled so the unpruned model is worth 1); or give `importance`
             instead: {layer (module or name): per-output-channel scores} for conv/linear/BN layers.
-        latency: "measure" (timed on the device of `example_input`, cached on disk; or a configured
-            `MeasuredLatency(...)`), "flops" (multiply-accumulates as the latency), or a callable
+        latency: "measure" (timed on the device of `example_input`, cached on disk, then calibrated
+            against whole models; or a configured `MeasuredLatency(...)`, e.g. with calibrate=False), "flops" (multiply-accumulates as the latency), or a callable
             `fn(workload) -> cost` called once per layer and width choice.
         costs: the resources to put in the spec, any of "latency", "flops" (multiply-accumulates of
             conv and linear layers, exact), "params" (parameter count, exact).
@@ -59,6 +60,8 @@ def build_spec(model: nn.Module, example_input: torch.Tensor, *, data: Iterable[
     Models with attention modules are handed to `build_vit_spec`.
     """
     _check_arguments(model, example_input, data, loss_fn, importance, latency, costs, step)
+    if isinstance(latency, str) and latency == "measure":
+        latency = MeasuredLatency()
     if has_attention(model):   # vision transformers: heads, head dims, MLP and embedding dims (see vit.py)
         return build_vit_spec(model, example_input, data=data, loss_fn=loss_fn, importance=importance,
                               latency=latency, costs=costs, step=step, min_channels=min_channels, ignore=ignore,
@@ -92,6 +95,9 @@ def build_spec(model: nn.Module, example_input: torch.Tensor, *, data: Iterable[
                       "pinned": pinned})
     handle = PruningHandle(model, example_input, spec, dims, {n: imp.order for n, imp in dim_imps.items()},
                            block_names, _layers(trace))
+    if "latency" in costs and isinstance(latency, MeasuredLatency) and latency.calibrate:
+        spec, _ = calibrate_latency(spec, handle, lambda m: latency.measure(m, example_input), latency.describe())
+        handle.spec = spec
     return spec, handle
 
 
@@ -251,8 +257,6 @@ def _cost_terms(model: nn.Module, trace: Trace, choices: Mapping[str, tuple[int,
 
 
 def _latencies(workloads: list[Workload], latency: LatencyArg, example_input: torch.Tensor) -> np.ndarray:
-    if latency == "measure":
-        latency = MeasuredLatency()
     if isinstance(latency, MeasuredLatency):
         return np.array(latency(workloads, example_input.device, example_input.dtype, example_input.shape[0]))
     out = np.empty(len(workloads))
@@ -293,7 +297,8 @@ def _layers(trace: Trace) -> list[LayerWidths]:
 
 def _describe_latency(latency: LatencyArg) -> str:
     if isinstance(latency, MeasuredLatency):
-        return f"measured (threads={latency.threads}, repeats={latency.repeats})"
+        return (f"measured (threads={latency.threads}, repeats={latency.repeats}"
+                + (", calibrated)" if latency.calibrate else ")"))
     if isinstance(latency, str):
         return latency
     return f"callable {getattr(latency, '__qualname__', type(latency).__name__)}"

@@ -27,6 +27,7 @@ from torch import nn
 from mdp_opt.result import Result
 from mdp_opt.spec import Dim, Spec, Term
 
+from .calibration import calibrate_latency
 from .importance import DimImportance, normalized, objective_terms
 from .latency import MeasuredLatency
 from .vit_costs import Grid, block_tables, block_workload, outside_tables, outside_workload, removed_everywhere
@@ -59,7 +60,8 @@ def build_vit_spec(model: nn.Module, example_input: torch.Tensor, *, data: Itera
         data, loss_fn: Taylor importance, scaled so the unpruned model is worth 1; or
         importance: {dim name: per-unit scores} instead of data/loss_fn (heads: one per head,
             q/k and v dims: one per channel of a head, embed and mlp_hidden: one per channel).
-        latency: "measure", a `MeasuredLatency`, "flops" (multiply-accumulates as the latency),
+        latency: "measure" (calibrated against whole models, see `MeasuredLatency`), a `MeasuredLatency`,
+            "flops" (multiply-accumulates as the latency),
             or a callable `fn(workload) -> cost` called once per part and width choice.
         step: granularity of the embedding width; `mlp_step` (default `step`) of the MLP hidden
             width; `head_step` of the head count; `head_dim_step` (default `step`) of the q/k and
@@ -72,6 +74,8 @@ def build_vit_spec(model: nn.Module, example_input: torch.Tensor, *, data: Itera
             a list of blocks / attention modules / MLP modules, or None.
     """
     _check_arguments(model, example_input, data, loss_fn, importance, latency, costs)
+    if isinstance(latency, str) and latency == "measure":
+        latency = MeasuredLatency()
     mlp_step = step if mlp_step is None else mlp_step
     head_dim_step = step if head_dim_step is None else head_dim_step
     for label, value in (("step", step), ("mlp_step", mlp_step), ("head_step", head_step),
@@ -102,6 +106,9 @@ def build_vit_spec(model: nn.Module, example_input: torch.Tensor, *, data: Itera
                       "input_shape": list(example_input.shape), "tokens": structure.tokens})
     handle = ViTPruningHandle(model, example_input, spec, structure, names,
                               {k: imp.order for k, imp in imps.items()}, gates)
+    if "latency" in costs and isinstance(latency, MeasuredLatency) and latency.calibrate:
+        spec, _ = calibrate_latency(spec, handle, lambda m: latency.measure(m, example_input), latency.describe())
+        handle.spec = spec
     return spec, handle
 
 
@@ -287,11 +294,10 @@ def _measured_tables(model: nn.Module, structure: ViTStructure, choices: Mapping
         shapes[(s.name, part)] = tuple(len(g) for g in grid)
         workloads += [block_workload(s, model, structure, part, widths)
                       for widths in np.array(np.meshgrid(*grid, indexing="ij")).reshape(len(grid), -1).T.tolist()]
-    if callable(latency) and not isinstance(latency, MeasuredLatency):
-        values = [float(latency(w)) for w in workloads]
+    if isinstance(latency, MeasuredLatency):
+        values = latency(workloads, example_input.device, example_input.dtype, structure.batch)
     else:
-        timer = latency if isinstance(latency, MeasuredLatency) else MeasuredLatency()
-        values = timer(workloads, example_input.device, example_input.dtype, structure.batch)
+        values = [float(latency(w)) for w in workloads]
     out, start = {}, 0
     for where, shape in shapes.items():
         size = int(np.prod(shape))
