@@ -8,12 +8,17 @@ on any data (floats included). The variable eliminated next is the one whose eli
 builds the fewest candidate pairs given the messages' actual sizes (ties broken by
 `mdp_opt.factor_graph.elimination_order`'s min-fill order): a Pareto set's size is not its
 table size, and eliminating a block's inner dims before the residual dim they hang from
-keeps the large sets out of the many-state joins. Two prunings keep the sets small:
+keeps the large sets out of the many-state joins. Three prunings keep the sets small:
 
 - dominance: a pair costing at least as much as another in every budgeted resource and
   worth no more is dropped;
 - budget: a pair whose cost plus the least possible cost of every factor not yet added
-  exceeds the budget is dropped.
+  exceeds the budget is dropped;
+- value (`solve` with one budgeted resource): a cheap first pass with costs rounded up to
+  1/256 of the budget gives a feasible incumbent and, from its front, a multiplier lam >= 0;
+  a pair is dropped when value - lam*cost + lam*budget plus, for every other live message,
+  its best value - lam*cost stays below the incumbent (a Lagrangian bound on anything the
+  pair can become).
 
 The last join is never built: the best pair within a budget is found by binary search in
 one of its two sets, so the final sets answer every budget at once (`pareto_front`, used by
@@ -27,8 +32,8 @@ Options (`solve(..., backend="dp", **options)`):
   two meet (or the rounded-down optimum is feasible on the true costs), else `feasible`.
 - `memory_cap`: bytes the stored sets may take (default 2 GiB); beyond it a `StateTooLarge`
   error names the size reached.
-- `time_limit`: seconds; when reached the status is `time_limit_no_solution` (the DP has no
-  incumbent before it finishes).
+- `time_limit`: seconds; when reached the status is `feasible` with the coarse pass's
+  configuration if there is one (value pruning), else `time_limit_no_solution`.
 """
 
 from __future__ import annotations
@@ -49,6 +54,8 @@ from mdp_opt.spec import Spec, SpecError
 DEFAULT_MEMORY_CAP = 2 * 1024**3
 DEFAULTS: dict[str, Any] = {"resolution": None, "memory_cap": DEFAULT_MEMORY_CAP}
 _CHUNK_PAIRS = 1 << 21          # candidate pairs built at once (bounds temporary memory)
+COARSE_CELLS = 256              # the incumbent for value pruning comes from costs rounded up to budget/this
+HINT_SAMPLES = 33               # budgets at which that coarse front is read to choose the multiplier
 
 Best = tuple[float, dict[str, int], dict[str, bool]]   # value, choice indices, block states
 
@@ -145,7 +152,8 @@ class _Eliminator:
     """Runs variable elimination on Pareto messages under per-resource cost caps."""
 
     def __init__(self, sizes: Sequence[int], leaves: list[_Node], caps: np.ndarray, memory_cap: float,
-                 deadline: float | None, names: Sequence[str], max_candidates: float | None = None) -> None:
+                 deadline: float | None, names: Sequence[str], max_candidates: float | None = None,
+                 hint: tuple[float, float] | None = None) -> None:
         self.sizes = list(sizes)
         self.names = names
         self.caps = caps + FEASIBILITY_TOLERANCE * np.maximum(1.0, np.abs(caps))
@@ -157,6 +165,14 @@ class _Eliminator:
         self.candidates = 0
         self.max_candidates = max_candidates
         self.leaves = [self._store(self._pruned_leaf(leaf)) for leaf in leaves]
+        # value pruning (one resource): with a multiplier lam >= 0 and the value of a feasible configuration,
+        # a pair can only lead to a better one if value - lam*cost + lam*budget + (the sum over the other
+        # pool messages of their best value - lam*cost) reaches that value (a Lagrangian bound)
+        self.hint = hint if hint is not None and len(caps) == 1 and math.isfinite(caps[0]) else None
+        self.budget = float(self.caps[0])
+        self.reduced: dict[int, float] = {}
+        self.pool_reduced = sum(self._reduced(leaf) for leaf in self.leaves) if self.hint else 0.0
+        self.pruned_by_value = 0
 
     def run(self, order: Sequence[int]) -> "_Top":
         """Eliminate every variable, the next one being the cheapest given the messages' actual sizes
@@ -191,6 +207,13 @@ class _Eliminator:
         if len(parts) == 2 and len(self.caps) > 1:
             parts, drop = [self.combine(parts, drop)], None
         return _Top(parts, drop, self.sizes[drop] if drop is not None else 1, self.caps)
+
+    def _reduced(self, node: _Node) -> float:
+        """max over the node's pairs of value - lam * cost (-inf when it has none), remembered."""
+        if id(node) not in self.reduced:
+            lam = self.hint[0]
+            self.reduced[id(node)] = float(np.max(node.value - lam * node.cost[:, 0])) if node.pairs else -math.inf
+        return self.reduced[id(node)]
 
     def _join_smallest(self, nodes: list[_Node], count: int) -> list[_Node]:
         """Join the two smallest nodes (no variable dropped) until at most `count` are left."""
@@ -255,6 +278,13 @@ class _Eliminator:
         new_state = np.arange(states) // (self.sizes[drop] if drop is not None else 1)
         least = np.sum([p.least_cost for p in parts], axis=0)
         slack = self.caps - (self.total_least - least)
+        floor = None        # least value - lam * cost a pair needs to possibly beat the incumbent
+        if self.hint is not None:
+            lam, incumbent = self.hint
+            outside = self.pool_reduced - sum(self._reduced(p) for p in parts)
+            margin = 1e-9 * (1.0 + abs(incumbent) + lam * abs(self.budget) + abs(outside))
+            if math.isfinite(outside):
+                floor = incumbent - margin - lam * self.budget - outside
         chunks = []
         for lo in range(0, total, _CHUNK_PAIRS):
             self._check_time()
@@ -268,6 +298,10 @@ class _Eliminator:
             cost = sum(p.cost[link] for p, link in zip(parts, links))
             value = sum(p.value[link] for p, link in zip(parts, links))
             ok = np.all(cost <= slack, axis=1)
+            if floor is not None:
+                promising = value - self.hint[0] * cost[:, 0] >= floor
+                self.pruned_by_value += int(np.count_nonzero(ok & ~promising))
+                ok &= promising
             state = new_state[u[ok]]
             keep = _pareto(state, cost[ok], value[ok])
             chunks.append((state[keep], cost[ok][keep], value[ok][keep], [link[ok][keep] for link in links]))
@@ -284,6 +318,8 @@ class _Eliminator:
             links = [np.zeros(0, dtype=np.int64) for _ in parts]
         kept_shape = tuple(self.sizes[v] for v in kept)
         node = _Node(tuple(kept), kept_shape, state, cost, value, least, tuple(parts), tuple(links))
+        if self.hint is not None:
+            self.pool_reduced = self.pool_reduced - sum(self._reduced(p) for p in parts) + self._reduced(node)
         return self._store(node)
 
 
@@ -498,9 +534,13 @@ def solve(spec: Spec, budgets: Mapping[str, float], options: dict) -> Answer:
     limits = {r: float(b) for r, b in budgets.items()}
     resolutions = _resolutions(spec, opts["resolution"], list(limits))
     budget = next(iter(limits.values()), math.inf)      # the first resource's; the caps hold the others
+    message = f"time limit {time_limit} s reached before the DP finished"
+    hint = None
     try:
         if not any(resolutions.values()):
-            front = _pass(spec, limits, resolutions, "up", memory_cap, deadline)
+            hint = _coarse_hint(spec, limits, memory_cap, deadline)
+            front = _pass(spec, limits, resolutions, "up", memory_cap, deadline,
+                          hint=None if hint is None else (hint[0], hint[1][0]))
             return exact_answer(front.best(budget), front.stats)
         down = _pass(spec, limits, resolutions, "down", memory_cap, deadline)
         stats = {"resolution": down.stats["resolution"], "bound_pass": down.stats}
@@ -511,8 +551,39 @@ def solve(spec: Spec, budgets: Mapping[str, float], options: dict) -> Answer:
             return front.best(budget)
         return rounded_answer(spec, limits, down.best(budget), stats, up)
     except _TimeUp:
-        return Answer(Status.TIME_LIMIT_NO_SOLUTION, stats={"message": f"time limit {time_limit} s reached "
-                                                            "before the DP finished"})
+        if hint is None:
+            return Answer(Status.TIME_LIMIT_NO_SOLUTION, stats={"message": message})
+        value, choice, active = hint[1]      # the coarse pass's configuration fits the budget
+        return Answer(Status.FEASIBLE, choice, active, value, stats={
+            "message": message + "; the configuration is the coarse pass's (costs rounded up)"})
+
+
+def _coarse_hint(spec: Spec, limits: Mapping[str, float], memory_cap: float,
+                 deadline: float | None) -> tuple[float, Best] | None:
+    """(multiplier, a feasible configuration) for value pruning, from a cheap pass with the single budgeted
+    resource's costs rounded up to 1/COARSE_CELLS of the budget; None where it does not apply."""
+    if len(limits) != 1:
+        return None
+    (resource, budget), = limits.items()
+    coarse = _resolutions(spec, budget / COARSE_CELLS if budget > 0 else None, [resource])
+    if not math.isfinite(budget) or not any(coarse.values()):
+        return None            # costs already this coarse: the exact pass is as cheap
+    reach = min(2 * budget, spec.full_cost(resource))
+    front = _pass(spec, {resource: max(budget, reach)}, coarse, "up", memory_cap, deadline)
+    best, cheapest = front.best(budget), front.cheapest()
+    if best is None or cheapest is None:
+        return None
+    # the multiplier minimising the coarse front's Lagrangian bound max_k (v_k - lam * b_k) + lam * budget,
+    # over the front sampled at budgets b_k on both sides of the budget
+    samples = [(b, found[0]) for b in np.linspace(cheapest, max(budget, reach), HINT_SAMPLES)
+               if (found := front.best(b)) is not None]
+    b_k, v_k = np.array(samples).T
+
+    def bound(lam: float) -> float:
+        return float(np.max(v_k - lam * b_k) + lam * budget)
+    candidates = [0.0] + [(v_k[j] - v_k[i]) / (b_k[j] - b_k[i]) for i in range(len(b_k)) for j in range(len(b_k))
+                          if b_k[i] < budget < b_k[j]]
+    return float(min(candidates, key=bound)), best
 
 
 def exact_answer(best: Best | None, stats: dict[str, Any]) -> Answer:
@@ -586,7 +657,8 @@ def _resolutions(spec: Spec, resolution: Any, resources: list[str]) -> dict[str,
 
 
 def _pass(spec: Spec, limits: Mapping[str, float], resolutions: Mapping[str, float | None], direction: str,
-          memory_cap: float, deadline: float | None, max_candidates: float | None = None) -> Front:
+          memory_cap: float, deadline: float | None, max_candidates: float | None = None,
+          hint: tuple[float, float] | None = None) -> Front:
     """One DP pass with every resource in `limits` capped (costs rounded per `resolutions`); the front is
     over the first resource of `limits`."""
     start = time.perf_counter()
@@ -599,11 +671,14 @@ def _pass(spec: Spec, limits: Mapping[str, float], resolutions: Mapping[str, flo
     graph = _build_graph(spec, tables)
     order = elimination_order(graph.sizes, [leaf.scope for leaf in graph.leaves])
     engine = _Eliminator(graph.sizes, graph.leaves, np.array(caps if caps else [math.inf], dtype=np.float64),
-                         memory_cap, deadline, graph.names, max_candidates)
+                         memory_cap, deadline, graph.names, max_candidates, hint)
     top = engine.run(order)
     stats = {"resolution": dict(resolutions), "rounding": direction if any(resolutions.values()) else "none",
              "largest_message_pairs": engine.largest, "candidate_pairs": engine.candidates,
              "stored_mib": round(engine.stored / 2**20, 2),
              "dp_seconds": round(time.perf_counter() - start, 4)}
+    if engine.hint is not None:
+        stats["value_pruning"] = {"multiplier": engine.hint[0], "incumbent": engine.hint[1],
+                                  "pairs_pruned": engine.pruned_by_value}
     resource = next(iter(limits), None)
     return Front(resource, resolutions.get(resource) or 1.0, stats, graph, top)

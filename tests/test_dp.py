@@ -122,6 +122,22 @@ def test_time_limit_stops_with_a_status():
     assert "time limit" in result.stats["message"]
 
 
+def test_time_limit_in_the_exact_pass_returns_the_coarse_configuration(monkeypatch):
+    """Out of time after the coarse pass: its configuration (costs rounded up, so it fits) is returned."""
+    spec = mdp_opt.examples.make("chain", depth=4, choices=6)
+    real_pass = dp._pass
+
+    def exact_pass_runs_out_of_time(*args, hint=None, **kwargs):
+        if hint is not None:
+            raise dp._TimeUp
+        return real_pass(*args, hint=hint, **kwargs)
+    monkeypatch.setattr(dp, "_pass", exact_pass_runs_out_of_time)
+    result = mdp_opt.solve(spec, "30%", backend="dp", presolve=False, time_limit=60)
+    assert result.status is Status.FEASIBLE
+    assert "coarse pass" in result.stats["message"]
+    assert result.objective <= mdp_opt.solve(spec, "30%", backend="brute").objective
+
+
 @pytest.mark.parametrize("options,field", [
     ({"resolution": -1}, "option resolution"), ({"resolution": "fine"}, "option resolution"),
     ({"resolution": {"flops": 1}}, "option resolution.flops"), ({"memory_cap": 0}, "option memory_cap"),
@@ -143,6 +159,17 @@ def test_front_answers_every_budget_from_one_pass():
         reference = mdp_opt.solve(spec, {"latency": budget}, backend="brute")
         assert value == pytest.approx(reference.objective)
         assert mdp_opt.evaluate(spec, choice, active).costs["latency"] <= budget
+
+
+@pytest.mark.parametrize("budget", ["20%", "30%", "50%"])
+def test_value_pruning_fires_and_keeps_the_optimum(budget):
+    """A coarse pass gives an incumbent and a multiplier; pairs that cannot beat the incumbent are dropped."""
+    spec = mdp_opt.examples.make("chain", depth=4, choices=6)
+    result = mdp_opt.solve(spec, budget, backend="dp", presolve=False)
+    pruning = result.stats["value_pruning"]
+    assert pruning["pairs_pruned"] > 0 and pruning["multiplier"] > 0
+    assert pruning["incumbent"] <= result.objective
+    assert agree(result, mdp_opt.solve(spec, budget, backend="brute"))
 
 
 def test_real_instances_prove_the_documented_optimum(instance):
