@@ -170,7 +170,7 @@ class _Eliminator:
         # pool messages of their best value - lam*cost) reaches that value (a Lagrangian bound)
         self.hint = hint if hint is not None and len(caps) == 1 and math.isfinite(caps[0]) else None
         self.budget = float(self.caps[0])
-        self.reduced: dict[int, float] = {}
+        self.reduced: dict[_Node, float] = {}     # nodes hash by identity
         self.pool_reduced = sum(self._reduced(leaf) for leaf in self.leaves) if self.hint else 0.0
         self.pruned_by_value = 0
 
@@ -210,10 +210,10 @@ class _Eliminator:
 
     def _reduced(self, node: _Node) -> float:
         """max over the node's pairs of value - lam * cost (-inf when it has none), remembered."""
-        if id(node) not in self.reduced:
+        if node not in self.reduced:
             lam = self.hint[0]
-            self.reduced[id(node)] = float(np.max(node.value - lam * node.cost[:, 0])) if node.pairs else -math.inf
-        return self.reduced[id(node)]
+            self.reduced[node] = float(np.max(node.value - lam * node.cost[:, 0])) if node.pairs else -math.inf
+        return self.reduced[node]
 
     def _join_smallest(self, nodes: list[_Node], count: int) -> list[_Node]:
         """Join the two smallest nodes (no variable dropped) until at most `count` are left."""
