@@ -266,6 +266,7 @@ class Pruned:
     result: Result
     handle: PruningHandle
     predicted_ms: float        # the latency the method's own model predicts
+    dense_predicted_ms: float  # what the same model predicts for the dense network (its budgets are % of this)
 
 
 def prune(method: str, percent: float, specs: dict[str, tuple[Spec, PruningHandle]], backend: str,
@@ -275,15 +276,17 @@ def prune(method: str, percent: float, specs: dict[str, tuple[Spec, PruningHandl
     if method in ("mdp-opt", "width-only"):
         spec, handle = specs["blocks" if method == "mdp-opt" else "widths"]
         result = mdp_opt.solve(spec, budget=budget, backend=backend, time_limit=time_limit)
-        return Pruned(result, handle, result.costs["latency"]) if result.has_solution else None
+        return Pruned(result, handle, result.costs["latency"], spec.full_cost("latency")) if result.has_solution else None
     spec, handle = specs["widths"]
     if method == "HALP-style":
-        result = mdp_opt.solve(halp_spec(spec), budget=budget, backend=backend, time_limit=time_limit)
+        halp = halp_spec(spec)
+        result = mdp_opt.solve(halp, budget=budget, backend=backend, time_limit=time_limit)
         if not result.has_solution:
             return None
-        return Pruned(as_result_of(spec, result.choice, method, result.wall_time), handle, result.costs["latency"])
+        return Pruned(as_result_of(spec, result.choice, method, result.wall_time), handle, result.costs["latency"],
+                      halp.full_cost("latency"))
     result = uniform_result(spec, mdp_opt.resolve_budgets(spec, budget)["latency"])
-    return None if result is None else Pruned(result, handle, result.costs["latency"])
+    return None if result is None else Pruned(result, handle, result.costs["latency"], spec.full_cost("latency"))
 
 
 # ---- one run ---------------------------------------------------------------------------------------
@@ -297,7 +300,7 @@ class Record:
     budget_pct: float              # percent of the dense latency (100 for the dense model)
     feasible: bool
     predicted_ms: float | None = None
-    predicted_pct: float | None = None     # of the dense model's predicted latency
+    predicted_pct: float | None = None     # of the dense model's latency predicted by the same method's model
     measured_ms: float | None = None
     measured_pct: float | None = None      # of the dense model's measured latency
     accuracy: float | None = None
@@ -360,7 +363,8 @@ def run_seed(config: Config, data: Digits, seed: int, backend: str, timer: Measu
             small = pruned.handle.apply(pruned.result)
             train(small, data, config.finetune_epochs, config.finetune_lr, config.batch_size, seed)
             reference_ms, measured = measure_against(dense, small, example, config.timing_runs)
-            record = Record(method, seed, percent, True, pruned.predicted_ms, 100 * pruned.predicted_ms / dense_predicted,
+            record = Record(method, seed, percent, True, pruned.predicted_ms,
+                            100 * pruned.predicted_ms / pruned.dense_predicted_ms,
                             measured, 100 * measured / reference_ms, accuracy(small, data),
                             sum(not a for a in pruned.result.active.values()),
                             kept_fraction(pruned.handle.spec, pruned.result), pruned.result.status.value)
