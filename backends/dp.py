@@ -54,6 +54,7 @@ from mdp_opt.spec import Spec, SpecError
 DEFAULT_MEMORY_CAP = 2 * 1024**3
 DEFAULTS: dict[str, Any] = {"resolution": None, "memory_cap": DEFAULT_MEMORY_CAP}
 _CHUNK_PAIRS = 1 << 21          # candidate pairs built at once (bounds temporary memory)
+_BLOCK = 256                    # pairs compared at once in the several-resource dominance filter
 COARSE_CELLS = 256              # the incumbent for value pruning comes from costs rounded up to budget/this
 HINT_SAMPLES = 33               # budgets at which that coarse front is read to choose the multiplier
 
@@ -125,26 +126,29 @@ def _pareto(state: np.ndarray, cost: np.ndarray, value: np.ndarray) -> np.ndarra
 
 
 def _dominated(state: np.ndarray, cost: np.ndarray, value: np.ndarray) -> np.ndarray:
-    """For pairs sorted by (state, costs, -value), whether another pair of the same state dominates each.
+    """For pairs sorted by (state, costs, -value), whether a pair of the same state dominates each.
 
-    Several resources: pairwise comparison within each state, in chunks of bounded size. Of identical
-    pairs the first is kept.
+    Several resources. Only an earlier pair in that order can dominate (or duplicate) a pair, and
+    dominance is transitive, so each block of pairs is compared with the earlier pairs of its block
+    and with the survivors of the earlier blocks only.
     """
     starts = np.concatenate([[0], np.flatnonzero(np.diff(state)) + 1])
     counts = np.diff(np.concatenate([starts, [len(state)]]))
     out = np.zeros(len(state), dtype=bool)
     for start, n in zip(starts[counts > 1], counts[counts > 1]):
         c, v = cost[start:start + n], value[start:start + n]
-        later = np.arange(n)[None, :]
-        dominated = np.zeros(n, dtype=bool)
-        step = max(1, _CHUNK_PAIRS // n)
-        for lo in range(0, n, step):
-            ci, vi = c[lo:lo + step, None, :], v[lo:lo + step, None]
-            no_worse = np.all(ci <= c[None], axis=2) & (vi >= v[None])
-            better = (np.any(ci < c[None], axis=2) | (vi > v[None])
-                      | (np.arange(lo, min(n, lo + step))[:, None] < later))
-            dominated |= np.any(no_worse & better, axis=0)
-        out[start:start + n] = dominated
+        kept_c, kept_v = c[:0], v[:0]
+        for lo in range(0, n, _BLOCK):
+            bc, bv = c[lo:lo + _BLOCK], v[lo:lo + _BLOCK]
+            earlier = np.tri(len(bv), k=-1, dtype=bool).T           # [i, j]: pair i comes before pair j
+            dominated = np.any(np.all(bc[:, None] <= bc[None], axis=2) & (bv[:, None] >= bv[None]) & earlier,
+                               axis=0)
+            for k in range(0, len(kept_v), max(1, _CHUNK_PAIRS // _BLOCK)):
+                kc, kv = kept_c[k:k + _CHUNK_PAIRS // _BLOCK], kept_v[k:k + _CHUNK_PAIRS // _BLOCK]
+                dominated |= np.any(np.all(kc[:, None] <= bc[None], axis=2) & (kv[:, None] >= bv[None]), axis=0)
+            out[start + lo:start + lo + len(bv)] = dominated
+            kept_c = np.concatenate([kept_c, bc[~dominated]])
+            kept_v = np.concatenate([kept_v, bv[~dominated]])
     return out
 
 

@@ -172,6 +172,27 @@ def test_value_pruning_fires_and_keeps_the_optimum(budget):
     assert agree(result, mdp_opt.solve(spec, budget, backend="brute"))
 
 
+@pytest.mark.parametrize("resources", [1, 2, 3])
+def test_pareto_filter_keeps_exactly_the_non_dominated_pairs(resources):
+    """Across block boundaries, with ties and duplicates: survivors are exactly one copy of each pair that no
+    other pair of its state dominates."""
+    rng = np.random.default_rng(resources)
+    n = 1500
+    state = np.sort(rng.integers(0, 3, n))
+    cost = rng.integers(0, 40, (n, resources)).astype(float)
+    value = rng.integers(0, 40, n).astype(float)
+    kept = dp._pareto(state, cost, value)
+    expected = set()
+    for i in range(n):
+        same = state == state[i]
+        no_worse = same & np.all(cost <= cost[i], axis=1) & (value >= value[i])
+        better = np.any(cost < cost[i], axis=1) | (value > value[i])
+        if not np.any(no_worse & better):
+            expected.add((state[i], *cost[i], value[i]))
+    got = [(state[i], *cost[i], value[i]) for i in kept]
+    assert len(got) == len(set(got)) and set(got) == expected
+
+
 def test_real_instances_prove_the_documented_optimum(instance):
     path, optimum = instance
     result = mdp_opt.solve(mdp_opt.load(path), backend="dp", presolve=False)
