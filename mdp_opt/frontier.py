@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .result import Answer, Result, Status
-from .solve import resolve_budgets, solve, take_options, verify
+from .solve import default_resource, resolve_budgets, solve, take_options, verify
 from .spec import Spec, SpecError, Term
 
 # One solve() with presolve costs about as much as building this many candidate pairs in a DP pass: the
@@ -182,16 +182,8 @@ def _cheapest_by_solving(spec: Spec, resource: str, others: dict[str, float], ba
 
 
 def _resource(spec: Spec, resource: str | None) -> str:
-    if not spec.costs:
-        raise SpecError("resource: the spec has no cost terms, so there is no budget to vary")
     if resource is None:
-        if len(spec.costs) == 1:
-            return next(iter(spec.costs))
-        if len(spec.budgets) == 1:
-            return next(iter(spec.budgets))
-        if "latency" in spec.costs:
-            return "latency"
-        raise SpecError(f"resource: the spec has several resources {sorted(spec.costs)}; name one")
+        return default_resource(spec, "resource")
     if resource not in spec.costs:
         raise SpecError(f"resource: {resource!r} is not in the spec's costs ({sorted(spec.costs)})")
     return resource

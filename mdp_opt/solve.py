@@ -142,7 +142,7 @@ def resolve_budgets(spec: Spec, budget: BudgetLike = None) -> dict[str, float]:
     if isinstance(budget, Mapping):
         items = dict(budget)
     else:
-        items = {_default_resource(spec): budget}
+        items = {default_resource(spec, "budget"): budget}
     full = None
     for r, b in items.items():
         if r not in spec.costs:
@@ -160,15 +160,20 @@ def resolve_budgets(spec: Spec, budget: BudgetLike = None) -> dict[str, float]:
     return resolved
 
 
-def _default_resource(spec: Spec) -> str:
+def default_resource(spec: Spec, field: str = "budget") -> str:
+    """The resource a bare budget refers to: the spec's only resource, its only budgeted one, or `latency`.
+
+    Ambiguity raises SpecError naming `field` (the argument the caller should spell out)."""
+    if not spec.costs:
+        raise SpecError(f"{field}: the spec has no cost terms, so there is no resource to budget")
     if len(spec.costs) == 1:
         return next(iter(spec.costs))
     if len(spec.budgets) == 1:
         return next(iter(spec.budgets))
     if "latency" in spec.costs:
         return "latency"
-    raise SpecError(f"budget: the spec has several resources {sorted(spec.costs)}; "
-                    "pass a mapping such as {'params': 1e6}")
+    raise SpecError(f"{field}: the spec has several resources {sorted(spec.costs)}; name one "
+                    "(e.g. a mapping such as {'params': 1e6})")
 
 
 def solve(spec: Spec, budget: BudgetLike = None, backend: str = "cpsat", time_limit: float | None = None,
