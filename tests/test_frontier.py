@@ -173,3 +173,16 @@ def test_one_pass_out_of_time_raises_and_the_cli_says_so(spec_file, capsys):
         frontier(spec, points=100, time_limit=1e-9)
     assert main(["frontier", "--example", "chain", "--points", "100", "--time-limit", "1e-9"]) == 1
     assert "raise --time-limit" in capsys.readouterr().err
+
+
+def test_an_ambiguous_or_missing_resource_is_named():
+    from mdp_opt import Dim, Spec, SpecError, Term
+    dims = (Dim("a", (1, 2)),)
+    two = Spec(dims=dims, objective=(Term(("a",), [1.0, 2.0]),),
+               costs={"flops": (Term(("a",), [1.0, 2.0]),), "params": (Term(("a",), [1.0, 2.0]),)})
+    with pytest.raises(SpecError, match=r"^resource: the spec has several resources \['flops', 'params'\]"):
+        frontier(two)
+    assert [p.budget for p in frontier(two, resource="flops", budgets=[2.0])] == [2.0]
+    none = Spec(dims=dims, objective=(Term(("a",), [1.0, 2.0]),), costs={})
+    with pytest.raises(SpecError, match=r"^resource: the spec has no cost terms"):
+        frontier(none)
