@@ -1,15 +1,15 @@
-"""ViT latency tables: build time, and predicted vs measured latency of pruned ViT-Tiny models.
+"""ViT latency tables: build time, calibration, and predicted vs measured latency of pruned ViT-Tiny models.
 
     python benchmarks/vit_latency.py                 # ViT-Tiny, batch 1, CPU, 1 thread, fresh cache
     python benchmarks/vit_latency.py --depth 4       # a quicker, shallower run
 
-Builds a spec with measured latency tables (attention over embedding x heads x head dim,
-MLP over embedding x hidden), solves it exactly at several latency budgets, slims the
-model and measures it like the tables are measured (`measure_latency`). Prints the
-table build time, then per budget the predicted and measured latency, their error, the
-error of the tables rescaled by one factor (measured / predicted latency of the full
-model: parts timed alone miss some of the cost of running inside the network), and the
-error of a FLOPs-proportional predictor (measured full latency x FLOPs ratio).
+Builds a spec with raw measured tables (attention over embedding x heads x head dim, MLP over
+embedding x hidden; calibrate=False, timed as "table build"), calibrates it exactly as
+build_vit_spec does by default (timed separately), solves it exactly at several latency
+budgets, slims the model and measures it like the tables are measured (`measure_latency`,
+in alternation with the full model). Per budget: the calibrated prediction, the measurement,
+their error, whether the model is within its budget, and the errors of the raw tables, the
+tables times one factor (measured / predicted full model) and a FLOPs-proportional predictor.
 """
 
 from __future__ import annotations
@@ -20,13 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.nn import functional as F
 
-import mdp_opt
-from mdp_opt.adapters.torch import MeasuredLatency, measure_latency
+from mdp_opt.adapters.torch import MeasuredLatency
 from mdp_opt.adapters.torch.vit import build_vit_spec
+from latency_report import calibrate, full_configuration, noise, print_rows, run_budgets  # benchmarks/
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from vit_models import TimmStyleViT  # noqa: E402
@@ -40,10 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--head-dim-step", type=int, default=8, help="q/k and v dim per head granularity")
     parser.add_argument("--budgets", default="30,45,60,75,90", help="latency budgets in percent")
     parser.add_argument("--repeats", type=int, default=7, help="timed repetitions per table entry")
-    parser.add_argument("--model-repeats", type=int, default=30, help="timed repetitions per whole model")
+    parser.add_argument("--model-repeats", type=int, default=20, help="timed repetitions per whole-model measurement")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="measurements of each pruned model, alternating with the full model")
+    parser.add_argument("--noise-runs", type=int, default=5, help="repeated measurements of the full model")
     parser.add_argument("--flush-mb", type=int, default=None,
                         help="cache flush before each timing, MB (default: MeasuredLatency's, 8x L2)")
     parser.add_argument("--backend", default="milp")
+    parser.add_argument("--time-limit", type=float, default=300.0, help="seconds per solve")
     parser.add_argument("--cache-dir", default=None, help="latency cache (default: a fresh temporary directory)")
     args = parser.parse_args(argv)
 
@@ -53,42 +56,25 @@ def main(argv: list[str] | None = None) -> int:
     x = torch.randn(1, 3, 224, 224)
     data = [(torch.randn(4, 3, 224, 224), torch.randint(0, 1000, (4,))) for _ in range(2)]
     with tempfile.TemporaryDirectory() as tmp:
-        timer = MeasuredLatency(repeats=args.repeats, cache_dir=args.cache_dir or tmp, flush_mb=args.flush_mb)
+        timer = MeasuredLatency(repeats=args.repeats, cache_dir=args.cache_dir or tmp, flush_mb=args.flush_mb,
+                                calibrate=False)
         start = time.perf_counter()
-        spec, handle = build_vit_spec(model, x, data=data, loss_fn=F.cross_entropy, latency=timer,
-                                      costs=("latency", "flops"), step=args.step, mlp_step=args.mlp_step,
-                                      head_dim_step=args.head_dim_step)
+        raw, handle = build_vit_spec(model, x, data=data, loss_fn=F.cross_entropy, latency=timer,
+                                     costs=("latency", "flops"), step=args.step, mlp_step=args.mlp_step,
+                                     head_dim_step=args.head_dim_step)
         build_time = time.perf_counter() - start
     print(f"model: ViT embed 192, 3 heads, {args.depth} blocks, MLP 768, 224x224 patch 16, batch 1, CPU, 1 thread; "
           f"cache flush {timer.flush_mb} MB")
-    print(f"spec: {spec}")
-    print(f"table build (importance, then {sum(t.table.size for t in spec.costs['latency'])} table entries measured, "
+    print(f"spec: {raw}")
+    print(f"table build (importance, then {sum(t.table.size for t in raw.costs['latency'])} table entries measured, "
           f"shapes deduplicated across blocks): {build_time:.1f} s")
-
-    full_pred = spec.full_costs()["latency"]
-    full_flops = spec.full_costs()["flops"]
-    full_meas = measure_latency(model, x, repeats=args.model_repeats, flush_mb=timer.flush_mb)
-    print(f"\nfull model: predicted {full_pred:.2f} ms, measured {full_meas:.2f} ms "
-          f"({100 * (full_pred - full_meas) / full_meas:+.1f}%)")
-    scale = full_meas / full_pred
-    print(f"\n{'budget':>7} {'pred ms':>8} {'meas ms':>8} {'error':>7} {'rescaled':>8} {'flops-prop':>10} "
-          f"{'its error':>9} {'in budget':>9} {'solve s':>7}")
-    errors, scaled_errors, flop_errors = [], [], []
-    for percent in (float(p) for p in args.budgets.split(",")):
-        result = mdp_opt.solve(spec, {"latency": f"{percent}%"}, backend=args.backend)
-        small = handle.apply(result)
-        measured = measure_latency(small, x, repeats=args.model_repeats, flush_mb=timer.flush_mb)
-        predicted = result.costs["latency"]
-        by_flops = full_meas * result.costs["flops"] / full_flops
-        errors.append(abs(predicted - measured) / measured)
-        scaled_errors.append(abs(scale * predicted - measured) / measured)
-        flop_errors.append(abs(by_flops - measured) / measured)
-        budget = percent / 100 * full_pred
-        print(f"{percent:6.0f}% {predicted:8.2f} {measured:8.2f} {100 * (predicted - measured) / measured:+6.1f}% "
-              f"{100 * (scale * predicted - measured) / measured:+7.1f}% {by_flops:10.2f} {100 * (by_flops - measured) / measured:+8.1f}% "
-              f"{'yes' if measured <= budget else 'no':>9} {result.wall_time:7.2f}")
-    print(f"\nmean |error|: tables {100 * np.mean(errors):.1f}%, tables rescaled by the full model "
-          f"{100 * np.mean(scaled_errors):.1f}%, FLOPs-proportional {100 * np.mean(flop_errors):.1f}%")
+    full_model = full_configuration(raw, handle)
+    spread = noise(full_model, x, timer, args.model_repeats, args.noise_runs)
+    spec, calibration, one_factor = calibrate(raw, handle, x, timer)
+    rows = run_budgets(raw, spec, calibration, one_factor, handle, model, full_model, x, timer,
+                       [float(p) for p in args.budgets.split(",")], args.backend, args.time_limit,
+                       args.model_repeats, args.rounds)
+    print_rows(rows, spread)
     return 0
 
 

@@ -2,16 +2,19 @@
 
 Parts timed alone do not add up to the network they came from: on the development
 machine the per-layer tables of a ResNet-50 summed 10-15% below the measured forward
-pass, and they underestimate large models more than small ones. Calibration measures
-reference models built with the handle's own `apply` (the full model and a uniformly
-slimmed one, timed in alternation so a slow phase of the machine hits both), fits
-`measured = factor x tables + offset` through them, and rewrites the latency tables:
-every entry is multiplied by `factor`; a positive offset becomes one constant term, a
-negative one is taken from the ungated tables (always counted) in proportion to their
-smallest entries, so no entry becomes negative. An offset more negative than those
-entries can give is not representable: the fit then keeps the most negative one
-(`measured = factor x (tables - floor)`) and says so in its `note`. The spec stays a
-plain spec; `spec.meta["latency_calibration"]` records the fit and the measurements.
+pass, and underestimated large models more than small ones. Each table entry is split
+into the table's smallest entry (its *fixed* part: what the part costs at its narrowest)
+and the rest (its *variable* part). Calibration measures reference models built with
+the handle's own `apply` (the full configuration and one slimmed uniformly to half its widths,
+timed in alternation so a slow phase of the machine hits both), fits
+
+    measured = variable_factor x (sum of variable parts) + fixed_factor x (sum of fixed parts)
+
+through them (least squares of relative error; both factors >= 0), and rewrites every
+entry as `variable_factor x (entry - min) + fixed_factor x min`. No entry becomes
+negative, removing a block removes its calibrated cost, and the spec stays a plain spec;
+`spec.meta["latency_calibration"]` records the fit and the measurements. With only the
+full model (no ratios, or all dims pinned) both factors are measured / predicted.
 """
 
 from __future__ import annotations
@@ -23,47 +26,52 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 from torch import nn
 
+from mdp_opt.evaluate import evaluate
 from mdp_opt.result import Answer, Result, Status
 from mdp_opt.solve import verify
 from mdp_opt.spec import Spec, Term
 
 DEFAULT_RATIOS = (0.5,)
-DEFAULT_ROUNDS = 3
+DEFAULT_ROUNDS = 5
 
 
 class Slimmer(Protocol):
     """A handle made by `build_spec` / `build_vit_spec`."""
-
-    model: nn.Module
 
     def apply(self, result: Result) -> nn.Module: ...
 
 
 @dataclass(frozen=True)
 class CalibrationPoint:
-    """One reference model: what the raw tables predict and what it measures (milliseconds)."""
+    """One reference model: the raw tables' variable and fixed parts for it, and what it measures (ms)."""
 
     name: str
-    tables_ms: float
+    variable_ms: float
+    fixed_ms: float
     measured_ms: float
+
+    @property
+    def tables_ms(self) -> float:
+        return self.variable_ms + self.fixed_ms
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """`calibrated = factor * tables + offset_ms`, fitted to `points` (the full model first)."""
+    """`calibrated = variable_factor * variable part + fixed_factor * fixed part`, fitted to `points`."""
 
-    factor: float
-    offset_ms: float
+    variable_factor: float
+    fixed_factor: float
     points: tuple[CalibrationPoint, ...]
     note: str = ""
 
-    def predict(self, tables_ms: float) -> float:
-        return self.factor * tables_ms + self.offset_ms
+    def predict(self, variable_ms: float, fixed_ms: float) -> float:
+        return self.variable_factor * variable_ms + self.fixed_factor * fixed_ms
 
     def as_meta(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"factor": self.factor, "offset_ms": self.offset_ms,
-                               "points": [{"model": p.name, "tables_ms": p.tables_ms, "measured_ms": p.measured_ms}
-                                          for p in self.points]}
+        out: dict[str, Any] = {
+            "variable_factor": self.variable_factor, "fixed_factor": self.fixed_factor,
+            "points": [{"model": p.name, "tables_ms": p.tables_ms, "fixed_ms": p.fixed_ms,
+                        "measured_ms": p.measured_ms} for p in self.points]}
         if self.note:
             out["note"] = self.note
         return out
@@ -85,78 +93,78 @@ def reference_points(spec: Spec, handle: Slimmer, measure: Callable[[nn.Module],
                      ratios: Sequence[float] = DEFAULT_RATIOS, rounds: int = DEFAULT_ROUNDS,
                      resource: str = "latency") -> list[CalibrationPoint]:
     """The full model, then one uniformly slimmed model per ratio in (0, 1), each measured `rounds`
-    times in alternation (the median is kept). Ratios that give the full configuration again are skipped."""
+    times in alternation (the median is kept). Ratios that give the full configuration again are skipped.
+    The full model too is built by `handle.apply`: what the spec predicts are slimmed models, and a ViT
+    slimmed to its full widths (with `PrunedAttention`) is not the original model (on the development
+    machine it measured 4-6% slower)."""
     for r in ratios:
         if not 0 < r < 1:
             raise ValueError(f"calibration ratios: each must be in (0, 1), got {r!r}")
     if rounds < 1:
         raise ValueError(f"calibration rounds: expected at least 1, got {rounds!r}")
-    full_choice = uniform_choice(spec, 1.0)
-    models = [("full", spec.full_cost(resource), handle.model)]
-    seen = [full_choice]
+    full = configuration(spec, uniform_choice(spec, 1.0), "calibration")
+    models = [("full", split_costs(spec, full, resource), handle.apply(full))]
+    seen = [full.choice]
     for r in ratios:
-        choice = uniform_choice(spec, r)
-        if choice in seen:
+        result = configuration(spec, uniform_choice(spec, r), "calibration")
+        if result.choice in seen:
             continue
-        seen.append(choice)
-        result = configuration(spec, choice, "calibration")
-        models.append((f"uniform {r:g}", result.costs[resource], handle.apply(result)))
+        seen.append(result.choice)
+        models.append((f"uniform {r:g}", split_costs(spec, result, resource), handle.apply(result)))
     samples: list[list[float]] = [[] for _ in models]
     for _ in range(rounds):
         for (_, _, model), out in zip(models, samples):
             out.append(measure(model))
-    return [CalibrationPoint(name, tables, statistics.median(s)) for (name, tables, _), s in zip(models, samples)]
+    return [CalibrationPoint(name, *parts, statistics.median(s)) for (name, parts, _), s in zip(models, samples)]
 
 
-def fit(points: Sequence[CalibrationPoint], floor_ms: float = 0.0) -> Calibration:
-    """Least squares of relative error of `factor * tables + offset` over the points; through the first
-    (full model) point alone when there is one distinct prediction. The offset is kept >= -factor * floor_ms."""
+def split_costs(spec: Spec, result: Result, resource: str = "latency") -> tuple[float, float]:
+    """(variable, fixed) parts of a configuration's `resource` cost: each active entry minus its table's
+    smallest entry, and those smallest entries."""
+    fixed = spec.replace(costs={resource: tuple(Term(t.dims, np.full(t.table.shape, t.table.min()), t.block)
+                                                 for t in spec.costs[resource])})
+    fixed_ms = evaluate(fixed, result.choice, result.active).costs[resource]
+    return evaluate(spec, result.choice, result.active).costs[resource] - fixed_ms, fixed_ms
+
+
+def fit(points: Sequence[CalibrationPoint]) -> Calibration:
+    """Least squares of relative error over the points (the full model first); one factor through the full
+    model when the points cannot tell the two parts apart; the fixed factor kept >= 0."""
     full = points[0]
     if not (full.tables_ms > 0 and full.measured_ms > 0):
         raise ValueError(f"latency calibration: the full model's tables predict {full.tables_ms} ms and it "
                          f"measures {full.measured_ms} ms; both must be positive (or pass calibrate=False)")
-    tables = np.array([p.tables_ms for p in points])
+    parts = np.array([[p.variable_ms, p.fixed_ms] for p in points])
     measured = np.array([p.measured_ms for p in points])
-    if len(set(tables.tolist())) < 2:
-        return Calibration(full.measured_ms / full.tables_ms, 0.0, tuple(points))
+    if np.linalg.matrix_rank(parts) < 2:
+        factor = full.measured_ms / full.tables_ms
+        return Calibration(factor, factor, tuple(points))
     weights = 1.0 / measured
-    (factor, offset), *_ = np.linalg.lstsq(np.stack([tables * weights, weights], axis=1), measured * weights,
-                                           rcond=None)
-    if factor > 0 and offset >= -factor * floor_ms:
-        return Calibration(float(factor), float(offset), tuple(points))
-    shifted = (tables - floor_ms) * weights
-    limited = float(shifted @ (measured * weights) / (shifted @ shifted))
+    (variable, fixed), *_ = np.linalg.lstsq(parts * weights[:, None], measured * weights, rcond=None)
+    if variable > 0 and fixed >= 0:
+        return Calibration(float(variable), float(fixed), tuple(points))
+    column = parts[:, 0] * weights
+    limited = float(column @ (measured * weights) / (column @ column))
     if not limited > 0:
         raise ValueError(f"latency calibration: the reference models measure {measured.tolist()} ms where the "
-                         f"tables predict {tables.tolist()} ms; no positive factor fits (pass calibrate=False)")
-    return Calibration(limited, -limited * floor_ms, tuple(points),
-                       note=f"offset limited to -factor x {floor_ms:.6g} ms (the smallest ungated tables); "
-                            f"the unconstrained fit was factor {factor:.4g}, offset {offset:.4g} ms")
-
-
-def ungated_floor(spec: Spec, resource: str = "latency") -> float:
-    """The part of every configuration's cost that no choice or block removal avoids."""
-    return float(sum(t.table.min() for t in spec.costs[resource] if t.block is None))
+                         f"tables predict {parts.sum(axis=1).tolist()} ms; no positive factors fit "
+                         "(pass calibrate=False)")
+    return Calibration(limited, 0.0, tuple(points),
+                       note=f"fixed factor limited to 0; the unconstrained fit was variable {variable:.4g}, "
+                            f"fixed {fixed:.4g}")
 
 
 def calibrated_spec(spec: Spec, calibration: Calibration, measured_with: str, resource: str = "latency") -> Spec:
-    """`spec` with its `resource` tables rewritten so every configuration costs `factor * tables + offset`,
-    and `meta[f"{resource}_calibration"]` describing the fit (`measured_with`: how the points were timed)."""
-    factor, offset = calibration.factor, calibration.offset_ms
-    floor = ungated_floor(spec, resource)
-    if offset < 0 and -offset > factor * floor * (1 + 1e-12):
-        raise ValueError(f"latency calibration: offset {offset} ms is below what the ungated tables can give "
-                         f"(-{factor * floor} ms); fit with floor_ms={floor}")
-    terms = []
-    for t in spec.costs[resource]:
-        table = factor * t.table
-        if offset < 0 and t.block is None and floor > 0:
-            table = np.maximum(table + offset * t.table.min() / floor, 0.0)   # clamps float rounding only
-        terms.append(Term(t.dims, table, t.block))
-    if offset > 0:
-        terms.append(Term((), np.array(offset)))
+    """`spec` with every `resource` entry rewritten to `variable_factor * (entry - min) + fixed_factor * min`
+    (min: its table's smallest entry), and `meta[f"{resource}_calibration"]` describing the fit
+    (`measured_with`: how the reference models were timed)."""
+    a, b = calibration.variable_factor, calibration.fixed_factor
+    if not (a >= 0 and b >= 0):
+        raise ValueError(f"latency calibration: factors must be >= 0, got variable {a}, fixed {b}")
+    terms = tuple(Term(t.dims, a * (t.table - t.table.min()) + b * t.table.min(), t.block)
+                  for t in spec.costs[resource])
     meta = {**spec.meta, f"{resource}_calibration": {**calibration.as_meta(), "measured_with": measured_with}}
-    return spec.replace(costs={**spec.costs, resource: tuple(terms)}, meta=meta)
+    return spec.replace(costs={**spec.costs, resource: terms}, meta=meta)
 
 
 def calibrate_latency(spec: Spec, handle: Slimmer, measure: Callable[[nn.Module], float], measured_with: str,
@@ -167,6 +175,6 @@ def calibrate_latency(spec: Spec, handle: Slimmer, measure: Callable[[nn.Module]
     With `ratios=()` the fit is one factor: the full model measured / predicted.
     """
     points = reference_points(spec, handle, measure, ratios, rounds, resource)
-    calibration = fit(points, ungated_floor(spec, resource))
+    calibration = fit(points)
     how = f"{measured_with}; {rounds} rounds in alternation, median"
     return calibrated_spec(spec, calibration, how, resource), calibration

@@ -44,8 +44,9 @@ def build_spec(model: nn.Module, example_input: torch.Tensor, *, data: Iterable[
             Taylor importance (scaled so the unpruned model is worth 1); or give `importance`
             instead: {layer (module or name): per-output-channel scores} for conv/linear/BN layers.
         latency: "measure" (timed on the device of `example_input`, cached on disk, then calibrated
-            against whole models; or a configured `MeasuredLatency(...)`, e.g. with calibrate=False), "flops" (multiply-accumulates as the latency), or a callable
-            `fn(workload) -> cost` called once per layer and width choice.
+            against whole models; or a configured `MeasuredLatency(...)`, e.g. with calibrate=False),
+            "flops" (multiply-accumulates as the latency), or a callable `fn(workload) -> cost`
+            called once per layer and width choice.
         costs: the resources to put in the spec, any of "latency", "flops" (multiply-accumulates of
             conv and linear layers, exact), "params" (parameter count, exact).
         step: channel granularity; kept counts are multiples of `step` (or the full width), never 0.
