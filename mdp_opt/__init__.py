@@ -5,8 +5,7 @@
     result = mdp_opt.solve(spec, budget="50%", backend="cpsat")
 """
 
-from . import examples
-from .bench import BenchReport, bench
+from . import bench, examples  # modules: mdp_opt.bench.bench(...), mdp_opt.examples.make(...)
 from .evaluate import Evaluation, brute_force, evaluate, kept_counts
 from .frontier import FrontierPoint, frontier
 from .result import Answer, Result, Status
@@ -17,7 +16,7 @@ from .spec import Block, Dim, Spec, SpecError, Term, dumps, importance_table, lo
 __version__ = "0.1.0"
 
 __all__ = [
-    "Answer", "BackendError", "BenchReport", "Block", "Dim", "Evaluation", "FrontierPoint", "Result", "Spec", "SpecError", "Status", "Term",
+    "Answer", "BackendError", "Block", "Dim", "Evaluation", "FrontierPoint", "Result", "Spec", "SpecError", "Status", "Term",
     "backend_status", "bench", "brute_force", "dumps", "evaluate", "frontier", "importance_table", "installed_backends",
     "examples", "kept_counts", "load", "loads", "register_backend", "resolve_budgets", "save", "solve", "take_options",
 ]

@@ -164,7 +164,7 @@ def test_top_level_api_imports_no_solver_and_no_torch():
     """The core stays light: importing mdp_opt and its top-level API loads no solver, torch or plotting."""
     import subprocess
     import sys
-    code = ("import sys, mdp_opt; mdp_opt.frontier; mdp_opt.bench; mdp_opt.examples.make('chain', depth=2);"
+    code = ("import sys, mdp_opt; mdp_opt.frontier; mdp_opt.bench.bench; mdp_opt.examples.make('chain', depth=2);"
             "heavy = sorted({m.split('.')[0] for m in sys.modules} & "
             "{'torch', 'ortools', 'highspy', 'pyomo', 'matplotlib', 'scipy', 'torch_pruning'}); print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
