@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--step", type=int, default=16, help="channel granularity (default 16)")
     p.add_argument("--size", type=int, default=224, help="input image size (default 224)")
     p.add_argument("--budgets", default="30,45,60,75,90", help="latency budgets, percent of the full model")
-    p.add_argument("--repeats", type=int, default=7, help="timed repetitions per table entry (default 7)")
+    p.add_argument("--repeats", type=int, default=21, help="timed repetitions per table entry (default 21)")
     p.add_argument("--model-repeats", type=int, default=20,
                    help="timed repetitions per whole-model measurement (default 20)")
     p.add_argument("--rounds", type=int, default=3,

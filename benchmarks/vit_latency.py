@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mlp-step", type=int, default=64, help="MLP hidden granularity")
     parser.add_argument("--head-dim-step", type=int, default=8, help="q/k and v dim per head granularity")
     parser.add_argument("--budgets", default="30,45,60,75,90", help="latency budgets in percent")
-    parser.add_argument("--repeats", type=int, default=7, help="timed repetitions per table entry")
+    parser.add_argument("--repeats", type=int, default=21, help="timed repetitions per table entry")
     parser.add_argument("--model-repeats", type=int, default=20, help="timed repetitions per whole-model measurement")
     parser.add_argument("--rounds", type=int, default=3,
                         help="measurements of each pruned model, alternating with the full model")
