@@ -14,11 +14,11 @@ from torch import nn
 
 import mdp_opt
 from mdp_opt.adapters.torch import MeasuredLatency, measure_latency
-from mdp_opt.adapters.torch.calibration import (Calibration, calibrate_latency, configuration, fit, split_costs,
-                                                uniform_choice)
+from mdp_opt.adapters.torch.calibration import (Calibration, calibrate_latency, calibrated_spec, configuration, fit,
+                                                split_costs, uniform_choice)
 
-PREDICTORS = ("calibrated", "raw tables", "one factor", "FLOPs-prop.")
-RELATIVE = ("calibrated", "tables", "FLOPs")
+PREDICTORS = ("factor", "parts", "raw tables", "FLOPs-prop.")
+RELATIVE = ("parts", "tables", "FLOPs")
 
 
 @dataclass
@@ -67,27 +67,30 @@ def noise(model: nn.Module, x: torch.Tensor, timer: MeasuredLatency, repeats: in
     return spread
 
 
-def calibrate(raw: mdp_opt.Spec, handle, x: torch.Tensor, timer: MeasuredLatency
+def calibrate(raw: mdp_opt.Spec, handle, x: torch.Tensor, timer: MeasuredLatency, method: str
               ) -> tuple[mdp_opt.Spec, Calibration, Calibration]:
-    """The library's default calibration (what build_spec does), and the one-factor fit on its full point."""
+    """Both calibrations from one set of reference models (timed as build_spec times them); returns the
+    spec calibrated by `method` (what build_spec with MeasuredLatency(calibrate=method) gives), and the
+    "factor" and "parts" fits."""
     start = time.perf_counter()
-    spec, calibration = calibrate_latency(raw, handle, lambda m: timer.measure(m, x), timer.describe())
+    _, parts = calibrate_latency(raw, handle, lambda m: timer.measure(m, x), timer.describe(), "parts")
     seconds = time.perf_counter() - start
-    one_factor = fit(calibration.points[:1])
-    print(f"calibration ({seconds:.1f} s): " + "; ".join(
+    factor = fit(parts.points[:1])
+    print(f"calibration reference models ({seconds:.1f} s): " + "; ".join(
         f"{p.name}: tables {p.tables_ms:.2f} ms (fixed parts {p.fixed_ms:.2f}), measured {p.measured_ms:.2f} ms"
-        for p in calibration.points))
-    print(f"  -> latency = {calibration.variable_factor:.3f} x variable parts + {calibration.fixed_factor:.3f} x "
-          f"fixed parts" + (f" ({calibration.note})" if calibration.note else "")
-          + f"; one-factor alternative: {one_factor.variable_factor:.3f} x tables")
-    return spec, calibration, one_factor
+        for p in parts.points))
+    print(f"  factor: latency = {factor.variable_factor:.3f} x tables; parts: latency = {parts.variable_factor:.3f} "
+          f"x variable parts + {parts.fixed_factor:.3f} x fixed parts" + (f" ({parts.note})" if parts.note else ""))
+    print(f"  the budgets below are solved on the {method!r} spec")
+    chosen = {"factor": factor, "parts": parts}[method]
+    return calibrated_spec(raw, chosen, timer.describe()), factor, parts
 
 
-def run_budgets(raw: mdp_opt.Spec, spec: mdp_opt.Spec, calibration: Calibration, one_factor: Calibration, handle,
+def run_budgets(raw: mdp_opt.Spec, spec: mdp_opt.Spec, factor: Calibration, parts: Calibration, handle,
                 model: nn.Module, full_model: nn.Module, x: torch.Tensor, timer: MeasuredLatency,
                 percents: list[float], backend: str,
                 time_limit: float | None, repeats: int, rounds: int) -> list[Row]:
-    full_ms = calibration.points[0].measured_ms
+    full_ms = factor.points[0].measured_ms
     original, applied = timed_in_alternation([model, full_model], x, timer, repeats, rounds)
     print(f"the original model measures {original:.2f} ms, the full configuration built by handle.apply "
           f"{applied:.2f} ms ({100 * (applied - original) / original:+.1f}%); budgets are percentages of the "
@@ -105,10 +108,10 @@ def run_budgets(raw: mdp_opt.Spec, spec: mdp_opt.Spec, calibration: Calibration,
         variable, fixed = split_costs(raw, result)
         rows.append(Row(pct, result.status.value, f"{sum(result.active.values())}/{len(result.active)}", budget,
                         measured, full_now,
-                        {"calibrated": result.costs["latency"], "raw tables": variable + fixed,
-                         "one factor": one_factor.predict(variable, fixed),
+                        {"spec": result.costs["latency"], "factor": factor.predict(variable, fixed),
+                         "parts": parts.predict(variable, fixed), "raw tables": variable + fixed,
                          "FLOPs-prop.": full_ms * result.costs["flops"] / full_flops},
-                        {"calibrated": result.costs["latency"] / spec.full_cost("latency"),
+                        {"parts": parts.predict(variable, fixed) / parts.predict(*_full_parts(parts)),
                          "tables": (variable + fixed) / raw.full_cost("latency"),
                          "FLOPs": result.costs["flops"] / full_flops}))
     return rows
@@ -117,19 +120,19 @@ def run_budgets(raw: mdp_opt.Spec, spec: mdp_opt.Spec, calibration: Calibration,
 def print_rows(rows: list[Row], spread: float) -> None:
     print(f"within: measured <= budget x (1 + noise spread {100 * spread:.1f}%); 'ms' against the budget in "
           "milliseconds, 'rel' the measured model / the full configuration measured in alternation with it, "
-          "against the budget's percentage. Errors: (predicted - measured) / measured in ms; 'rel err' the same "
-          "for fractions of the full configuration (free of the machine's drift; a factor cancels: 'tables' is "
-          "the raw tables and the one-factor tables alike)")
+          "against the budget's percentage. Errors: (predicted - measured) / measured in ms ('pred ms' and 'error': "
+          "the spec solved; then each predictor); 'rel err' the same for fractions of the full configuration (free "
+          "of the machine's drift; a factor cancels: 'tables' is the raw tables and 'factor' alike)")
     print(f"{'budget':>6} {'status':>8} {'blocks':>6} {'budget ms':>9} {'pred ms':>8} {'meas ms':>8} {'error':>7} "
-          f"{'within ms':>9} {'within rel':>10} " + " ".join(f"{p + ' err':>15}" for p in PREDICTORS[1:])
+          f"{'within ms':>9} {'within rel':>10} " + " ".join(f"{p + ' err':>15}" for p in PREDICTORS)
           + " " + " ".join(f"{p + ' rel err':>18}" for p in RELATIVE))
     for r in rows:
         within_ms = r.measured_ms <= r.budget_ms * (1 + spread)
         within_rel = r.measured_ms / r.full_ms <= r.percent / 100 * (1 + spread)
-        print(f"{r.percent:5.0f}% {r.status:>8} {r.blocks:>6} {r.budget_ms:9.2f} {r.predictions['calibrated']:8.2f} "
-              f"{r.measured_ms:8.2f} {100 * r.error('calibrated'):+6.1f}% {'yes' if within_ms else 'NO':>9} "
+        print(f"{r.percent:5.0f}% {r.status:>8} {r.blocks:>6} {r.budget_ms:9.2f} {r.predictions['spec']:8.2f} "
+              f"{r.measured_ms:8.2f} {100 * r.error('spec'):+6.1f}% {'yes' if within_ms else 'NO':>9} "
               f"{'yes' if within_rel else 'NO':>10} "
-              + " ".join(f"{100 * r.error(p):+14.1f}%" for p in PREDICTORS[1:]) + " "
+              + " ".join(f"{100 * r.error(p):+14.1f}%" for p in PREDICTORS) + " "
               + " ".join(f"{100 * r.relative_error(p):+17.1f}%" for p in RELATIVE))
     if rows:
         print("mean |error|: " + ", ".join(
@@ -140,3 +143,8 @@ def print_rows(rows: list[Row], spread: float) -> None:
             f"{p} {100 * statistics.mean(abs(r.relative_error(p)) for r in rows):.1f}%" for p in RELATIVE)
             + "; worst: " + ", ".join(
             f"{p} {100 * max(0.0, max(-r.relative_error(p) for r in rows)):.1f}%" for p in RELATIVE))
+
+
+def _full_parts(calibration: Calibration) -> tuple[float, float]:
+    full = calibration.points[0]
+    return full.tables_ms - full.fixed_ms, full.fixed_ms

@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="timed repetitions per whole-model measurement (default 20)")
     p.add_argument("--rounds", type=int, default=3,
                    help="measurements of each pruned model, alternating with the full model (default 3)")
+    p.add_argument("--calibration", choices=("factor", "parts"), default="factor",
+                   help="the calibration of the spec solved (default factor, build_spec's default)")
     p.add_argument("--noise-runs", type=int, default=5, help="repeated measurements of the full model (default 5)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for tables and models (default 1)")
     p.add_argument("--backend", default="milp", help="mdp-opt backend (default milp)")
@@ -61,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
           f"cache flush {timer.flush_mb} MB): {build_s:.1f} s")
     full_model = full_configuration(raw, handle)
     spread = noise(full_model, x, timer, args.model_repeats, args.noise_runs)
-    spec, calibration, one_factor = calibrate(raw, handle, x, timer)
-    rows = run_budgets(raw, spec, calibration, one_factor, handle, model, full_model, x, timer,
+    spec, factor, parts = calibrate(raw, handle, x, timer, args.calibration)
+    rows = run_budgets(raw, spec, factor, parts, handle, model, full_model, x, timer,
                        [float(b) for b in args.budgets.split(",")], args.backend, args.time_limit,
                        args.model_repeats, args.rounds)
     print_rows(rows, spread)

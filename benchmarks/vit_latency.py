@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-repeats", type=int, default=20, help="timed repetitions per whole-model measurement")
     parser.add_argument("--rounds", type=int, default=3,
                         help="measurements of each pruned model, alternating with the full model")
+    parser.add_argument("--calibration", choices=("factor", "parts"), default="factor",
+                        help="the calibration of the spec solved (default factor, build_spec's default)")
     parser.add_argument("--noise-runs", type=int, default=5, help="repeated measurements of the full model")
     parser.add_argument("--flush-mb", type=int, default=None,
                         help="cache flush before each timing, MB (default: MeasuredLatency's, 8x L2)")
@@ -70,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
           f"shapes deduplicated across blocks): {build_time:.1f} s")
     full_model = full_configuration(raw, handle)
     spread = noise(full_model, x, timer, args.model_repeats, args.noise_runs)
-    spec, calibration, one_factor = calibrate(raw, handle, x, timer)
-    rows = run_budgets(raw, spec, calibration, one_factor, handle, model, full_model, x, timer,
+    spec, factor, parts = calibrate(raw, handle, x, timer, args.calibration)
+    rows = run_budgets(raw, spec, factor, parts, handle, model, full_model, x, timer,
                        [float(p) for p in args.budgets.split(",")], args.backend, args.time_limit,
                        args.model_repeats, args.rounds)
     print_rows(rows, spread)

@@ -66,7 +66,8 @@ def test_calibrated_spec_predicts_a_known_latency_of_every_slimmed_model(kind, o
     has the same fixed part, so the calibrated spec must predict every slimmed model exactly."""
     model, x, raw, handle = built(kind, "flops", blocks=None)
     offset = offset_share * MS_PER_MAC * fixed_part(raw)
-    spec, calibration = calibrate_latency(raw, handle, lambda m: MS_PER_MAC * macs(m, x) + offset, "MACs")
+    spec, calibration = calibrate_latency(raw, handle, lambda m: MS_PER_MAC * macs(m, x) + offset, "MACs",
+                                          method="parts")
     assert calibration.variable_factor == pytest.approx(MS_PER_MAC, rel=1e-9)
     assert calibration.fixed_factor == pytest.approx(MS_PER_MAC * (1 + offset_share), rel=1e-9)
     assert [p.name for p in calibration.points] == ["full", "uniform 0.5"] and not calibration.note
@@ -103,7 +104,7 @@ def test_every_configuration_costs_its_calibrated_parts(kind):
 def test_a_negative_fixed_factor_is_limited_to_zero_and_said():
     _, x, raw, handle = built("cnn", "flops", blocks=None)
     spec, calibration = calibrate_latency(raw, handle, lambda m: MS_PER_MAC * (macs(m, x) - 2 * fixed_part(raw)),
-                                          "MACs")
+                                          "MACs", method="parts")
     assert calibration.fixed_factor == 0.0 and "limited" in calibration.note
     assert "note" in spec.meta["latency_calibration"]
     assert all(t.table.min() == 0 for t in spec.costs["latency"])
@@ -117,9 +118,38 @@ def test_fit_with_one_distinct_configuration_is_one_factor_through_the_full_mode
 
 
 @pytest.mark.parametrize("kind", ["cnn", "vit"])
+def test_a_known_latency_proportional_to_macs_is_met_by_one_factor(kind):
+    """The default method: one factor through the full model predicts every model of a device whose
+    latency is proportional to the tables, removed blocks included."""
+    _, x, raw, handle = built(kind, "flops")
+    spec, calibration = calibrate_latency(raw, handle, lambda m: MS_PER_MAC * macs(m, x), "MACs")
+    assert [p.name for p in calibration.points] == ["full"]
+    assert calibration.variable_factor == calibration.fixed_factor == pytest.approx(MS_PER_MAC, rel=1e-9)
+    for pct in (30, 60):
+        result = mdp_opt.solve(spec, f"{pct}%", backend=exact_backend())
+        assert result.costs["latency"] == pytest.approx(MS_PER_MAC * macs(handle.apply(result), x), rel=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["cnn", "vit"])
 def test_measured_latency_is_calibrated_by_default_and_can_be_turned_off(kind, tmp_path):
     timer = MeasuredLatency(repeats=1, warmup=0, cache_dir=tmp_path, progress=False)
     _, _, spec, handle = built(kind, timer)
+    record = spec.meta["latency_calibration"]
+    (full,) = record["points"]
+    assert record["measured_with"].startswith("factor: measure_latency") and handle.spec is spec
+    assert spec.full_cost("latency") == pytest.approx(full["measured_ms"], rel=1e-9) and full["measured_ms"] > 0
+    _, _, raw, _ = built(kind, MeasuredLatency(repeats=1, warmup=0, cache_dir=tmp_path, progress=False,
+                                               calibrate=False))
+    assert "latency_calibration" not in raw.meta
+    assert raw.full_cost("latency") == pytest.approx(full["tables_ms"], rel=1e-12)   # same cached tables
+    with pytest.raises(ValueError, match="calibrate"):
+        MeasuredLatency(calibrate="yes")
+
+
+@pytest.mark.parametrize("kind", ["cnn", "vit"])
+def test_parts_calibration_passes_through_both_measured_reference_models(kind, tmp_path):
+    _, _, spec, _ = built(kind, MeasuredLatency(repeats=1, warmup=0, cache_dir=tmp_path, progress=False,
+                                                calibrate="parts"))
     record = spec.meta["latency_calibration"]
     full, half = record["points"]
     assert full["measured_ms"] > 0 and half["measured_ms"] > 0 and record["variable_factor"] > 0
@@ -129,13 +159,6 @@ def test_measured_latency_is_calibrated_by_default_and_can_be_turned_off(kind, t
     assert predicted == pytest.approx(fitted, rel=1e-9)
     if "note" not in record:      # two reference models, two free factors: the spec passes through both
         assert predicted == pytest.approx([full["measured_ms"], half["measured_ms"]], rel=1e-9)
-    assert "measure_latency" in record["measured_with"] and handle.spec is spec
-    _, _, raw, _ = built(kind, MeasuredLatency(repeats=1, warmup=0, cache_dir=tmp_path, progress=False,
-                                               calibrate=False))
-    assert "latency_calibration" not in raw.meta
-    assert raw.full_cost("latency") == pytest.approx(full["tables_ms"], rel=1e-12)   # same cached tables
-    with pytest.raises(ValueError, match="calibrate"):
-        MeasuredLatency(calibrate="yes")
 
 
 def test_calibration_is_skipped_without_a_latency_resource(tmp_path):

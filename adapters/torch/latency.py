@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
+from .calibration import METHODS
 from .handlers import Workload
 
 CALIBRATION_REPEATS = 10
@@ -48,24 +49,26 @@ class MeasuredLatency:
         progress: show a tqdm progress bar with the time left.
         flush_mb: megabytes written before each repetition to push the weights out of cache
             (None: 8x the L2 cache); part of the cache key.
-        calibrate: after the tables are built, fit them to whole models measured with
-            `measure_latency` (the full model and one slimmed to half its widths; see
-            `calibration`), so the spec predicts what the slimmed model really measures. The fit
-            is recorded in `spec.meta["latency_calibration"]`; False keeps the raw per-part sums.
+        calibrate: after the tables are built, fit them to whole models built by the handle and
+            measured with `measure_latency` (see `calibration`), so the spec predicts what slimmed
+            models really measure: True or "factor" (every entry times measured / predicted of
+            the full model), "parts" (fixed and variable parts fitted apart, on the full model and
+            one slimmed to half its widths), or False (the raw sums of the parts timed alone).
+            The fit is recorded in `spec.meta["latency_calibration"]`.
     """
 
     def __init__(self, threads: int = 1, repeats: int = 21, warmup: int = 2, cache_dir: str | Path | None = None,
-                 progress: bool = True, flush_mb: int | None = None, calibrate: bool = True) -> None:
+                 progress: bool = True, flush_mb: int | None = None, calibrate: bool | str = True) -> None:
         flush_mb = default_flush_mb() if flush_mb is None else flush_mb
         for name, value, low in (("threads", threads, 1), ("repeats", repeats, 1), ("warmup", warmup, 0),
                                  ("flush_mb", flush_mb, 0)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
-        if not isinstance(calibrate, bool):
-            raise ValueError(f"calibrate: expected True or False, got {calibrate!r}")
+        if not (isinstance(calibrate, bool) or calibrate in METHODS):
+            raise ValueError(f"calibrate: expected True, False or one of {sorted(METHODS)}, got {calibrate!r}")
         self.threads, self.repeats, self.warmup, self.progress = threads, repeats, warmup, progress
         self.flush_mb = flush_mb
-        self.calibrate = calibrate
+        self.calibrate: str | None = "factor" if calibrate is True else (calibrate or None)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
 
     def cache_file(self, device: torch.device, dtype: torch.dtype, batch: int) -> Path:

@@ -97,7 +97,8 @@ def build_spec(model: nn.Module, example_input: torch.Tensor, *, data: Iterable[
     handle = PruningHandle(model, example_input, spec, dims, {n: imp.order for n, imp in dim_imps.items()},
                            block_names, _layers(trace))
     if "latency" in costs and isinstance(latency, MeasuredLatency) and latency.calibrate:
-        spec, _ = calibrate_latency(spec, handle, lambda m: latency.measure(m, example_input), latency.describe())
+        spec, _ = calibrate_latency(spec, handle, lambda m: latency.measure(m, example_input), latency.describe(),
+                                    latency.calibrate)
         handle.spec = spec
     return spec, handle
 
@@ -299,7 +300,7 @@ def _layers(trace: Trace) -> list[LayerWidths]:
 def _describe_latency(latency: LatencyArg) -> str:
     if isinstance(latency, MeasuredLatency):
         return (f"measured (threads={latency.threads}, repeats={latency.repeats}"
-                + (", calibrated)" if latency.calibrate else ")"))
+                + (f", calibrated: {latency.calibrate})" if latency.calibrate else ")"))
     if isinstance(latency, str):
         return latency
     return f"callable {getattr(latency, '__qualname__', type(latency).__name__)}"

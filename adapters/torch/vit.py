@@ -107,7 +107,8 @@ def build_vit_spec(model: nn.Module, example_input: torch.Tensor, *, data: Itera
     handle = ViTPruningHandle(model, example_input, spec, structure, names,
                               {k: imp.order for k, imp in imps.items()}, gates)
     if "latency" in costs and isinstance(latency, MeasuredLatency) and latency.calibrate:
-        spec, _ = calibrate_latency(spec, handle, lambda m: latency.measure(m, example_input), latency.describe())
+        spec, _ = calibrate_latency(spec, handle, lambda m: latency.measure(m, example_input), latency.describe(),
+                                    latency.calibrate)
         handle.spec = spec
     return spec, handle
 
