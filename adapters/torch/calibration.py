@@ -1,30 +1,28 @@
 """Calibrating measured latency tables against whole models.
 
 Parts timed alone do not add up to the network they came from: on the development
-machine the per-layer tables of a ResNet-50 summed 10-15% below the measured forward
-pass, and underestimated large models more than small ones. Each table entry is split
-into the table's smallest entry (its *fixed* part: what the part costs at its narrowest)
-and the rest (its *variable* part). Calibration measures reference models built with
-the handle's own `apply` (the full configuration and one slimmed uniformly to half its widths,
-timed in alternation so a slow phase of the machine hits both), fits
+machine the per-layer tables of a ResNet-50 summed 13-19% below the measured forward
+pass (a ViT-Tiny's 0-12%), and more so for large models than for small ones. Calibration
+measures reference models built with the handle's own `apply`, timed in alternation so
+a slow phase of the machine hits them all, and rewrites the latency tables; the spec
+stays a plain spec and `spec.meta["latency_calibration"]` records the fit and the
+measurements. Two methods:
 
-    measured = variable_factor x (sum of variable parts) + fixed_factor x (sum of fixed parts)
+- "factor" (the default): the full configuration alone; every entry is multiplied by
+  measured / predicted. Budgets in percent select the same models as the raw tables.
+- "parts": also the model slimmed uniformly to half its widths. Each entry is split into
+  its table's smallest entry (the *fixed* part: the part at its narrowest) and the rest
+  (the *variable* part), and `measured = variable_factor x variable + fixed_factor x fixed`
+  is fitted (least squares of relative error, both factors >= 0); every entry becomes
+  `variable_factor x (entry - min) + fixed_factor x min`, so none is negative.
 
-through them (least squares of relative error; both factors >= 0), and rewrites every
-entry as `variable_factor x (entry - min) + fixed_factor x min`. No entry becomes
-negative, removing a block removes its calibrated cost, and the spec stays a plain spec;
-`spec.meta["latency_calibration"]` records the fit and the measurements. With only the
-full model (method "factor", the default, or all dims pinned) both factors are measured /
-predicted.
-
-Measured on the development machine (ResNet-50 160 px and ViT-Tiny, 21 repetitions per
-entry, 5 budgets each): "parts" predicted pruned models within 1.7% and 3.2% on average
-(worst: 1.3% and 4.1% slower than predicted), "factor" within 6.9% and 4.2% (worst 0.0%
-and 3.5% slower; it overestimates small models by 11-17%, so they land well under their
-budget). "parts" can mislead when block removal changes the fixed parts (the reference
-models keep every block): on a tiny, overhead-dominated CNN at batch 32 (examples/digits.py) it let
-a model measure 47.7% of the dense latency at a 40% budget, where the raw tables (so
-"factor", which selects the same models for a budget in percent) kept within 10%.
+Measured (benchmarks/RESULTS.md, "Latency prediction"; 21 repetitions per entry, 5
+budgets): "factor" predicted pruned ResNet-50 / ViT-Tiny models within 4.8% / 6.6% on
+average and kept 9 of 10 within budget plus noise, overestimating small models by
+10-18%; "parts" predicted ResNet-50 within 1.7% but pruned ViTs 4-8% too fast, and it
+extrapolates badly when removing blocks changes the fixed parts (the reference models
+keep every block): on examples/digits.py (tiny CNN, batch 32) it let a model measure
+47.7% of the dense latency at a 40% budget, where "factor" kept within 10%.
 """
 
 from __future__ import annotations
@@ -106,7 +104,7 @@ def reference_points(spec: Spec, handle: Slimmer, measure: Callable[[nn.Module],
     times in alternation (the median is kept). Ratios that give the full configuration again are skipped.
     The full model too is built by `handle.apply`: what the spec predicts are slimmed models, and a ViT
     slimmed to its full widths (with `PrunedAttention`) is not the original model (on the development
-    machine it measured 4-6% slower)."""
+    machine it measured 1-6% slower)."""
     for r in ratios:
         if not 0 < r < 1:
             raise ValueError(f"calibration ratios: each must be in (0, 1), got {r!r}")
