@@ -14,6 +14,7 @@ from torch import nn
 from mdp_opt.result import Result
 from mdp_opt.spec import Spec
 
+from .checks import check_result_for
 from .graph import ChannelDim, dependency_graph
 
 
@@ -108,13 +109,7 @@ class PruningHandle:
         return width if dim is None else result.kept[dim]
 
     def _check(self, result: Result) -> None:
-        if not isinstance(result, Result):
-            raise TypeError(f"result: expected mdp_opt.Result from mdp_opt.solve, got {type(result).__name__}")
-        if not result.has_solution:
-            raise ValueError(f"result: status {result.status.value} has no configuration to apply")
-        if set(result.kept) != set(self.spec.dim_names) or set(result.active) != set(self.spec.block_names):
-            raise ValueError("result: its dims and blocks do not match this handle's spec; solve the spec that "
-                             "build_spec returned with this handle")
+        check_result_for(self.spec, result, "build_spec")
 
     def _check_runs(self, small: nn.Module) -> None:
         """Run the slimmed model (in eval mode) once on the example input."""

@@ -16,14 +16,13 @@ from .apply import LayerWidths, PruningHandle
 from .blocks import find_blocks
 from .graph import CHANNEL_LAYERS, ChannelDim, coupled_dims, dependency_graph
 from .handlers import UnsupportedModelError, Workload, handler_for
-from .calibration import calibrate_latency
+from .checks import calibrate_if_measured, check_build_arguments
 from .importance import dim_importance, normalized, objective_terms, scored_layers, taylor_scores, user_scores
 from .latency import MeasuredLatency
 from .trace import OpRecord, Trace, record_forward
 from .vit import build_vit_spec
 from .vit_structure import has_attention
 
-RESOURCES = ("latency", "flops", "params")
 LatencyArg = Union[str, MeasuredLatency, Callable[[Workload], float]]
 MinChannels = Union[int, float]
 
@@ -96,31 +95,15 @@ def build_spec(model: nn.Module, example_input: torch.Tensor, *, data: Iterable[
                       "pinned": pinned})
     handle = PruningHandle(model, example_input, spec, dims, {n: imp.order for n, imp in dim_imps.items()},
                            block_names, _layers(trace))
-    if "latency" in costs and isinstance(latency, MeasuredLatency) and latency.calibrate:
-        spec, _ = calibrate_latency(spec, handle, lambda m: latency.measure(m, example_input), latency.describe(),
-                                    latency.calibrate)
-        handle.spec = spec
-    return spec, handle
+    return calibrate_if_measured(spec, handle, latency, costs, example_input), handle
 
 
 # ---- checks ---------------------------------------------------------------------------------------
 
 def _check_arguments(model: Any, example_input: Any, data: Any, loss_fn: Any, importance: Any, latency: Any,
                      costs: Any, step: Any) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(example_input, torch.Tensor):
-        raise TypeError(f"example_input: expected a tensor (one input batch), got {type(example_input).__name__}")
-    if importance is None and (data is None or loss_fn is None):
-        raise ValueError("importance: give data= (an iterable of (inputs, targets) batches) and loss_fn=, "
-                         "or importance= {layer: per-channel scores}")
-    if importance is not None and (data is not None or loss_fn is not None):
-        raise ValueError("importance: given together with data/loss_fn; pass one or the other")
-    if not (latency in ("measure", "flops") or isinstance(latency, MeasuredLatency) or
-            (callable(latency) and not isinstance(latency, str))):
-        raise ValueError(f"latency: expected 'measure', 'flops', a MeasuredLatency or a callable, got {latency!r}")
-    if isinstance(costs, str) or not costs or any(c not in RESOURCES for c in costs) or len(set(costs)) != len(costs):
-        raise ValueError(f"costs: expected a non-empty tuple of distinct names from {RESOURCES}, got {costs!r}")
+    check_build_arguments(model, example_input, data, loss_fn, importance, latency, costs,
+                          "{layer: per-channel scores}")
     if not isinstance(step, int) or isinstance(step, bool) or step < 1:
         raise ValueError(f"step: expected a positive integer channel granularity, got {step!r}")
 

@@ -27,7 +27,7 @@ from torch import nn
 from mdp_opt.result import Result
 from mdp_opt.spec import Dim, Spec, Term
 
-from .calibration import calibrate_latency
+from .checks import calibrate_if_measured, check_build_arguments, check_result_for
 from .importance import DimImportance, normalized, objective_terms
 from .latency import MeasuredLatency
 from .vit_costs import Grid, block_tables, block_workload, outside_tables, outside_workload, removed_everywhere
@@ -36,7 +36,6 @@ from .vit_modules import PrunedAttention, PrunedBlock
 from .vit_slim import BlockKeep, keep_all, slim_block, slim_model
 from .vit_structure import EMBED_ATTRIBUTES, BlockSite, ViTStructure, find_vit
 
-RESOURCES = ("latency", "flops", "params")
 KINDS = {"heads": "heads", "qk": "qk_dim", "v": "v_dim", "hidden": "mlp_hidden"}
 PART_OF = {"heads": "attn", "qk": "attn", "v": "attn", "hidden": "mlp"}
 DimKey = tuple[str, str]          # (block name, kind) or (OUTSIDE, "embed")
@@ -73,7 +72,8 @@ def build_vit_spec(model: nn.Module, example_input: torch.Tensor, *, data: Itera
         blocks: "auto" (attention and MLP sub-blocks removable), "whole" (transformer blocks),
             a list of blocks / attention modules / MLP modules, or None.
     """
-    _check_arguments(model, example_input, data, loss_fn, importance, latency, costs)
+    check_build_arguments(model, example_input, data, loss_fn, importance, latency, costs,
+                          "{dim name: per-unit scores}")
     if isinstance(latency, str) and latency == "measure":
         latency = MeasuredLatency()
     mlp_step = step if mlp_step is None else mlp_step
@@ -106,32 +106,10 @@ def build_vit_spec(model: nn.Module, example_input: torch.Tensor, *, data: Itera
                       "input_shape": list(example_input.shape), "tokens": structure.tokens})
     handle = ViTPruningHandle(model, example_input, spec, structure, names,
                               {k: imp.order for k, imp in imps.items()}, gates)
-    if "latency" in costs and isinstance(latency, MeasuredLatency) and latency.calibrate:
-        spec, _ = calibrate_latency(spec, handle, lambda m: latency.measure(m, example_input), latency.describe(),
-                                    latency.calibrate)
-        handle.spec = spec
-    return spec, handle
+    return calibrate_if_measured(spec, handle, latency, costs, example_input), handle
 
 
 # ---- arguments -----------------------------------------------------------------------------------
-
-def _check_arguments(model: Any, example_input: Any, data: Any, loss_fn: Any, importance: Any, latency: Any,
-                     costs: Any) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(example_input, torch.Tensor):
-        raise TypeError(f"example_input: expected a tensor (one input batch), got {type(example_input).__name__}")
-    if importance is None and (data is None or loss_fn is None):
-        raise ValueError("importance: give data= (an iterable of (inputs, targets) batches) and loss_fn=, "
-                         "or importance= {dim name: per-unit scores}")
-    if importance is not None and (data is not None or loss_fn is not None):
-        raise ValueError("importance: given together with data/loss_fn; pass one or the other")
-    if not (latency in ("measure", "flops") or isinstance(latency, MeasuredLatency)
-            or (callable(latency) and not isinstance(latency, str))):
-        raise ValueError(f"latency: expected 'measure', 'flops', a MeasuredLatency or a callable, got {latency!r}")
-    if isinstance(costs, str) or not costs or any(c not in RESOURCES for c in costs) or len(set(costs)) != len(costs):
-        raise ValueError(f"costs: expected a non-empty tuple of distinct names from {RESOURCES}, got {costs!r}")
-
 
 def _reconstruct(model: nn.Module, site: BlockSite) -> nn.Module:
     embed = model.get_submodule(site.norm1).normalized_shape[0]
@@ -378,13 +356,7 @@ class ViTPruningHandle:
         return text
 
     def _check(self, result: Result) -> None:
-        if not isinstance(result, Result):
-            raise TypeError(f"result: expected mdp_opt.Result from mdp_opt.solve, got {type(result).__name__}")
-        if not result.has_solution:
-            raise ValueError(f"result: status {result.status.value} has no configuration to apply")
-        if set(result.kept) != set(self.spec.dim_names) or set(result.active) != set(self.spec.block_names):
-            raise ValueError("result: its dims and blocks do not match this handle's spec; solve the spec that "
-                             "build_vit_spec returned with this handle")
+        check_result_for(self.spec, result, "build_vit_spec")
 
     def _check_runs(self, small: nn.Module) -> None:
         flags = {m: m.training for m in small.modules()}
