@@ -145,6 +145,20 @@ def print_rows(rows: list[Row], spread: float) -> None:
             f"{p} {100 * max(0.0, max(-r.relative_error(p) for r in rows)):.1f}%" for p in RELATIVE))
 
 
+def report(raw: mdp_opt.Spec, handle, model: nn.Module, x: torch.Tensor, timer: MeasuredLatency, args) -> None:
+    """The whole comparison for a spec built with raw tables: noise, calibration, every budget, the table.
+
+    `args` carries the options both benchmark scripts share: model_repeats, noise_runs, calibration, budgets
+    (comma-separated percentages), backend, time_limit, rounds."""
+    full_model = full_configuration(raw, handle)
+    spread = noise(full_model, x, timer, args.model_repeats, args.noise_runs)
+    spec, factor, parts = calibrate(raw, handle, x, timer, args.calibration)
+    rows = run_budgets(raw, spec, factor, parts, handle, model, full_model, x, timer,
+                       [float(b) for b in args.budgets.split(",")], args.backend, args.time_limit,
+                       args.model_repeats, args.rounds)
+    print_rows(rows, spread)
+
+
 def _full_parts(calibration: Calibration) -> tuple[float, float]:
     full = calibration.points[0]
     return full.tables_ms - full.fixed_ms, full.fixed_ms

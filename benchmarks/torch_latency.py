@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from mdp_opt.adapters.torch import MeasuredLatency, build_spec
-from latency_report import calibrate, full_configuration, noise, print_rows, run_budgets  # benchmarks/
+from latency_report import report  # benchmarks/
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from torch_models import resnet50  # noqa: E402
@@ -61,13 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"spec: {raw}")
     print(f"build_spec (importance + raw tables, batch 1, {args.size}px, step {args.step}, {args.threads} thread, "
           f"cache flush {timer.flush_mb} MB): {build_s:.1f} s")
-    full_model = full_configuration(raw, handle)
-    spread = noise(full_model, x, timer, args.model_repeats, args.noise_runs)
-    spec, factor, parts = calibrate(raw, handle, x, timer, args.calibration)
-    rows = run_budgets(raw, spec, factor, parts, handle, model, full_model, x, timer,
-                       [float(b) for b in args.budgets.split(",")], args.backend, args.time_limit,
-                       args.model_repeats, args.rounds)
-    print_rows(rows, spread)
+    report(raw, handle, model, x, timer, args)
     return 0
 
 

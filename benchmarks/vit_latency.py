@@ -25,7 +25,7 @@ from torch.nn import functional as F
 
 from mdp_opt.adapters.torch import MeasuredLatency
 from mdp_opt.adapters.torch.vit import build_vit_spec
-from latency_report import calibrate, full_configuration, noise, print_rows, run_budgets  # benchmarks/
+from latency_report import report  # benchmarks/
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from vit_models import TimmStyleViT  # noqa: E402
@@ -70,13 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"spec: {raw}")
     print(f"table build (importance, then {sum(t.table.size for t in raw.costs['latency'])} table entries measured, "
           f"shapes deduplicated across blocks): {build_time:.1f} s")
-    full_model = full_configuration(raw, handle)
-    spread = noise(full_model, x, timer, args.model_repeats, args.noise_runs)
-    spec, factor, parts = calibrate(raw, handle, x, timer, args.calibration)
-    rows = run_budgets(raw, spec, factor, parts, handle, model, full_model, x, timer,
-                       [float(p) for p in args.budgets.split(",")], args.backend, args.time_limit,
-                       args.model_repeats, args.rounds)
-    print_rows(rows, spread)
+    report(raw, handle, model, x, timer, args)
     return 0
 
 
