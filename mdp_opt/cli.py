@@ -132,25 +132,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("backends", help="which backends are installed, and how to add the others")
     p.set_defaults(run=_cmd_backends)
 
-    for name, (module, text) in SUBCOMMANDS.items():
-        p = sub.add_parser(name, help=text)
-        p.set_defaults(module=module)
+    for name, (_, text) in SUBCOMMANDS.items():
+        sub.add_parser(name, help=text)  # listed in --help; main() hands these to their own module
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    args, _ = parser.parse_known_args(argv)
-    if getattr(args, "module", None):
-        # A pluggable subcommand: let its module define its own arguments, then parse again.
-        module = importlib.import_module(args.module)
-        sub = argparse.ArgumentParser(prog=f"mdp-opt {args.command}")
+    if argv and argv[0] in SUBCOMMANDS:
+        # A pluggable subcommand: its module defines its own arguments (and its own --help).
+        module_name, text = SUBCOMMANDS[argv[0]]
+        module = importlib.import_module(module_name)
+        sub = argparse.ArgumentParser(prog=f"mdp-opt {argv[0]}", description=text)
         module.add_arguments(sub)
         args = sub.parse_args(argv[1:])
         run = module.run
     else:
-        args = parser.parse_args(argv)
+        args = build_parser().parse_args(argv)
         run = args.run
     try:
         return run(args)

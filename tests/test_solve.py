@@ -169,3 +169,12 @@ def test_top_level_api_imports_no_solver_and_no_torch():
             "{'torch', 'ortools', 'highspy', 'pyomo', 'matplotlib', 'scipy', 'torch_pruning'}); print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("command,option", [("bench", "--backends"), ("frontier", "--points"),
+                                            ("setup-mindtpy", "--check")])
+def test_pluggable_subcommands_print_their_own_help(command, option, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    assert option in capsys.readouterr().out
