@@ -37,7 +37,7 @@ from typing import Any, Mapping
 import numpy as np
 from ortools.sat.python import cp_model
 
-from ..evaluate import FEASIBILITY_TOLERANCE, evaluate
+from ..evaluate import budget_limit, evaluate
 from ..linear_model import Linear, LinearModel, build, configuration_from_hint
 from ..result import OPTIMALITY_GAP, Answer, Status, relative_gap
 from ..solve import take_options
@@ -86,7 +86,8 @@ def solve(spec: Spec, budgets: Mapping[str, float], options: dict) -> Answer:
     def true_bound(scaled_bound: float) -> float:
         return scaled_bound / objective.scale + model.objective.constant
 
-    first = _run(model, objective, {r: (up[r], _cap(up[r], b, relaxed=False)) for r, b in budgets.items()},
+    # exact (integral) scaled costs take the core's whole tolerance: the same configurations as the core
+    first = _run(model, objective, {r: (up[r], _cap(up[r], b, relaxed=up[r].exact)) for r, b in budgets.items()},
                  hint, opts, deadline)
     stats["solver_status"] = first.status_name
     stats.update(first.counters)
@@ -273,6 +274,5 @@ def _cap(cost: _Scaled, budget: float, relaxed: bool) -> int:
     tolerance halved). Relaxed (costs rounded down): every configuration the core deems within
     budget satisfies it.
     """
-    tolerance = FEASIBILITY_TOLERANCE * max(1.0, abs(budget))
-    limit = (budget + (tolerance if relaxed else tolerance / 2)) * cost.scale
+    limit = budget_limit(budget, 1.0 if relaxed else 0.5) * cost.scale
     return math.floor(limit) - cost.constant

@@ -45,7 +45,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from mdp_opt.evaluate import FEASIBILITY_TOLERANCE, evaluate
+from mdp_opt.evaluate import budget_limit, evaluate
 from mdp_opt.factor_graph import elimination_order
 from mdp_opt.result import OPTIMALITY_GAP, Answer, Status, relative_gap
 from mdp_opt.solve import take_options
@@ -160,7 +160,7 @@ class _Eliminator:
                  hint: tuple[float, float] | None = None) -> None:
         self.sizes = list(sizes)
         self.names = names
-        self.caps = caps + FEASIBILITY_TOLERANCE * np.maximum(1.0, np.abs(caps))
+        self.caps = budget_limit(caps)
         self.total_least = np.sum([leaf.least_cost for leaf in leaves], axis=0) if leaves else np.zeros(len(caps))
         self.memory_cap = memory_cap
         self.deadline = deadline
@@ -359,7 +359,7 @@ class _Top:
 
     def best(self, budget: float) -> tuple[float, list[tuple[_Node, int]]] | None:
         """(value, [(node, pair)]) of the best configuration costing at most `budget`, None if none does."""
-        limit = min(budget + FEASIBILITY_TOLERANCE * max(1.0, abs(budget)), self.caps[0])
+        limit = min(budget_limit(budget), self.caps[0])
         if len(self.parts) == 1:
             (node,) = self.parts
             ok = np.flatnonzero(node.cost[:, 0] <= limit)

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import highspy
 import numpy as np
 
-from ..evaluate import FEASIBILITY_TOLERANCE, evaluate
+from ..evaluate import budget_limit, evaluate
 from ..linear_model import LinearModel, build, configuration_from_hint
 from ..result import OPTIMALITY_GAP, Answer, Status, relative_gap
 from ..solve import take_options
@@ -127,8 +127,10 @@ def _pass_model(highs: highspy.Highs, model: LinearModel, budgets: Mapping[str, 
         cost = model.costs[r]
         nz = np.flatnonzero(cost.coef)
         # half the core's feasibility tolerance, so that HiGHS's own tolerance stays inside it
-        room = budget + FEASIBILITY_TOLERANCE / 2 * max(1.0, abs(budget)) - cost.constant
-        unit = _unit(max(abs(room), float(np.abs(cost.coef).max(initial=0.0))))
+        room = budget_limit(budget, 0.5) - cost.constant
+        # scaled by the budget alone: HiGHS's absolute tolerance (1e-9) is then at most a quarter of the
+        # core's (1e-9 of the budget); scaling by a larger coefficient would widen it past the core's
+        unit = 4 * _unit(max(1.0, abs(budget)))
         starts.append(np.array([offset]))
         index.append(nz)
         coef.append(cost.coef[nz] * unit)
@@ -163,7 +165,12 @@ def _answer(spec: Spec, budgets: Mapping[str, float], model: LinearModel, highs:
     if not has_solution:
         return Answer(Status.TIME_LIMIT_NO_SOLUTION, bound=_bound(info, model, objective_unit), stats=stats)
     choice, active = model.decode(np.asarray(highs.getSolution().col_value))
-    value = evaluate(spec, choice, active, budgets).value
+    ev = evaluate(spec, choice, active, budgets)
+    if not ev.feasible:
+        # HiGHS's tolerances let the configuration through; the core does not: no answer rather than a wrong one
+        stats["message"] = f"HiGHS returned a configuration over budget by solver tolerance (costs {ev.costs})"
+        return Answer(Status.ERROR, bound=_bound(info, model, objective_unit), stats=stats)
+    value = ev.value
     bound = _bound(info, model, objective_unit)
     bound = value if bound is None else max(bound, value)
     proven = status == highspy.HighsModelStatus.kOptimal and relative_gap(bound, value) <= OPTIMALITY_GAP

@@ -16,9 +16,17 @@ FEASIBILITY_TOLERANCE = 1e-9
 BRUTE_FORCE_LIMIT = 2_000_000
 
 
+def budget_limit(budget, share: float = 1.0):
+    """The largest cost the core accepts as within `budget` (1e-9 relative for float summation noise).
+
+    `share` < 1 keeps only part of that tolerance, for solvers whose own tolerances take the rest.
+    Works on a number or a numpy array of budgets."""
+    return budget + share * FEASIBILITY_TOLERANCE * np.maximum(1.0, np.abs(budget))
+
+
 def within_budget(cost: float, budget: float) -> bool:
-    """cost <= budget up to float summation noise (1e-9 relative)."""
-    return cost <= budget + FEASIBILITY_TOLERANCE * max(1.0, abs(budget))
+    """cost <= budget up to float summation noise (see `budget_limit`)."""
+    return bool(cost <= budget_limit(budget))
 
 
 @dataclass(frozen=True)
@@ -118,7 +126,7 @@ def brute_force(spec: Spec, budgets: Mapping[str, float], options: Mapping | Non
     ok = np.ones(n, dtype=bool)
     for r, b in budgets.items():
         cost = total(spec.costs[r])
-        ok &= cost <= b + FEASIBILITY_TOLERANCE * max(1.0, abs(b))
+        ok &= cost <= budget_limit(b)
     if not ok.any():
         return Answer(Status.INFEASIBLE, stats={"configurations": n})
     masked = np.where(ok, value, -np.inf)

@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from .evaluate import FEASIBILITY_TOLERANCE, check_configuration, evaluate
+from .evaluate import budget_limit, check_configuration, evaluate
 from .factor_graph import SpecGraph, TableTooLarge
 from .result import NUMERIC_TOLERANCE, OPTIMALITY_GAP, Answer, Status, relative_gap
 from .spec import Dim, Spec, SpecError, Term
@@ -200,7 +200,7 @@ class _LagrangianSearch:
         self.graph, self.spec = graph, spec
         self.budgets = dict(budgets)
         # the largest cost solve() accepts as within budget
-        self.limits = {r: b + FEASIBILITY_TOLERANCE * max(1.0, abs(b)) for r, b in budgets.items()}
+        self.limits = {r: budget_limit(b) for r, b in budgets.items()}
         self.bound = math.inf
         self.best_lambdas: dict[str, float] = {r: 0.0 for r in self.limits}
         self.incumbent: np.ndarray | None = None
@@ -294,6 +294,8 @@ class _LagrangianSearch:
         hi = line(*cheapest)
         best_t, best_value = 0.0, lo[0]
         for _ in range(MAX_LINE_SEARCH_STEPS):
+            if lo[1] >= hi[1]:
+                break  # even the cheapest configuration is over budget r: no multiplier helps
             t = max(0.0, (hi[0] - lo[0]) / (lo[1] - hi[1]))
             model = lo[0] + lo[1] * t
             trial[r] = t
