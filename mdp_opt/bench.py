@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence, Union
 
 from .result import Status, relative_gap
-from .solve import BackendError, backend_status, installed_backends, solve
+from .solve import BackendError, installed_backends, load_backend, solve
 from .spec import Spec, SpecError, load
 
 AGREEMENT_TOLERANCE = 1e-9
@@ -263,13 +263,8 @@ def _check_backends(backends: Sequence[str] | None) -> list[str]:
     names = list(dict.fromkeys(backends))
     if not names:
         raise SpecError("backends: name at least one backend")
-    status = backend_status()
     for name in names:
-        if name not in status:
-            raise BackendError(f"backend {name!r}: unknown; choose from {sorted(status)}")
-        installed, why = status[name]
-        if not installed:
-            raise BackendError(why)
+        load_backend(name)  # imports only the backends named; unknown or missing ones raise a clear error
     return names
 
 

@@ -28,10 +28,11 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from .evaluate import budget_limit, check_configuration, evaluate
+from .evaluate import budget_limit, evaluate
 from .factor_graph import SpecGraph, TableTooLarge
+from .linear_model import configuration_from_hint
 from .result import NUMERIC_TOLERANCE, OPTIMALITY_GAP, Answer, Status, relative_gap
-from .spec import Dim, Spec, SpecError, Term
+from .spec import Dim, Spec, Term
 
 MAX_LINE_SEARCH_STEPS = 100
 MAX_SWEEPS = 20
@@ -173,7 +174,7 @@ def solve_with_presolve(backend: Callable[[Spec, Mapping[str, float], dict], Ans
         user_hint = options.pop("hint", None)
         hint, source = None, "user"
         if user_hint is not None:
-            hint = pre.restrict(*_hint_configuration(spec, user_hint))
+            hint = pre.restrict(*configuration_from_hint(spec, user_hint))
         if hint is None and pre.incumbent is not None:
             # every feasible configuration using a removed choice is worse than the incumbent
             hint, source = pre.restrict(*pre.incumbent[:2]), "incumbent"
@@ -520,23 +521,6 @@ def _reduce(spec: Spec, keep: list[np.ndarray], incumbent: np.ndarray
         blocks=tuple(b for b in spec.block_names if b not in fixed),
         objective=terms.pop(None), costs=terms)
     return reduced, kept, fixed
-
-
-def _hint_configuration(spec: Spec, hint: Any) -> tuple[dict[str, int], dict[str, bool]]:
-    """The configuration of a user's `hint` option: a Result, or {"choice": {...}, "active": {...}}."""
-    if hasattr(hint, "choice") and hasattr(hint, "active"):
-        choice, active = hint.choice, hint.active
-    elif isinstance(hint, Mapping) and "choice" in hint and set(hint) <= {"choice", "active"}:
-        choice, active = hint["choice"], hint.get("active") or {}
-    else:
-        raise SpecError("option hint: expected a Result or {'choice': {dim: index}, 'active': {block: bool}}, "
-                        f"got {type(hint).__name__}")
-    active = {**{b: True for b in spec.block_names}, **dict(active)}
-    try:
-        check_configuration(spec, dict(choice or {}), active)
-    except SpecError as e:
-        raise SpecError(f"option hint: {e}") from None
-    return {d: int(k) for d, k in choice.items()}, {b: bool(a) for b, a in active.items()}
 
 
 def _finish(pre: Presolved, spec: Spec, stats: dict[str, Any], start: float) -> Presolved:
