@@ -1,9 +1,9 @@
 """examples/digits.py --quick end to end (real data, real training, real timing), so the example never rots.
 
-One run (20-50 s on this 2-core machine, about 70 s while it is heavily shared) feeds every test.
-Latency allowance (ALLOWANCE, 10% of the budget): the dense model timed against a copy of itself
-differs by under 1% on a quiet machine and up to ~5% under heavy load, and the measured latency
-tables miss a configuration's latency by up to ~6 points of the dense latency."""
+One run feeds every test. Every method meets its budget on measured latency (`fit_measured`); the
+final figure is a fresh timing after fine-tuning, so it may differ by timing noise: ALLOWANCE (10% of
+the budget) covers the dense model timed against a copy of itself, under 1% apart on a quiet
+machine and up to ~5% under heavy load."""
 
 from __future__ import annotations
 
@@ -60,13 +60,15 @@ def test_every_method_and_budget_is_recorded(quick_run):
     assert any(r.method == "mdp-opt" and r.feasible for r in records)
 
 
-def test_mdp_opt_models_are_within_budget_when_measured(quick_run):
-    _, _, records = quick_run
+def test_every_pruned_model_is_within_budget_when_measured(quick_run):
+    digits, _, records = quick_run
+    assert all(r.feasible for r in records if r.method == "mdp-opt")
     for r in records:
-        if r.method == "mdp-opt" and r.feasible:
-            assert r.predicted_pct <= r.budget_pct + 1e-6
+        if r.method != "dense" and r.feasible:
+            assert 1 <= r.solves <= digits.QUICK.measure_rounds
+            assert r.open_loop_measured_pct is None or r.open_loop_predicted_pct is not None
             assert r.measured_pct <= r.budget_pct * (1 + ALLOWANCE), (
-                f"mdp-opt at {r.budget_pct}%: measured {r.measured_pct:.1f}% of the dense latency")
+                f"{r.method} at {r.budget_pct}%: measured {r.measured_pct:.1f}% of the dense latency")
 
 
 def test_accuracies_beat_chance(quick_run):
@@ -97,11 +99,11 @@ def test_halp_spec_is_arity_one_without_blocks():
 
 
 def test_uniform_result_fits_the_budget_with_the_largest_ratio():
-    from mdp_opt import Dim, Spec, Term
+    from mdp_opt import Dim, Spec, Status, Term
 
     digits = _load_example()
     spec = Spec(dims=(Dim("a", (4, 8, 12, 16)), Dim("b", (8, 16, 24, 32))), objective=(),
                 costs={"latency": (Term(("a",), [1.0, 2.0, 3.0, 4.0]), Term(("b",), [1.0, 2.0, 3.0, 4.0]))})
     result = digits.uniform_result(spec, 6.0)
     assert result.kept == {"a": 12, "b": 24} and result.costs["latency"] == 6.0
-    assert digits.uniform_result(spec, 1.5) is None
+    assert digits.uniform_result(spec, 1.5).status is Status.INFEASIBLE
