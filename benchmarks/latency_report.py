@@ -145,11 +145,34 @@ def print_rows(rows: list[Row], spread: float) -> None:
             f"{p} {100 * max(0.0, max(-r.relative_error(p) for r in rows)):.1f}%" for p in RELATIVE))
 
 
+def measured_search(spec: mdp_opt.Spec, handle, full_model: nn.Module, x: torch.Tensor, timer: MeasuredLatency,
+                    percents: list[float], backend: str, time_limit: float | None, repeats: int, rounds: int) -> None:
+    """Meet every budget on measured latency with `mdp_opt.solve_measured` and print what it took. The measured
+    cost is the slimmed model / the full configuration timed in alternation, times the spec's full latency."""
+    print("budgets met on measured latency (mdp_opt.solve_measured; 'rel' as above, the loop's own measurement):")
+    print(f"{'budget':>6} {'solves':>6} {'first rel':>9} {'rel':>7} {'within':>6} {'pred ms':>8} {'seconds':>8}")
+    full = spec.full_cost("latency")
+
+    def measure(result: mdp_opt.Result) -> float:
+        full_now, measured = timed_in_alternation([full_model, handle.apply(result)], x, timer, repeats, rounds)
+        return full * measured / full_now
+
+    for pct in percents:
+        start = time.perf_counter()
+        fit = mdp_opt.solve_measured(spec, {"latency": f"{pct}%"}, measure, backend=backend, time_limit=time_limit)
+        first = fit.rounds[0].measured
+        print(f"{pct:5.0f}% {len(fit.rounds):6d} "
+              f"{'-' if first is None else f'{100 * first / full:8.1f}%'} "
+              f"{'-' if fit.measured is None else f'{100 * fit.measured / full:6.1f}%'} {'yes' if fit.within else 'NO':>6} "
+              f"{fit.result.costs.get('latency', float('nan')):8.2f} {time.perf_counter() - start:8.1f}")
+
+
 def report(raw: mdp_opt.Spec, handle, model: nn.Module, x: torch.Tensor, timer: MeasuredLatency, args) -> None:
     """The whole comparison for a spec built with raw tables: noise, calibration, every budget, the table.
 
     `args` carries the options both benchmark scripts share: model_repeats, noise_runs, calibration, budgets
-    (comma-separated percentages), backend, time_limit, rounds."""
+    (comma-separated percentages), backend, time_limit, rounds, measured (also meet each budget on measured
+    latency with `solve_measured`)."""
     full_model = full_configuration(raw, handle)
     spread = noise(full_model, x, timer, args.model_repeats, args.noise_runs)
     spec, factor, parts = calibrate(raw, handle, x, timer, args.calibration)
@@ -157,6 +180,9 @@ def report(raw: mdp_opt.Spec, handle, model: nn.Module, x: torch.Tensor, timer: 
                        [float(b) for b in args.budgets.split(",")], args.backend, args.time_limit,
                        args.model_repeats, args.rounds)
     print_rows(rows, spread)
+    if args.measured:
+        measured_search(spec, handle, full_model, x, timer, [float(b) for b in args.budgets.split(",")], args.backend,
+                        args.time_limit, args.model_repeats, args.rounds)
 
 
 def _full_parts(calibration: Calibration) -> tuple[float, float]:

@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="measurements of each pruned model, alternating with the full model (default 3)")
     p.add_argument("--calibration", choices=("factor", "parts"), default="factor",
                    help="the calibration of the spec solved (default factor, build_spec's default)")
+    p.add_argument("--measured", action="store_true",
+                   help="also meet every budget on measured latency with mdp_opt.solve_measured")
     p.add_argument("--noise-runs", type=int, default=5, help="repeated measurements of the full model (default 5)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for tables and models (default 1)")
     p.add_argument("--backend", default="milp", help="mdp-opt backend (default milp)")

@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="measurements of each pruned model, alternating with the full model")
     parser.add_argument("--calibration", choices=("factor", "parts"), default="factor",
                         help="the calibration of the spec solved (default factor, build_spec's default)")
+    parser.add_argument("--measured", action="store_true",
+                        help="also meet every budget on measured latency with mdp_opt.solve_measured")
     parser.add_argument("--noise-runs", type=int, default=5, help="repeated measurements of the full model")
     parser.add_argument("--flush-mb", type=int, default=None,
                         help="cache flush before each timing, MB (default: MeasuredLatency's, 8x L2)")
