@@ -18,7 +18,7 @@ the spec's units (e.g. milliseconds for a calibrated latency spec).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 from .result import Result
@@ -56,6 +56,11 @@ class MeasuredFit:
     within: bool
     rounds: tuple[MeasuredRound, ...]
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: within, target, measured, the result (as `Result.to_dict`) and every round."""
+        return {"within": self.within, "target": self.target, "measured": self.measured,
+                "result": self.result.to_dict(), "rounds": [asdict(r) for r in self.rounds]}
+
     def summary(self) -> str:
         head = (f"measured {self.measured:.6g} against target {self.target:.6g}: "
                 f"{'within' if self.within else 'NOT within'} after {len(self.rounds)} solves"
@@ -90,6 +95,8 @@ def fit_measured(pick: Callable[[float], Result], measure: Callable[[Result], fl
         raise SpecError(f"max_rounds: expected an integer >= 1, got {max_rounds!r}")
     if not (isinstance(tolerance, (int, float)) and 0 < tolerance < 1):
         raise SpecError(f"tolerance: expected a fraction in (0, 1), got {tolerance!r}")
+    if ceiling is not None and not (isinstance(ceiling, (int, float)) and math.isfinite(ceiling) and ceiling > 0):
+        raise SpecError(f"ceiling: expected a positive finite budget or None, got {ceiling!r}")
     search = _Search(float(target), tolerance, ceiling)
     budget: float | None = float(target)
     result = None
@@ -98,6 +105,9 @@ def fit_measured(pick: Callable[[float], Result], measure: Callable[[Result], fl
         if not result.has_solution:
             search.no_answer(budget, result)
         else:
+            if resource not in result.costs:
+                raise SpecError(f"resource: {resource!r} is not a cost of the answers `pick` returns "
+                                f"({sorted(result.costs)})")
             key = (tuple(sorted(result.kept.items())), tuple(sorted(result.active.items())))
             if key in search.seen:   # the same configuration again: nothing new to learn
                 search.rounds.append(MeasuredRound(budget, result.status.value, result.costs[resource], None,

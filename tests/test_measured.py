@@ -170,3 +170,28 @@ def test_solve_options_reach_every_solve():
         mdp_opt.solve_measured(spec, "50%", measured_by(spec), backend=BACKEND, no_such_option=1)
     fit = mdp_opt.solve_measured(spec, "50%", measured_by(spec), backend="brute")
     assert fit.result.backend == "brute"
+
+
+def test_fit_measured_checks_its_own_arguments():
+    spec = positive_latency(mdp_opt.examples.make("chain", seed=0, depth=2, width=32, choices=3))
+
+    def pick(budget: float) -> mdp_opt.Result:
+        return mdp_opt.solve(spec, {"latency": budget}, backend=BACKEND)
+
+    for kwargs, field in (({"target": 0.0}, "target"), ({"target": float("nan")}, "target"),
+                          ({"ceiling": -1.0}, "ceiling"), ({"resource": "energy"}, "resource")):
+        args = {"target": 0.5 * spec.full_cost("latency"), "resource": "latency", **kwargs}
+        with pytest.raises(SpecError, match=field):
+            mdp_opt.fit_measured(pick, measured_by(spec), **args)
+
+
+def test_a_fit_is_json_ready():
+    import json
+
+    spec = positive_latency(mdp_opt.examples.make("chain", seed=3, depth=3, width=32, choices=4))
+    truth = with_latency_tables(spec, lambda t: 1.1 * t)
+    fit = mdp_opt.solve_measured(spec, "50%", measured_by(truth), backend=BACKEND)
+    data = json.loads(json.dumps(fit.to_dict()))
+    assert data["within"] == fit.within and data["measured"] == fit.measured
+    assert data["result"]["kept"] == fit.result.kept
+    assert [r["budget"] for r in data["rounds"]] == [r.budget for r in fit.rounds] and len(data["rounds"]) >= 2
