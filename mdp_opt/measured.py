@@ -37,7 +37,7 @@ class MeasuredRound:
     budget: float
     status: str
     predicted: float | None     # the answer's cost in the spec
-    measured: float | None      # None when there was no answer to measure
+    measured: float | None      # None when there was no answer, or it was measured in an earlier round
     objective: float | None
 
 
@@ -109,12 +109,12 @@ def fit_measured(pick: Callable[[float], Result], measure: Callable[[Result], fl
                 raise SpecError(f"resource: {resource!r} is not a cost of the answers `pick` returns "
                                 f"({sorted(result.costs)})")
             key = (tuple(sorted(result.kept.items())), tuple(sorted(result.active.items())))
-            if key in search.seen:   # the same configuration again: nothing new to learn
-                search.rounds.append(MeasuredRound(budget, result.status.value, result.costs[resource], None,
-                                                   result.objective))
-                break
-            search.seen.add(key)
-            search.answer(budget, result, result.costs[resource], _checked_measurement(measure(result)))
+            if key in search.measured_of:   # the same configuration again: not measured twice
+                search.repeat(budget, result, result.costs[resource], key)
+                if not search.bracketed:
+                    break                   # a step by measured / predicted would ask for the same budget again
+            else:
+                search.answer(budget, result, result.costs[resource], _checked_measurement(measure(result)), key)
         budget = search.next_budget(budget)
     if search.best is not None:
         return MeasuredFit(search.best[0], float(target), search.best[1], True, tuple(search.rounds))
@@ -129,7 +129,7 @@ class _Search:
     def __init__(self, target: float, tolerance: float, ceiling: float | None) -> None:
         self.target, self.tolerance, self.ceiling = target, tolerance, ceiling
         self.rounds: list[MeasuredRound] = []
-        self.seen: set[tuple] = set()
+        self.measured_of: dict[tuple, float] = {}          # configuration -> its measured cost
         self.best: tuple[Result, float] | None = None      # the most valuable answer measured within
         self.closest: tuple[Result, float] | None = None   # the answer measured lowest
         self.low: float | None = None    # the largest budget with no answer or an answer measured within
@@ -142,8 +142,19 @@ class _Search:
         self.low = budget if self.low is None else max(self.low, budget)
         self.last = None
 
-    def answer(self, budget: float, result: Result, predicted: float, measured: float) -> None:
+    @property
+    def bracketed(self) -> bool:
+        return self.low is not None and self.over is not None
+
+    def repeat(self, budget: float, result: Result, predicted: float, key: tuple) -> None:
+        """A configuration measured before came back at `budget`: what it measured then holds for `budget`."""
+        self.rounds.append(MeasuredRound(budget, result.status.value, predicted, None, result.objective))
+        if self.measured_of[key] <= self.target:
+            self.low = budget if self.low is None else max(self.low, budget)
+
+    def answer(self, budget: float, result: Result, predicted: float, measured: float, key: tuple) -> None:
         self.rounds.append(MeasuredRound(budget, result.status.value, predicted, measured, result.objective))
+        self.measured_of[key] = measured
         self.last = (predicted, measured)
         if self.closest is None or measured < self.closest[1]:
             self.closest = (result, measured)

@@ -195,3 +195,17 @@ def test_a_fit_is_json_ready():
     assert data["within"] == fit.within and data["measured"] == fit.measured
     assert data["result"]["kept"] == fit.result.kept
     assert [r["budget"] for r in data["rounds"]] == [r.budget for r in fit.rounds] and len(data["rounds"]) >= 2
+
+
+def test_bisection_goes_on_past_an_answer_it_has_already_measured():
+    """Costs 1..5, 7, 8 (no 6); the truth is the model up to 7 and 1.5x above. Target 8: 8 measures 12 (over),
+    the ratio step asks for 5.33 (answer 5, within), the midpoint 6.67 gives 5 again, and only going on
+    finds 7, which measures 7."""
+    costs = [1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 8.0]
+    spec = Spec(dims=(Dim("a", tuple(range(1, 8))),), objective=(Term(("a",), costs),),
+                costs={"latency": (Term(("a",), costs),)})
+    truth = with_latency_tables(spec, lambda t: np.where(t > 7.5, 1.5 * t, t))
+    fit = mdp_opt.solve_measured(spec, 8.0, measured_by(truth), backend=BACKEND)
+    assert fit.within and fit.measured == 7.0 and fit.result.costs["latency"] == 7.0
+    repeated = [r for r in fit.rounds if r.measured is None and r.predicted is not None]
+    assert repeated and repeated[0].predicted == 5.0
