@@ -554,7 +554,7 @@ def report(config: Config, runs: list[SeedRun], elapsed: float, command: str, pl
         f"seed) is off by up to {100 * noise:.1f}%.",
         "- Measured latency (fresh timing after fine-tuning) minus the budget, at worst, in points of the dense "
         "latency (negative: under budget): " + ", ".join(f"{m} {v:+.1f}" for m, v in over.items()) + ".",
-        f"- Solves per budget (each one timed): {statistics.fmean(solves):.1f} on average, at most {max(solves)}.",
+        f"- Solves per budget (each new answer timed): {statistics.fmean(solves):.1f} on average, at most {max(solves)}.",
     ]
     for label, error in (("bilayer tables (mdp-opt, width-only, uniform)", bilayer),
                          ("HALP-style's model (every layer at its full input width)", halp)):
