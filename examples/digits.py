@@ -81,7 +81,7 @@ class Config:
     timing_runs: int = 30                      # forward passes per model per latency measurement (median)
     noise_repeats: int = 5                     # dense model timed against a copy of itself this many times
     time_limit: float = 120.0                  # seconds per exact solve
-    measure_rounds: int = 6                    # most solves (each timed) to meet a budget on measured latency
+    measure_rounds: int = 6                    # most solves to meet a budget on measured latency
 
 
 QUICK = Config(widths=(16, 32, 64), budgets=(70, 40), seeds=(0,), epochs=6, finetune_epochs=2,
@@ -322,7 +322,7 @@ class Record:
     blocks_removed: int | None = None
     kept_fraction: float | None = None     # kept channels / all channels, over the prunable dims
     solve_status: str | None = None
-    solves: int | None = None              # solves (each timed) to meet the budget on measured latency
+    solves: int | None = None              # solves (each new answer timed) to meet the budget on measured latency
     open_loop_predicted_pct: float | None = None   # the method's first answer, at the budget itself:
     open_loop_measured_pct: float | None = None    # what its latency model alone gives
 
