@@ -134,7 +134,6 @@ class _Search:
         self.closest: tuple[Result, float] | None = None   # the answer measured lowest
         self.low: float | None = None    # the largest budget with no answer or an answer measured within
         self.over: float | None = None   # the smallest predicted cost of an answer measured over the target
-        self.fits = False
         self.last: tuple[float, float] | None = None   # (predicted, measured) of the latest round
 
     def no_answer(self, budget: float, result: Result) -> None:
@@ -159,7 +158,6 @@ class _Search:
         if self.closest is None or measured < self.closest[1]:
             self.closest = (result, measured)
         if measured <= self.target:
-            self.fits = True
             if self.best is None or result.objective > self.best[0].objective:
                 self.best = (result, measured)
             self.low = budget if self.low is None else max(self.low, budget)
@@ -173,7 +171,7 @@ class _Search:
                 return None
             return (self.low + self.over) / 2
         if self.last is None:                                    # no answer yet: loosen towards the ceiling
-            if self.fits or (self.ceiling is not None and budget >= self.ceiling):
+            if self.best is not None or (self.ceiling is not None and budget >= self.ceiling):
                 return None
             return 2 * budget if self.ceiling is None else min(2 * budget, self.ceiling)
         predicted, measured = self.last
