@@ -138,18 +138,21 @@ class _Search:
 
     def no_answer(self, budget: float, result: Result) -> None:
         self.rounds.append(MeasuredRound(budget, result.status.value, None, None, None))
-        self.low = budget if self.low is None else max(self.low, budget)
+        self.raise_low(budget)
         self.last = None
 
     @property
     def bracketed(self) -> bool:
         return self.low is not None and self.over is not None
 
+    def raise_low(self, budget: float) -> None:
+        self.low = budget if self.low is None else max(self.low, budget)
+
     def repeat(self, budget: float, result: Result, predicted: float, key: tuple) -> None:
         """A configuration measured before came back at `budget`: what it measured then holds for `budget`."""
         self.rounds.append(MeasuredRound(budget, result.status.value, predicted, None, result.objective))
         if self.measured_of[key] <= self.target:
-            self.low = budget if self.low is None else max(self.low, budget)
+            self.raise_low(budget)
 
     def answer(self, budget: float, result: Result, predicted: float, measured: float, key: tuple) -> None:
         self.rounds.append(MeasuredRound(budget, result.status.value, predicted, measured, result.objective))
@@ -160,13 +163,13 @@ class _Search:
         if measured <= self.target:
             if self.best is None or result.objective > self.best[0].objective:
                 self.best = (result, measured)
-            self.low = budget if self.low is None else max(self.low, budget)
+            self.raise_low(budget)
         else:
             self.over = predicted if self.over is None else min(self.over, predicted)
 
     def next_budget(self, budget: float) -> float | None:
         """The next budget to try, or None to stop."""
-        if self.low is not None and self.over is not None:      # bracketed: bisect
+        if self.bracketed:                                       # bisect
             if self.over - self.low <= self.tolerance * self.target:
                 return None
             return (self.low + self.over) / 2
