@@ -21,6 +21,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
+from .evaluate import within_budget
 from .result import Result
 from .solve import BudgetLike, default_resource, resolve_budgets, solve
 from .spec import Spec, SpecError
@@ -151,7 +152,7 @@ class _Search:
     def repeat(self, budget: float, result: Result, predicted: float, key: tuple) -> None:
         """A configuration measured before came back at `budget`: what it measured then holds for `budget`."""
         self.rounds.append(MeasuredRound(budget, result.status.value, predicted, None, result.objective))
-        if self.measured_of[key] <= self.target:
+        if within_budget(self.measured_of[key], self.target):
             self.raise_low(budget)
 
     def answer(self, budget: float, result: Result, predicted: float, measured: float, key: tuple) -> None:
@@ -160,7 +161,7 @@ class _Search:
         self.last = (predicted, measured)
         if self.closest is None or measured < self.closest[1]:
             self.closest = (result, measured)
-        if measured <= self.target:
+        if within_budget(measured, self.target):
             if self.best is None or result.objective > self.best[0].objective:
                 self.best = (result, measured)
             self.raise_low(budget)
