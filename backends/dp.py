@@ -1,35 +1,35 @@
 """The `dp` backend: exact dynamic programming over the spec's factor graph, numpy only.
 
-Variables are the dims (choice indices) and the blocks (0 removed, 1 active); every term is
-a factor over its dims plus its block. Where a plain max-sum message holds one number per
-state of its scope, a message here holds, per state, the **Pareto set** of (costs, value)
-pairs of everything eliminated into it: no budget axis and no rounding, so answers are exact
-on any data (floats included). The variable eliminated next is the one whose elimination
-builds the fewest candidate pairs given the messages' actual sizes (ties broken by
-`mdp_opt.factor_graph.elimination_order`'s min-fill order): a Pareto set's size is not its
-table size, and eliminating a block's inner dims before the residual dim they hang from
-keeps the large sets out of the many-state joins. Three prunings keep the sets small:
+It works on the core's factor graph (`mdp_opt.factor_graph.SpecGraph`, the one the presolve
+uses): variables are the dims (choice indices) and the blocks (0 removed, 1 active), factors the
+terms merged by scope. Where a plain max-sum message holds one number per state of its scope, a
+message here holds, per state, the **Pareto set** of (costs, value) pairs of everything eliminated
+into it: no budget axis and no rounding, so answers are exact on any data (floats included). The
+variable eliminated next is the one whose elimination builds the fewest candidate pairs given the
+messages' actual sizes (ties broken by `mdp_opt.factor_graph.elimination_order`'s min-fill order):
+a Pareto set's size is not its table size, and eliminating a block's inner dims before the residual
+dim they hang from keeps the large sets out of the many-state joins. Three prunings keep the sets
+small:
 
-- dominance: a pair costing at least as much as another in every budgeted resource and
-  worth no more is dropped;
-- budget: a pair whose cost plus the least possible cost of every factor not yet added
-  exceeds the budget is dropped;
-- value (`solve` with one budgeted resource): a cheap first pass with costs rounded up to
-  1/256 of the budget gives a feasible incumbent and, from its front, a multiplier lam >= 0;
-  a pair is dropped when value - lam*cost + lam*budget plus, for every other live message,
-  its best value - lam*cost stays below the incumbent (a Lagrangian bound on anything the
-  pair can become).
+- dominance: a pair costing at least as much as another in every limited resource and worth no
+  more is dropped;
+- limit: a pair whose cost plus the least possible cost of every factor not yet added exceeds the
+  limit is dropped;
+- value (one limited resource): a cheap first pass with costs rounded up to 1/256 of the limit
+  gives a feasible incumbent and, from its front, a multiplier lam >= 0; a pair is dropped when
+  value - lam*cost + lam*limit plus, for every other live message, its best value - lam*cost stays
+  below the incumbent (a Lagrangian bound on anything the pair can become).
 
-The last join is never built: the best pair within a budget is found by binary search in
-one of its two sets, so the final sets answer every budget at once (`pareto_front`, used by
-`mdp_opt.frontier`). Every stored pair keeps links to the pairs it was made of, so the
-configuration behind any point is recovered by walking the links down to the terms.
+The last join is never built: the best pair within a limit is found by binary search in one of
+its two sets, so the final sets answer every budget at once: the backend's one-pass frontier
+(`Feature.FRONTIER`, used by `mdp_opt.frontier`). Every stored pair keeps links to the pairs it
+was made of, so the configuration behind any point is recovered by walking the links down.
 
 Options (`solve(..., backend="dp", **options)`):
 - `resolution`: None (default, exact) or a positive number (or resource -> number): costs are
-  rounded to multiples of it, which merges near-equal costs and shrinks the sets. A second
-  pass with costs rounded down gives a proven upper bound; the answer is `optimal` when the
-  two meet (or the rounded-down optimum is feasible on the true costs), else `feasible`.
+  rounded to multiples of it through the core's rounding reduction (`mdp_opt.rounding`), which
+  merges near-equal costs and shrinks the sets; a rounded-down pass gives a proven bound, and the
+  answer is `optimal` when it is also feasible on the true costs or meets a rounded-up pass.
 - `memory_cap`: bytes the stored sets may take (default 2 GiB); beyond it a `StateTooLarge`
   error names the size reached.
 - `time_limit`: seconds; when reached the status is `feasible` with the coarse pass's
@@ -41,14 +41,15 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from mdp_opt.evaluate import budget_limit, evaluate
-from mdp_opt.factor_graph import elimination_order
-from mdp_opt.result import OPTIMALITY_GAP, Answer, Status, relative_gap
-from mdp_opt.solve import take_options
+from mdp_opt.backend import Feature, FrontierUnavailable, register_backend, take_options
+from mdp_opt.deadline import Deadline
+from mdp_opt.factor_graph import SpecGraph, elimination_order
+from mdp_opt.result import Answer, Status
+from mdp_opt.rounding import answer_from_passes, round_costs, solve_rounded
 from mdp_opt.spec import Spec, SpecError
 
 DEFAULT_MEMORY_CAP = 2 * 1024**3
@@ -65,7 +66,7 @@ class StateTooLarge(SpecError):
     """The DP's Pareto sets would exceed the memory cap."""
 
 
-class TooManyCandidates(Exception):
+class TooManyCandidates(FrontierUnavailable):
     """A pass would build more candidate pairs than its `max_candidates` allows (see `pareto_front`)."""
 
 
@@ -156,11 +157,11 @@ class _Eliminator:
     """Runs variable elimination on Pareto messages under per-resource cost caps."""
 
     def __init__(self, sizes: Sequence[int], leaves: list[_Node], caps: np.ndarray, memory_cap: float,
-                 deadline: float | None, names: Sequence[str], max_candidates: float | None = None,
-                 hint: tuple[float, float] | None = None) -> None:
+                 deadline: Deadline, names: Sequence[str], max_candidates: float | None = None,
+                 pruning: tuple[float, float] | None = None) -> None:
         self.sizes = list(sizes)
         self.names = names
-        self.caps = budget_limit(caps)
+        self.caps = caps          # limits: a pair costing more can never fit
         self.total_least = np.sum([leaf.least_cost for leaf in leaves], axis=0) if leaves else np.zeros(len(caps))
         self.memory_cap = memory_cap
         self.deadline = deadline
@@ -172,10 +173,10 @@ class _Eliminator:
         # value pruning (one resource): with a multiplier lam >= 0 and the value of a feasible configuration,
         # a pair can only lead to a better one if value - lam*cost + lam*budget + (the sum over the other
         # pool messages of their best value - lam*cost) reaches that value (a Lagrangian bound)
-        self.hint = hint if hint is not None and len(caps) == 1 and math.isfinite(caps[0]) else None
+        self.pruning = pruning if pruning is not None and len(caps) == 1 and math.isfinite(caps[0]) else None
         self.budget = float(self.caps[0])
         self.reduced: dict[_Node, float] = {}     # nodes hash by identity
-        self.pool_reduced = sum(self._reduced(leaf) for leaf in self.leaves) if self.hint else 0.0
+        self.pool_reduced = sum(self._reduced(leaf) for leaf in self.leaves) if self.pruning else 0.0
         self.pruned_by_value = 0
 
     def run(self, order: Sequence[int]) -> "_Top":
@@ -215,7 +216,7 @@ class _Eliminator:
     def _reduced(self, node: _Node) -> float:
         """max over the node's pairs of value - lam * cost (-inf when it has none), remembered."""
         if node not in self.reduced:
-            lam = self.hint[0]
+            lam = self.pruning[0]
             self.reduced[node] = float(np.max(node.value - lam * node.cost[:, 0])) if node.pairs else -math.inf
         return self.reduced[node]
 
@@ -254,7 +255,7 @@ class _Eliminator:
         return node
 
     def _check_time(self) -> None:
-        if self.deadline is not None and time.perf_counter() > self.deadline:
+        if self.deadline.expired:
             raise _TimeUp
 
     def combine(self, parts: list[_Node], drop: int | None) -> _Node:
@@ -283,8 +284,8 @@ class _Eliminator:
         least = np.sum([p.least_cost for p in parts], axis=0)
         slack = self.caps - (self.total_least - least)
         floor = None        # least value - lam * cost a pair needs to possibly beat the incumbent
-        if self.hint is not None:
-            lam, incumbent = self.hint
+        if self.pruning is not None:
+            lam, incumbent = self.pruning
             outside = self.pool_reduced - sum(self._reduced(p) for p in parts)
             margin = 1e-9 * (1.0 + abs(incumbent) + lam * abs(self.budget) + abs(outside))
             if math.isfinite(outside):
@@ -303,7 +304,7 @@ class _Eliminator:
             value = sum(p.value[link] for p, link in zip(parts, links))
             ok = np.all(cost <= slack, axis=1)
             if floor is not None:
-                promising = value - self.hint[0] * cost[:, 0] >= floor
+                promising = value - self.pruning[0] * cost[:, 0] >= floor
                 self.pruned_by_value += int(np.count_nonzero(ok & ~promising))
                 ok &= promising
             state = new_state[u[ok]]
@@ -322,7 +323,7 @@ class _Eliminator:
             links = [np.zeros(0, dtype=np.int64) for _ in parts]
         kept_shape = tuple(self.sizes[v] for v in kept)
         node = _Node(tuple(kept), kept_shape, state, cost, value, least, tuple(parts), tuple(links))
-        if self.hint is not None:
+        if self.pruning is not None:
             self.pool_reduced = self.pool_reduced - sum(self._reduced(p) for p in parts) + self._reduced(node)
         return self._store(node)
 
@@ -357,9 +358,9 @@ class _Top:
         least = min(costs)
         return None if math.isinf(least) else least
 
-    def best(self, budget: float) -> tuple[float, list[tuple[_Node, int]]] | None:
-        """(value, [(node, pair)]) of the best configuration costing at most `budget`, None if none does."""
-        limit = min(budget_limit(budget), self.caps[0])
+    def best(self, limit: float) -> tuple[float, list[tuple[_Node, int]]] | None:
+        """(value, [(node, pair)]) of the best configuration costing at most `limit`, None if none does."""
+        limit = min(limit, self.caps[0])
         if len(self.parts) == 1:
             (node,) = self.parts
             ok = np.flatnonzero(node.cost[:, 0] <= limit)
@@ -397,230 +398,221 @@ def _configuration_of(points: list[tuple[_Node, int]]) -> dict[int, int]:
     return assignment
 
 
-# ---- the spec as a factor graph --------------------------------------------------------------
+# ---- the spec's factor graph as Pareto leaves ---------------------------------------------------
 
-@dataclass
-class _Graph:
-    """Variables 0..D-1 are dims, D.. are blocks; leaves merge all terms whose variables fit one scope."""
-
-    spec: Spec
-    sizes: list[int]
-    names: list[str]
-    leaves: list[_Node]
-
-    def configuration(self, assignment: Mapping[int, int]) -> tuple[dict[str, int], dict[str, bool]]:
-        n = len(self.spec.dims)
-        choice = {d.name: assignment.get(i, d.size - 1) for i, d in enumerate(self.spec.dims)}
-        active = {b.name: bool(assignment.get(n + j, 1)) for j, b in enumerate(self.spec.blocks)}
-        return choice, active
-
-
-def _build_graph(spec: Spec, cost_tables: Mapping[str, Sequence[np.ndarray]]) -> _Graph:
-    """The factor graph with one cost column per resource in `cost_tables` (tables aligned with spec.costs)."""
-    dim_index = {d.name: i for i, d in enumerate(spec.dims)}
-    block_index = {b.name: len(spec.dims) + j for j, b in enumerate(spec.blocks)}
-    sizes = [d.size for d in spec.dims] + [2] * len(spec.blocks)
-    names = list(spec.dim_names) + [f"block {b}" for b in spec.block_names]
-    resources = list(cost_tables)
-    # (column or None for the objective, table, variables of the table's axes, block variable or None)
-    entries = [(None, t.table, t) for t in spec.objective]
-    entries += [(c, table, t) for c, r in enumerate(resources) for table, t in zip(cost_tables[r], spec.costs[r])]
-    scoped = []
-    for column, table, term in entries:
-        axes = [dim_index[n] for n in term.dims]
-        gate = block_index[term.block] if term.block is not None else None
-        scoped.append((column, table, axes, gate, frozenset(axes + ([gate] if gate is not None else []))))
-    homes = sorted({s[4] for s in scoped}, key=lambda s: (-len(s), sorted(s)))
-    merged: dict[frozenset, list] = {}
-    for item in scoped:
-        home = next(h for h in homes if item[4] <= h)     # the largest scope containing it
-        merged.setdefault(home, []).append(item)
+def _leaves(graph: SpecGraph, resources: Sequence[str]) -> list[_Node]:
+    """One leaf per factor of the core's factor graph: per joint state of its scope, one (costs, value) pair
+    (a cost column per resource in `resources`)."""
     leaves = []
-    for home, items in merged.items():
-        scope = tuple(sorted(home))
-        shape = tuple(sizes[v] for v in scope)
-        value = np.zeros(shape)
-        cost = np.zeros(shape + (max(1, len(resources)),))
-        for column, table, axes, gate, _ in items:
-            spread = _spread(table, axes, gate, scope, shape)
-            if column is None:
-                value += spread
-            else:
-                cost[..., column] += spread
+    for f, scope in enumerate(graph.scopes):
+        order = sorted(range(len(scope)), key=lambda a: scope[a])
+        ordered = tuple(scope[a] for a in order)
+        shape = tuple(graph.sizes[v] for v in ordered)
         states = math.prod(shape)
-        cost = cost.reshape(states, -1)
-        leaves.append(_Node(scope, shape, np.arange(states, dtype=np.int64), cost, value.reshape(states),
-                            cost.min(axis=0)))
-    return _Graph(spec, sizes, names, leaves)
+        value = np.transpose(graph.value_tables[f], order).reshape(states)
+        cost = np.zeros((states, max(1, len(resources))))
+        for column, r in enumerate(resources):
+            table = graph.cost_tables[r][f]
+            if table is not None:
+                cost[:, column] = np.transpose(table, order).reshape(states)
+        leaves.append(_Node(ordered, shape, np.arange(states, dtype=np.int64), cost, value, cost.min(axis=0)))
+    return leaves
 
 
-def _spread(table: np.ndarray, axes: list[int], gate: int | None, scope: tuple[int, ...],
-            shape: tuple[int, ...]) -> np.ndarray:
-    """`table` (axes in term order) broadcast over `scope`, zero where its block variable is 0."""
-    order = sorted(range(len(axes)), key=lambda i: axes[i])
-    aligned = np.transpose(table, order) if axes else np.asarray(table)
-    present = sorted(axes)
-    expanded = aligned.reshape(tuple(shape[scope.index(v)] if v in present else 1 for v in scope))
-    out = np.broadcast_to(expanded, shape)
-    if gate is not None:
-        mask = np.zeros(2)
-        mask[1] = 1.0
-        out = out * mask.reshape(tuple(2 if v == gate else 1 for v in scope))
-    return out
+def _configuration(graph: SpecGraph, assignment: Mapping[int, int]) -> tuple[dict[str, int], dict[str, bool]]:
+    """The configuration of a partial assignment; a variable in no factor keeps its largest choice (or stays
+    active): it changes nothing."""
+    n = len(graph.spec.dims)
+    full = [assignment.get(v, size - 1 if v < n else 1) for v, size in enumerate(graph.sizes)]
+    return graph.configuration(np.array(full, dtype=np.int64))
 
 
-# ---- public entry points ------------------------------------------------------------------------
+# ---- passes ---------------------------------------------------------------------------------------
 
 @dataclass
 class Front:
-    """The outcome of one DP pass: the best value, and its configuration, at every budget of `resource`
-    up to the pass's cap (the other resources' budgets enforced), from the final Pareto sets.
+    """The outcome of one DP pass: the best value, and its configuration, within every limit of its first
+    resource up to the pass's cap (the other limits enforced), read from the final Pareto sets. Limits and
+    costs are in the units of the spec the pass ran on."""
 
-    With rounded costs (`resolution`), budgets are compared with the rounded costs: rounded up, every
-    configuration returned fits the budget; rounded down, every value is an upper bound.
-    """
-
-    resource: str | None
-    scale: float
     stats: dict[str, Any]
-    _graph: _Graph = field(repr=False)
+    _graph: SpecGraph = field(repr=False)
     _top: _Top = field(repr=False)
 
     def cheapest(self) -> float | None:
-        """The least cost of `resource` of any configuration within the other budgets (None if there is none)."""
-        least = self._top.cheapest()
-        return None if least is None else least * self.scale
+        """The least cost of the first resource of any configuration within the other limits (None if none)."""
+        return self._top.cheapest()
 
-    def best(self, budget: float) -> tuple[float, dict[str, int], dict[str, bool]] | None:
-        """(value, choice indices, block states) of a best configuration costing at most `budget`, or None."""
-        found = self._top.best(budget / self.scale)
+    def best(self, limit: float) -> Best | None:
+        """(value, choice indices, block states) of a best configuration costing at most `limit`, or None."""
+        found = self._top.best(limit)
         if found is None:
             return None
-        choice, active = self._graph.configuration(_configuration_of(found[1]))
+        choice, active = _configuration(self._graph, _configuration_of(found[1]))
         return found[0], choice, active
 
 
-def pareto_front(spec: Spec, resource: str, budgets: Mapping[str, float], *, cap: float | None = None,
-                 resolution: float | Mapping[str, float] | None = None, direction: str = "up",
-                 memory_cap: float = DEFAULT_MEMORY_CAP, time_limit: float | None = None,
-                 max_candidates: float | None = None) -> Front:
-    """The value-versus-cost front of `resource` from one DP pass.
+def pareto_front(spec: Spec, limits: Mapping[str, float], *, memory_cap: float = DEFAULT_MEMORY_CAP,
+                 deadline: Deadline | None = None, max_candidates: float | None = None,
+                 pruning: tuple[float, float] | None = None) -> Front:
+    """One DP pass over `spec` with every resource in `limits` capped; the front is over the first one.
 
     Args:
-        resource: the resource on the front's cost axis.
-        budgets: budgets of the other resources (enforced); an entry for `resource` itself is ignored.
-        cap: the largest budget of `resource` of interest (pairs costing more are pruned); None for no cap.
-        resolution, direction: round costs to multiples of `resolution`, "up" (answers feasible) or
-            "down" (values are upper bounds); None keeps them exact.
-        memory_cap, time_limit: as for the backend; running out of time raises TimeoutError.
-        max_candidates: give up (raise TooManyCandidates) before building more candidate pairs than this
-            in total, a measure of the pass's work; None for no limit.
+        limits: resource -> largest cost allowed (math.inf for no cap); the first resource is the front's axis.
+        memory_cap: bytes the stored sets may take (StateTooLarge beyond).
+        deadline: raises TimeoutError once it passes.
+        max_candidates: give up (raise TooManyCandidates) before building more candidate pairs than this in
+            total, a measure of the pass's work; None for no limit.
+        pruning: (multiplier, value of a feasible configuration) for value pruning (one resource only).
     """
-    if resource not in spec.costs:
-        raise SpecError(f"resource {resource!r}: not in the spec's costs ({sorted(spec.costs)})")
-    limits = {resource: math.inf if cap is None else float(cap)}
-    limits.update({r: float(b) for r, b in budgets.items() if r != resource})
-    resolutions = _resolutions(spec, resolution, list(limits))
-    deadline = None if time_limit is None else time.perf_counter() + time_limit
     try:
-        return _pass(spec, limits, resolutions, direction, _memory_cap(memory_cap), deadline, max_candidates)
+        return _pass(spec, limits, memory_cap, deadline or Deadline(None), max_candidates, pruning)
     except _TimeUp:
-        raise TimeoutError(f"the dp pass over {spec.name or 'the spec'} exceeded "
-                           f"time_limit={time_limit:.3g} s") from None
+        raise TimeoutError(f"the dp pass over {spec.name or 'the spec'} exceeded its time limit") from None
 
 
-def solve(spec: Spec, budgets: Mapping[str, float], options: dict) -> Answer:
-    """Backend entry point (see the module docstring for the options)."""
-    opts = take_options(options, DEFAULTS, "dp")
-    memory_cap = _memory_cap(opts["memory_cap"])
-    time_limit = opts["time_limit"]
-    deadline = None if time_limit is None else time.perf_counter() + time_limit
-    limits = {r: float(b) for r, b in budgets.items()}
-    resolutions = _resolutions(spec, opts["resolution"], list(limits))
-    budget = next(iter(limits.values()), math.inf)      # the first resource's; the caps hold the others
-    message = f"time limit {time_limit} s reached before the DP finished"
-    hint = None
-    try:
-        if not any(resolutions.values()):
-            hint = _coarse_hint(spec, limits, memory_cap, deadline)
-            front = _pass(spec, limits, resolutions, "up", memory_cap, deadline,
-                          hint=None if hint is None else (hint[0], hint[1][0]))
-            return exact_answer(front.best(budget), front.stats)
-        down = _pass(spec, limits, resolutions, "down", memory_cap, deadline)
-        stats = {"resolution": down.stats["resolution"], "bound_pass": down.stats}
-
-        def up() -> Best | None:
-            front = _pass(spec, limits, resolutions, "up", memory_cap, deadline)
-            stats["configuration_pass"] = front.stats
-            return front.best(budget)
-        return rounded_answer(spec, limits, down.best(budget), stats, up)
-    except _TimeUp:
-        if hint is None:
-            return Answer(Status.TIME_LIMIT_NO_SOLUTION, stats={"message": message})
-        value, choice, active = hint[1]      # the coarse pass's configuration fits the budget
-        return Answer(Status.FEASIBLE, choice, active, value, stats={
-            "message": message + "; the configuration is the coarse pass's (costs rounded up)"})
-
-
-def _coarse_hint(spec: Spec, limits: Mapping[str, float], memory_cap: float,
-                 deadline: float | None) -> tuple[float, Best] | None:
-    """(multiplier, a feasible configuration) for value pruning, from a cheap pass with the single budgeted
-    resource's costs rounded up to 1/COARSE_CELLS of the budget; None where it does not apply."""
-    if len(limits) != 1:
-        return None
-    (resource, budget), = limits.items()
-    coarse = _resolutions(spec, budget / COARSE_CELLS if budget > 0 else None, [resource])
-    if not math.isfinite(budget) or not any(coarse.values()):
-        return None            # costs already this coarse: the exact pass is as cheap
-    reach = min(2 * budget, spec.full_cost(resource))
-    front = _pass(spec, {resource: max(budget, reach)}, coarse, "up", memory_cap, deadline)
-    best, cheapest = front.best(budget), front.cheapest()
-    if best is None or cheapest is None:
-        return None
-    # the multiplier minimising the coarse front's Lagrangian bound max_k (v_k - lam * b_k) + lam * budget,
-    # over the front sampled at budgets b_k on both sides of the budget
-    samples = [(b, found[0]) for b in np.linspace(cheapest, max(budget, reach), HINT_SAMPLES)
-               if (found := front.best(b)) is not None]
-    b_k, v_k = np.array(samples).T
-
-    def bound(lam: float) -> float:
-        return float(np.max(v_k - lam * b_k) + lam * budget)
-    candidates = [0.0] + [(v_k[j] - v_k[i]) / (b_k[j] - b_k[i]) for i in range(len(b_k)) for j in range(len(b_k))
-                          if b_k[i] < budget < b_k[j]]
-    return float(min(candidates, key=bound)), best
+def _pass(spec: Spec, limits: Mapping[str, float], memory_cap: float, deadline: Deadline,
+          max_candidates: float | None = None, pruning: tuple[float, float] | None = None) -> Front:
+    start = time.perf_counter()
+    graph = SpecGraph(spec)
+    resources = list(limits)
+    leaves = _leaves(graph, resources)
+    order = elimination_order(graph.sizes, [leaf.scope for leaf in leaves])
+    caps = np.array([float(limits[r]) for r in resources] or [math.inf], dtype=np.float64)
+    engine = _Eliminator(graph.sizes, leaves, caps, memory_cap, deadline, graph.variables, max_candidates, pruning)
+    top = engine.run(order)
+    stats = {"largest_message_pairs": engine.largest, "candidate_pairs": engine.candidates,
+             "stored_mib": round(engine.stored / 2**20, 2), "dp_seconds": round(time.perf_counter() - start, 4)}
+    if engine.pruning is not None:
+        stats["value_pruning"] = {"multiplier": engine.pruning[0], "incumbent": engine.pruning[1],
+                                  "pairs_pruned": engine.pruned_by_value}
+    return Front(stats, graph, top)
 
 
 def exact_answer(best: Best | None, stats: dict[str, Any]) -> Answer:
-    """The answer of an unrounded pass: its best within budget is optimal; none at all means infeasible."""
+    """The answer of an unrounded pass: its best within the limit is optimal; none at all means infeasible."""
     if best is None:
         return Answer(Status.INFEASIBLE, stats=stats)
     value, choice, active = best
     return Answer(Status.OPTIMAL, choice, active, value, value, stats)
 
 
-def rounded_answer(spec: Spec, limits: Mapping[str, float], down: Best | None, stats: dict[str, Any],
-                   up: Callable[[], Best | None]) -> Answer:
-    """The answer at one budget from passes with costs rounded down (`down`: its value bounds the true
-    optimum) and rounded up (`up`, called only when needed: its configuration fits the true budget).
+# ---- the backend --------------------------------------------------------------------------------
 
-    Optimal when the rounded-down best fits the true costs too, or when the two values meet. `stats` goes
-    into the answer after `up` has run (so `up` may add to it).
-    """
-    if down is None:
-        return Answer(Status.INFEASIBLE, stats=stats)       # infeasible even with costs rounded down
-    bound, choice, active = down
-    if evaluate(spec, choice, active, limits).feasible:
-        return Answer(Status.OPTIMAL, choice, active, bound, bound, stats)
-    found = up()
-    if found is None:
-        return Answer(Status.ERROR, bound=bound, stats={**stats, "message": (
-            "no configuration fits the budget with costs rounded up to the resolution, though one may exist; "
-            "pass a finer resolution (or none)")})
-    value, choice, active = found
-    gap = relative_gap(bound, value)
-    status = Status.OPTIMAL if gap is not None and gap <= OPTIMALITY_GAP else Status.FEASIBLE
-    return Answer(status, choice, active, value, max(bound, value), stats)
+def solve(spec: Spec, limits: Mapping[str, float], options: dict) -> Answer:
+    """Backend entry point (see the module docstring for the options)."""
+    opts = take_options(options, DEFAULTS, "dp")
+    memory_cap = _memory_cap(opts["memory_cap"])
+    deadline = Deadline(opts["time_limit"])
+    scales = _scales(spec, opts["resolution"], limits)
+    first = next(iter(limits), None)
+    message = f"time limit {opts['time_limit']} s reached before the DP finished"
+    coarse = None
+    try:
+        if not any(scales.values()):
+            coarse = _coarse_incumbent(spec, limits, memory_cap, deadline)
+            front = _pass(spec, limits, memory_cap, deadline,
+                          pruning=None if coarse is None else (coarse[0], coarse[1][0]))
+            return exact_answer(front.best(limits[first] if first else math.inf), front.stats)
 
+        def one_pass(rounded: Spec, caps: Mapping[str, float], hint: Any) -> Answer:
+            front = _pass(rounded, caps, memory_cap, deadline)
+            return exact_answer(front.best(caps[first]), front.stats)
+        return solve_rounded(spec, limits, scales, one_pass)
+    except _TimeUp:
+        if coarse is None:
+            return Answer(Status.TIME_LIMIT_NO_SOLUTION, stats={"message": message})
+        value, choice, active = coarse[1]      # the coarse pass's configuration fits the limit
+        return Answer(Status.FEASIBLE, choice, active, value, stats={
+            "message": message + "; the configuration is the coarse pass's (costs rounded up)"})
+
+
+def _coarse_incumbent(spec: Spec, limits: Mapping[str, float], memory_cap: float,
+                      deadline: Deadline) -> tuple[float, Best] | None:
+    """(multiplier, a feasible configuration) for value pruning, from a cheap pass with the single limited
+    resource's costs rounded up to 1/COARSE_CELLS of the limit; None where it does not apply."""
+    if len(limits) != 1:
+        return None
+    (resource, limit), = limits.items()
+    if not math.isfinite(limit) or limit <= 0:
+        return None
+    reach = max(limit, min(2 * limit, spec.full_cost(resource)))
+    scale = COARSE_CELLS / limit
+    coarse = round_costs(spec, {resource: reach}, {resource: scale}, "up")
+    if coarse.exact:
+        return None            # costs already this coarse: the exact pass is as cheap
+    front = _pass(coarse.spec, coarse.limits, memory_cap, deadline)
+
+    def best_at(budget: float) -> Best | None:
+        return front.best(math.floor(budget * scale))
+    best, cheapest = best_at(limit), front.cheapest()
+    if best is None or cheapest is None:
+        return None
+    # the multiplier minimising the coarse front's Lagrangian bound max_k (v_k - lam * b_k) + lam * limit,
+    # over the front sampled at budgets b_k on both sides of the limit
+    samples = [(b, found[0]) for b in np.linspace(cheapest / scale, reach, HINT_SAMPLES)
+               if (found := best_at(b)) is not None]
+    b_k, v_k = np.array(samples).T
+
+    def bound(lam: float) -> float:
+        return float(np.max(v_k - lam * b_k) + lam * limit)
+    candidates = [0.0] + [(v_k[j] - v_k[i]) / (b_k[j] - b_k[i]) for i in range(len(b_k)) for j in range(len(b_k))
+                          if b_k[i] < limit < b_k[j]]
+    return float(min(candidates, key=bound)), best
+
+
+# ---- the one-pass frontier (Feature.FRONTIER) -----------------------------------------------------
+
+# One solve() with presolve costs about as much as building this many candidate pairs in a DP pass: the
+# one-pass frontier is tried with a budget of this many pairs per point, else each budget is solved alone.
+PAIRS_PER_SOLVE = 50_000
+
+
+class OnePassFront:
+    """The optimal answer at every limit of one resource from one DP pass (two with a rounding resolution:
+    rounded up for configurations, rounded down for bounds), the other limits enforced."""
+
+    def __init__(self, spec: Spec, resource: str, others: Mapping[str, float], cap: float | None, points: int,
+                 options: Mapping[str, Any]) -> None:
+        opts = take_options(options, DEFAULTS, "dp")
+        memory_cap = _memory_cap(opts["memory_cap"])
+        deadline = Deadline(opts["time_limit"])
+        self.resource, self.others = resource, dict(others)
+        limits = {resource: math.inf if cap is None else float(cap), **self.others}
+        self.scales = _scales(spec, opts["resolution"], limits)
+        work = PAIRS_PER_SOLVE * points
+        try:
+            if not any(self.scales.values()):
+                self.up, self.down = None, None
+                self.front = _pass(spec, limits, memory_cap, deadline, work)
+                return
+            self.up = round_costs(spec, limits, self.scales, "up")
+            self.down = round_costs(spec, limits, self.scales, "down")
+            self.front = _pass(self.up.spec, self.up.limits, memory_cap, deadline, work)
+            self.down_front = _pass(self.down.spec, self.down.limits, memory_cap, deadline, work)
+        except _TimeUp:
+            raise TimeoutError(f"the dp pass over {spec.name or 'the spec'} exceeded time_limit="
+                               f"{opts['time_limit']:.3g} s") from None
+
+    def cheapest(self) -> float | None:
+        """The least cost of the resource of any configuration within the other limits (None if none)."""
+        least = self.front.cheapest()
+        scale = self.scales.get(self.resource)
+        return None if least is None else least / scale if scale else least
+
+    def answer(self, limit: float) -> Answer:
+        """The answer at a limit of the resource (a `budgets.budget_limit`)."""
+        stats = {**self.front.stats}
+        if self.up is None:
+            return exact_answer(self.front.best(limit), stats)
+        limits = {self.resource: limit, **self.others}
+        up, down = self.up.at(limits), self.down.at(limits)
+        return answer_from_passes(
+            down, up, lambda _: exact_answer(self.down_front.best(down.limits[self.resource]), stats),
+            lambda _: exact_answer(self.front.best(up.limits[self.resource]), stats))
+
+
+# ---- options --------------------------------------------------------------------------------------
 
 def _size(n: float) -> str:
     """A byte count for people: 512 B, 1.50 MiB, 2.00 GiB."""
@@ -637,8 +629,8 @@ def _memory_cap(memory_cap: Any) -> float:
     return float(memory_cap)
 
 
-def _resolutions(spec: Spec, resolution: Any, resources: list[str]) -> dict[str, float | None]:
-    """resource -> resolution to round to, None where no rounding is needed (exact)."""
+def _scales(spec: Spec, resolution: Any, limits: Mapping[str, float]) -> dict[str, float | None]:
+    """resource -> the scale of its rounding (1 / resolution), None where no rounding is asked for."""
     if resolution is None:
         wanted = {}
     elif isinstance(resolution, Mapping):
@@ -647,42 +639,17 @@ def _resolutions(spec: Spec, resolution: Any, resources: list[str]) -> dict[str,
         if unknown:
             raise SpecError(f"option resolution.{unknown[0]}: not a resource of the spec ({sorted(spec.costs)})")
     else:
-        wanted = {r: resolution for r in resources}
+        wanted = {r: resolution for r in limits}
     out: dict[str, float | None] = {}
-    for r in resources:
+    for r in limits:
         res = wanted.get(r)
         if res is not None and (isinstance(res, bool) or not isinstance(res, (int, float))
                                 or not (math.isfinite(res) and res > 0)):
             raise SpecError(f"option resolution: expected None or a positive number, got {res!r} for {r!r}")
-        # costs already on the grid need no rounding: the pass stays exact
-        on_grid = res is None or all(np.array_equal(np.round(t.table / res) * res, t.table) for t in spec.costs[r])
-        out[r] = None if on_grid else float(res)
+        out[r] = None if res is None else 1.0 / float(res)
     return out
 
 
-def _pass(spec: Spec, limits: Mapping[str, float], resolutions: Mapping[str, float | None], direction: str,
-          memory_cap: float, deadline: float | None, max_candidates: float | None = None,
-          hint: tuple[float, float] | None = None) -> Front:
-    """One DP pass with every resource in `limits` capped (costs rounded per `resolutions`); the front is
-    over the first resource of `limits`."""
-    start = time.perf_counter()
-    rounding = np.ceil if direction == "up" else np.floor
-    tables, caps = {}, []
-    for r, limit in limits.items():
-        res = resolutions.get(r)
-        tables[r] = [t.table if res is None else rounding(t.table / res) for t in spec.costs[r]]
-        caps.append(limit if res is None else limit / res)
-    graph = _build_graph(spec, tables)
-    order = elimination_order(graph.sizes, [leaf.scope for leaf in graph.leaves])
-    engine = _Eliminator(graph.sizes, graph.leaves, np.array(caps if caps else [math.inf], dtype=np.float64),
-                         memory_cap, deadline, graph.names, max_candidates, hint)
-    top = engine.run(order)
-    stats = {"resolution": dict(resolutions), "rounding": direction if any(resolutions.values()) else "none",
-             "largest_message_pairs": engine.largest, "candidate_pairs": engine.candidates,
-             "stored_mib": round(engine.stored / 2**20, 2),
-             "dp_seconds": round(time.perf_counter() - start, 4)}
-    if engine.hint is not None:
-        stats["value_pruning"] = {"multiplier": engine.hint[0], "incumbent": engine.hint[1],
-                                  "pairs_pruned": engine.pruned_by_value}
-    resource = next(iter(limits), None)
-    return Front(resource, resolutions.get(resource) or 1.0, stats, graph, top)
+register_backend("dp", solve, options=DEFAULTS, frontier=OnePassFront,
+                 features={Feature.EXACT, Feature.BOUND, Feature.PRESOLVE, Feature.FRONTIER, Feature.TIME_LIMIT},
+                 description="dynamic programming over the factor graph, numpy only (exact)")

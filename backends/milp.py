@@ -19,61 +19,70 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
-import highspy
 import numpy as np
 
-from ..evaluate import budget_limit, evaluate
-from ..linear_model import LinearModel, build, configuration_from_hint
-from ..result import OPTIMALITY_GAP, Answer, Status, relative_gap
-from ..solve import take_options
-from ..spec import Spec, SpecError
+from mdp_opt.backend import Feature, register_backend, take_options
+from mdp_opt.evaluate import configuration_from_hint
+from mdp_opt.linear_model import LinearModel, build
+from mdp_opt.result import OPTIMALITY_GAP, Answer, Status, relative_gap
+from mdp_opt.spec import Spec, SpecError
+
+try:
+    import highspy
+    MISSING = None
+except ImportError as e:   # registered as missing; `solve` is never called then
+    highspy, MISSING = None, f"highspy (HiGHS) is not importable ({e})"
 
 DEFAULTS: dict[str, Any] = {"threads": None, "mip_rel_gap": 0.0, "verbose": False, "hint": None, "parameters": {}}
 
-# Tight tolerances so that the configuration read off HiGHS's solution meets the budget to the
-# core's 1e-9 relative feasibility tolerance (budget rows are normalised to unit scale), and no
+# Tight tolerances so that the configuration read off HiGHS's solution meets the limit (budget
+# rows are normalised to unit scale and tightened by HiGHS's own tolerance), and no
 # absolute gap (objectives may be tiny). The marginal LP is tight, so HiGHS's sub-MIP heuristics
 # RINS and RENS mostly cost time: off, they cut the median solve by 25-50% on the four real
 # instances (benchmarks/instances.py). `parameters` overrides any of these.
+HIGHS_ROW_TOLERANCE = 1e-9     # = primal_feasibility_tolerance below, in the scaled rows
+#
+# HiGHS's MIP presolve is off: with it, HiGHS 1.16 (one thread, started from the presolve's incumbent)
+# reported the reduced ResNet-101 instance `optimal` at 3350743, below the proven optimum 3350920 (a
+# wrong proof; HiGHS has had several such presolve bugs, e.g. ERGO-Code/HiGHS#1273, #1725, #3094).
+# Without it every proof checked here was right; the cost is measured in the README (slower on the
+# full ResNet-101 model, about even after mdp-opt's own presolve).
 BASE_OPTIONS: dict[str, Any] = {"mip_feasibility_tolerance": 1e-9, "primal_feasibility_tolerance": 1e-9,
                                 "mip_abs_gap": 0.0, "mip_heuristic_run_rins": False,
-                                "mip_heuristic_run_rens": False}
-_NO_SOLUTION = {highspy.HighsModelStatus.kInfeasible, highspy.HighsModelStatus.kUnboundedOrInfeasible}
-_STOPPED = {highspy.HighsModelStatus.kTimeLimit, highspy.HighsModelStatus.kInterrupt,
-            highspy.HighsModelStatus.kIterationLimit, highspy.HighsModelStatus.kSolutionLimit,
-            highspy.HighsModelStatus.kHighsInterrupt, highspy.HighsModelStatus.kMemoryLimit}
+                                "mip_heuristic_run_rens": False, "presolve": "off"}
 _threads_in_pool: int | None = None
 
 
-class _QuietHighs(highspy.Highs):
-    """highspy.Highs that does not print its banner on construction (output is switched on later if wanted)."""
-
-    def enableCallbacks(self) -> None:
-        self.setOptionValue("output_flag", False)
-        super().enableCallbacks()
-
-
-def solve(spec: Spec, budgets: Mapping[str, float], options: dict) -> Answer:
-    """Solve `spec` under `budgets` with HiGHS; see the module docstring for options."""
+def solve(spec: Spec, limits: Mapping[str, float], options: dict) -> Answer:
+    """Solve `spec` within `limits` with HiGHS; see the module docstring for options."""
     opts = take_options(options, DEFAULTS, "milp")
     hint = configuration_from_hint(spec, opts["hint"]) if opts["hint"] is not None else None
-    model = build(spec, budgets)
-    if model.num_vars == 0:  # no dims, no blocks: one configuration, which HiGHS calls an empty model
-        ev = evaluate(spec, {}, {}, budgets)
-        if not ev.feasible:
-            return Answer(Status.INFEASIBLE, stats={"variables": 0})
-        return Answer(Status.OPTIMAL, {}, {}, ev.value, ev.value, {"variables": 0})
-    highs = _QuietHighs()
+    highs = _quiet_highs()
     _set_options(highs, opts)
-    objective_unit = _pass_model(highs, model, budgets)
+    model = build(spec, limits)
+    if model.num_vars == 0:  # no dims, no blocks: one configuration, which HiGHS calls an empty model
+        if any(model.costs[r].constant > limit for r, limit in limits.items()):
+            return Answer(Status.INFEASIBLE, stats={"variables": 0})
+        value = model.objective.constant
+        return Answer(Status.OPTIMAL, {}, {}, value, value, {"variables": 0})
+    objective_unit = _pass_model(highs, model, limits)
     if hint is not None:
         x0 = model.values(*hint)
         highs.setSolution(model.num_vars, np.arange(model.num_vars, dtype=np.int32), x0)
     highs.run()
-    return _answer(spec, budgets, model, highs, objective_unit)
+    return _answer(model, limits, highs, objective_unit)
 
 
-def _set_options(highs: highspy.Highs, opts: Mapping[str, Any]) -> None:
+def _quiet_highs() -> Any:
+    """A highspy.Highs that does not print its banner on construction (output is switched on later if wanted)."""
+    class QuietHighs(highspy.Highs):
+        def enableCallbacks(self) -> None:
+            self.setOptionValue("output_flag", False)
+            super().enableCallbacks()
+    return QuietHighs()
+
+
+def _set_options(highs: Any, opts: Mapping[str, Any]) -> None:
     global _threads_in_pool
     values: dict[str, Any] = dict(BASE_OPTIONS)
     values["mip_rel_gap"] = _nonnegative(opts["mip_rel_gap"], "mip_rel_gap")
@@ -109,7 +118,7 @@ def _unit(magnitude: float) -> float:
     return math.ldexp(1.0, -math.frexp(magnitude)[1]) if magnitude > 0 else 1.0
 
 
-def _pass_model(highs: highspy.Highs, model: LinearModel, budgets: Mapping[str, float]) -> float:
+def _pass_model(highs: Any, model: LinearModel, limits: Mapping[str, float]) -> float:
     """Load the model with objective and budget rows scaled to unit size (HiGHS's tolerances are
     absolute); return the objective's scale factor."""
     n = model.num_vars
@@ -123,14 +132,13 @@ def _pass_model(highs: highspy.Highs, model: LinearModel, budgets: Mapping[str, 
     lower, upper = list(model.row_lower), list(model.row_upper)
     starts, index, coef = [model.row_start[:-1]], [model.row_index], [model.row_coef]
     offset = len(model.row_index)
-    for r, budget in budgets.items():
+    for r, limit in limits.items():
         cost = model.costs[r]
         nz = np.flatnonzero(cost.coef)
-        # half the core's feasibility tolerance, so that HiGHS's own tolerance stays inside it
-        room = budget_limit(budget, 0.5) - cost.constant
-        # scaled by the budget alone: HiGHS's absolute tolerance (1e-9) is then at most a quarter of the
-        # core's (1e-9 of the budget); scaling by a larger coefficient would widen it past the core's
-        unit = 4 * _unit(max(1.0, abs(budget)))
+        # scaled by the limit alone, HiGHS's absolute row tolerance (1e-9) is at most a quarter of 1e-9 of
+        # the limit; the row is tightened by that much so that what HiGHS accepts fits the limit
+        unit = 4 * _unit(max(1.0, abs(limit)))
+        room = limit - cost.constant - HIGHS_ROW_TOLERANCE / unit
         starts.append(np.array([offset]))
         index.append(nz)
         coef.append(cost.coef[nz] * unit)
@@ -143,8 +151,7 @@ def _pass_model(highs: highspy.Highs, model: LinearModel, budgets: Mapping[str, 
     return objective_unit
 
 
-def _answer(spec: Spec, budgets: Mapping[str, float], model: LinearModel, highs: highspy.Highs,
-            objective_unit: float) -> Answer:
+def _answer(model: LinearModel, limits: Mapping[str, float], highs: Any, objective_unit: float) -> Answer:
     status = highs.getModelStatus()
     info = highs.getInfo()
     stats: dict[str, Any] = {
@@ -157,20 +164,24 @@ def _answer(spec: Spec, budgets: Mapping[str, float], model: LinearModel, highs:
         "nonzeros": highs.getNumNz(),
     }
     has_solution = info.primal_solution_status == highspy.SolutionStatus.kSolutionStatusFeasible
-    if status in _NO_SOLUTION:
+    kinds = highspy.HighsModelStatus
+    if status in (kinds.kInfeasible, kinds.kUnboundedOrInfeasible):
         return Answer(Status.INFEASIBLE, stats=stats)
-    if status != highspy.HighsModelStatus.kOptimal and status not in _STOPPED:
+    stopped = (kinds.kTimeLimit, kinds.kInterrupt, kinds.kIterationLimit, kinds.kSolutionLimit,
+               kinds.kHighsInterrupt, kinds.kMemoryLimit)
+    if status != kinds.kOptimal and status not in stopped:
         stats["message"] = f"HiGHS stopped with model status {stats['solver_status']!r}"
         return Answer(Status.ERROR, stats=stats)
     if not has_solution:
         return Answer(Status.TIME_LIMIT_NO_SOLUTION, bound=_bound(info, model, objective_unit), stats=stats)
     choice, active = model.decode(np.asarray(highs.getSolution().col_value))
-    ev = evaluate(spec, choice, active, budgets)
-    if not ev.feasible:
-        # HiGHS's tolerances let the configuration through; the core does not: no answer rather than a wrong one
-        stats["message"] = f"HiGHS returned a configuration over budget by solver tolerance (costs {ev.costs})"
+    x = model.values(choice, active)          # the 0/1 point of the configuration, free of solver tolerance
+    over = {r: model.costs[r].value(x) for r, limit in limits.items() if model.costs[r].value(x) > limit}
+    if over:
+        # HiGHS's tolerances let the configuration through; the limit does not: no answer rather than a wrong one
+        stats["message"] = f"HiGHS returned a configuration over its limit by solver tolerance (costs {over})"
         return Answer(Status.ERROR, bound=_bound(info, model, objective_unit), stats=stats)
-    value = ev.value
+    value = model.objective.value(x)
     bound = _bound(info, model, objective_unit)
     bound = value if bound is None else max(bound, value)
     proven = status == highspy.HighsModelStatus.kOptimal and relative_gap(bound, value) <= OPTIMALITY_GAP
@@ -180,3 +191,9 @@ def _answer(spec: Spec, budgets: Mapping[str, float], model: LinearModel, highs:
 def _bound(info, model: LinearModel, objective_unit: float) -> float | None:
     bound = float(info.mip_dual_bound)
     return bound / objective_unit + model.objective.constant if np.isfinite(bound) else None
+
+
+register_backend("milp", solve, options=DEFAULTS, extra="milp", missing=MISSING,
+                 features={Feature.EXACT, Feature.BOUND, Feature.HINT, Feature.PRESOLVE, Feature.THREADS,
+                           Feature.TIME_LIMIT},
+                 description="HiGHS MILP on the marginal linearisation (exact)")

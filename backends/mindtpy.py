@@ -29,20 +29,22 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from mdp_opt.backend import register_backend, take_options
+from mdp_opt.evaluate import evaluate
+from mdp_opt.linear_model import build as build_linear_model
+from mdp_opt.result import Answer, BackendError, Status
+from mdp_opt.spec import Spec, SpecError, Term
+
+from .mindtpy_setup import stack_problems
+
 try:
     import pyomo.environ as pyo
     from pyomo.common.tee import capture_output
     from pyomo.core.expr.visitor import identify_variables
     from pyomo.opt import TerminationCondition
-except ImportError as e:  # reported by mdp_opt.solve as "backend not installed"
-    raise ImportError(f"the mindtpy backend needs Pyomo ({e}); run `mdp-opt setup-mindtpy`") from e
-
-from ..evaluate import evaluate, within_budget
-from ..linear_model import build as build_linear_model
-from ..result import Answer, Status
-from ..setup_mindtpy import stack_problems
-from ..solve import BackendError, take_options
-from ..spec import Spec, SpecError, Term
+    MISSING = None
+except ImportError as e:  # registered as missing; `solve` is never called then
+    MISSING = f"Pyomo is not importable ({e}); run `mdp-opt setup-mindtpy`"
 
 FORMULATIONS = ("product", "marginal")
 DEFAULTS: dict[str, Any] = {
@@ -72,7 +74,7 @@ class _Model:
     read_configuration: Any  # () -> (choice, active) or None when the variables are not integral
 
 
-def solve(spec: Spec, budgets: Mapping[str, float], options: dict) -> Answer:
+def solve(spec: Spec, limits: Mapping[str, float], options: dict) -> Answer:
     """Solve with MindtPy; see the module docstring. Options (beyond `time_limit`):
 
     formulation: "product" (the paper's MINLP, default) or "marginal" (the exact linear model).
@@ -90,9 +92,14 @@ def solve(spec: Spec, budgets: Mapping[str, float], options: dict) -> Answer:
                            "(or pick other solvers with the mip_solver / nlp_solver options)")
     stats: dict[str, Any] = {"formulation": opts["formulation"], "strategy": kwargs["strategy"],
                              "mip_solver": kwargs["mip_solver"], "nlp_solver": kwargs["nlp_solver"]}
+    if not spec.dims and not spec.blocks:   # one configuration and nothing to decide: MindtPy cannot run on it
+        ev = evaluate(spec, {}, {})
+        if any(ev.costs[r] > limit for r, limit in limits.items()):
+            return Answer(Status.INFEASIBLE, stats={**stats, "message": "the only configuration is over budget"})
+        return Answer(Status.FEASIBLE, {}, {}, objective=ev.value, stats=stats)
     start = time.perf_counter()
     try:
-        built = (_product_model if opts["formulation"] == "product" else _marginal_model)(spec, budgets)
+        built = (_product_model if opts["formulation"] == "product" else _marginal_model)(spec, limits)
     except _FixedCostsOverBudget as e:
         return Answer(Status.INFEASIBLE, stats={**stats, "message": str(e)})
     stats["build_seconds"] = time.perf_counter() - start
@@ -104,7 +111,7 @@ def solve(spec: Spec, budgets: Mapping[str, float], options: dict) -> Answer:
     except Exception as e:  # MindtPy or a sub-solver failed on this spec: a status, not a crash
         answer = _failure(e, stats)
     else:
-        answer = _answer(spec, budgets, built, results, opts["formulation"], stats)
+        answer = _answer(spec, limits, built, results, opts["formulation"], stats)
     if not answer.status.has_solution and output:
         answer.stats["solver_output_tail"] = output[-OUTPUT_TAIL:]
     return answer
@@ -171,7 +178,7 @@ def _captured_output() -> Iterator[list[str]]:
 
 # ---- the paper's product formulation -------------------------------------------------------
 
-def _product_model(spec: Spec, budgets: Mapping[str, float]) -> _Model:
+def _product_model(spec: Spec, limits: Mapping[str, float]) -> _Model:
     m = pyo.ConcreteModel(name=spec.name or "mdp")
     dim_index = {d.name: i for i, d in enumerate(spec.dims)}
     m.z = pyo.Var([(i, k) for i, d in enumerate(spec.dims) for k in range(d.size)], domain=pyo.Binary)
@@ -197,12 +204,12 @@ def _product_model(spec: Spec, budgets: Mapping[str, float]) -> _Model:
     value, value_constant = total(spec.objective)
     m.obj = pyo.Objective(expr=value + value_constant, sense=pyo.maximize)
     m.budget = pyo.ConstraintList()
-    for r, b in budgets.items():
+    for r, limit in limits.items():
         cost, constant = total(spec.costs[r])
         if next(identify_variables(cost), None) is None:  # only constants, or tables of zeros
-            _check_fixed_cost(r, constant + float(pyo.value(cost)), b)
+            _check_fixed_cost(r, constant + float(pyo.value(cost)), limit)
             continue
-        m.budget.add(cost <= b - constant)
+        m.budget.add(cost <= limit - constant)
 
     def set_configuration(choice: Mapping[str, int], active: Mapping[str, bool]) -> None:
         for i, d in enumerate(spec.dims):
@@ -238,10 +245,10 @@ def _table_form(table: np.ndarray, one_hots: Sequence[Sequence[Any]]) -> Any:
     return pyo.quicksum(x * _table_form(sub, one_hots[1:]) for sub, x in zip(table, one_hots[0]) if np.any(sub))
 
 
-def _check_fixed_cost(resource: str, cost: float, budget: float) -> None:
-    if not within_budget(cost, budget):
+def _check_fixed_cost(resource: str, cost: float, limit: float) -> None:
+    if cost > limit:
         raise _FixedCostsOverBudget(f"resource {resource!r} has fixed cost {cost:.10g} above its budget "
-                                    f"{budget:.10g}: no configuration is feasible")
+                                    f"{limit:.10g}: no configuration is feasible")
 
 
 def _values(variables: Sequence[Any]) -> np.ndarray:
@@ -262,8 +269,8 @@ def _integral(values: np.ndarray) -> bool:
 
 # ---- the exact linear (marginal) formulation --------------------------------------------------
 
-def _marginal_model(spec: Spec, budgets: Mapping[str, float]) -> _Model:
-    lm = build_linear_model(spec, budgets)
+def _marginal_model(spec: Spec, limits: Mapping[str, float]) -> _Model:
+    lm = build_linear_model(spec, limits)
     m = pyo.ConcreteModel(name=spec.name or "mdp")
     m.x = pyo.Var(range(lm.num_vars), bounds=(0, 1),
                   domain=lambda m, i: pyo.Binary if lm.integral[i] else pyo.Reals)
@@ -281,12 +288,12 @@ def _marginal_model(spec: Spec, budgets: Mapping[str, float]) -> _Model:
 
     m.obj = pyo.Objective(expr=linear(lm.objective) + lm.objective.constant, sense=pyo.maximize)
     m.budget = pyo.ConstraintList()
-    for r, b in budgets.items():
+    for r, limit in limits.items():
         cost = lm.costs[r]
         if not np.any(cost.coef):
-            _check_fixed_cost(r, cost.constant, b)
+            _check_fixed_cost(r, cost.constant, limit)
             continue
-        m.budget.add(linear(cost) <= b - cost.constant)
+        m.budget.add(linear(cost) <= limit - cost.constant)
 
     def set_configuration(choice: Mapping[str, int], active: Mapping[str, bool]) -> None:
         for i, v in enumerate(lm.values(choice, active)):
@@ -309,7 +316,7 @@ def _marginal_model(spec: Spec, budgets: Mapping[str, float]) -> _Model:
 
 # ---- reading MindtPy's answer -------------------------------------------------------------------
 
-def _answer(spec: Spec, budgets: Mapping[str, float], built: _Model, results: Any, formulation: str,
+def _answer(spec: Spec, limits: Mapping[str, float], built: _Model, results: Any, formulation: str,
             stats: dict[str, Any]) -> Answer:
     """Turn MindtPy's results into an Answer: a verified-feasible configuration, or why there is none."""
     condition = results.solver.termination_condition
@@ -321,10 +328,9 @@ def _answer(spec: Spec, budgets: Mapping[str, float], built: _Model, results: An
     if configuration is None:
         return _no_solution(condition, formulation, stats)
     choice, active = configuration
-    evaluation = evaluate(spec, choice, active, budgets)
-    if not evaluation.feasible:
-        over = {r: f"{evaluation.costs[r]:.10g} > {b:.10g}" for r, b in budgets.items()
-                if not within_budget(evaluation.costs[r], b)}
+    costs = evaluate(spec, choice, active).costs
+    over = {r: f"{costs[r]:.10g} > {limit:.10g}" for r, limit in limits.items() if costs[r] > limit}
+    if over:
         return Answer(Status.ERROR, stats={**stats, "message": "MindtPy's configuration is over budget once its "
                                            f"binaries are rounded (its constraint tolerance): {over}"})
     built.set_configuration(choice, active)
@@ -357,3 +363,8 @@ def _no_solution(condition: Any, formulation: str, stats: dict[str, Any]) -> Ans
 
 def _finite_or_none(x: Any) -> float | None:
     return float(x) if x is not None and math.isfinite(float(x)) else None
+
+
+register_backend("mindtpy", solve, options=DEFAULTS, extra="mindtpy", missing=MISSING,
+                 setup=lambda: [p + " (run `mdp-opt setup-mindtpy`)" for p in stack_problems()],
+                 description="Pyomo MindtPy outer approximation, the paper's solver (heuristic)")

@@ -1,7 +1,7 @@
 """Run backends side by side over specs: status, objective, gap to the best known bound, time, agreement.
 
-    report = mdp_opt.bench.bench(["../shared/instances", "example:resnet50,choices=32"], backends=["cpsat", "dp"])
-    print(report.markdown())
+    report = mdp_opt.bench.bench(["example:instances", "example:resnet50,choices=32"], backends=["cpsat", "dp"])
+    print(mdp_opt.reports.bench_markdown(report))
     assert not report.disagreements
 
 A result counts as a proof when it claims one: status `optimal` (its value is an upper
@@ -15,7 +15,6 @@ bound does. A disagreement is a verified value above some backend's proven bound
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
@@ -25,8 +24,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence, Union
 
-from .result import Status, relative_gap
-from .solve import BackendError, installed_backends, load_backend, solve
+from .backend import Feature, backends_with, load_backend
+from .result import BackendError, Status, relative_gap
+from .solve import solve
 from .spec import Spec, SpecError, load
 
 AGREEMENT_TOLERANCE = 1e-9
@@ -82,47 +82,6 @@ class BenchReport:
         """A JSON list with one object per row."""
         return json.dumps(self.to_dicts(), indent=indent, allow_nan=False)
 
-    def markdown(self) -> str:
-        """A Markdown table, one line per spec and backend, then the disagreements."""
-        lines = ["| spec | backend | status | objective | bound | gap | time (s) | exact agree | note |",
-                 "|---|---|---|---:|---:|---:|---:|---|---|"]
-        for r in self.rows:
-            agree = {None: "", True: "yes", False: "**NO**"}[r.agree]
-            lines.append(f"| {_cell(r.spec)} | {r.backend} | {r.status} | {_number(r.objective)} | {_number(r.bound)} "
-                         f"| {_percent(r.gap)} | {_seconds(r.wall_time)} | {agree} | {_cell(r.message)} |")
-        if self.disagreements:
-            lines += ["", "**Disagreements between exact results:**", ""] + [f"- {d}" for d in self.disagreements]
-        return "\n".join(lines) + "\n"
-
-    def plot(self, path: str | Path) -> None:
-        """Wall time per spec and backend as grouped bars on a log scale (needs matplotlib)."""
-        try:
-            import matplotlib
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError:
-            raise SpecError("--plot: matplotlib is not installed; pip install 'mdp-opt[plot]'") from None
-        specs = list(dict.fromkeys(r.spec for r in self.rows))
-        backends = list(dict.fromkeys(r.backend for r in self.rows))
-        width = 0.8 / max(1, len(backends))
-        fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(specs) * max(1, len(backends)) ** 0.5), 4.5))
-        for j, backend in enumerate(backends):
-            timed = [(specs.index(r.spec), r) for r in self.rows if r.backend == backend and r.wall_time]
-            bars = ax.bar([i + j * width for i, _ in timed], [r.wall_time for _, r in timed], width, label=backend)
-            for bar, (_, r) in zip(bars, timed):
-                if r.status != Status.OPTIMAL.value:
-                    bar.set_hatch("//")
-        ax.set_yscale("log")
-        ax.set_ylabel("wall time (s, median of repeats)")
-        ax.set_xticks([i + width * (len(backends) - 1) / 2 for i in range(len(specs))])
-        ax.set_xticklabels(specs, rotation=30, ha="right", fontsize=8)
-        ax.set_title("time per backend (hatched: not proven optimal)")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-
-
 # ---- running ------------------------------------------------------------------------------
 
 def bench(specs: Iterable[SpecSource] | None = None, backends: Sequence[str] | None = None,
@@ -131,9 +90,10 @@ def bench(specs: Iterable[SpecSource] | None = None, backends: Sequence[str] | N
     """Solve every spec with every backend under the spec's own budgets.
 
     Args:
-        specs: Specs, spec files, directories of spec files, or `example:NAME[,size=value...]`
-            (see `mdp_opt.examples`); None runs the generated families `DEFAULT_EXAMPLES`.
-        backends: backend names; None means every installed backend except `brute`.
+        specs: Specs, spec files, directories of spec files, `example:NAME[,size=value...]` (see
+            `mdp_opt.examples`) or `example:instances` (the four shipped real instances); None runs the
+            generated families `DEFAULT_EXAMPLES`.
+        backends: backend names; None means every installed backend but the test references (`brute`).
         time_limit: seconds per solve.
         repeats: solves per spec and backend; the reported time is their median.
         options: backend options; `key` goes to every backend, `backend.key` to that backend only.
@@ -154,7 +114,7 @@ def bench(specs: Iterable[SpecSource] | None = None, backends: Sequence[str] | N
             for backend in names:
                 bar.describe(f"{label} {backend}")
                 row = run_one(label, spec, backend, time_limit, repeats, per_backend[backend])
-                bar.advance(f"{label} {backend}: {row.status} {_seconds(row.wall_time)} s")
+                bar.advance(f"{label} {backend}: {row.status} {row.wall_time or 0:.3g} s")
                 spec_rows.append(row)
             compared, found = compare(spec_rows)
             rows += compared
@@ -220,6 +180,10 @@ def load_specs(sources: Iterable[SpecSource]) -> list[tuple[str, Spec]]:
 def _expand(source: SpecSource) -> Iterator[tuple[str, Spec]]:
     if isinstance(source, Spec):
         yield source.name or "spec", source
+    elif isinstance(source, str) and source == EXAMPLE_PREFIX + "instances":
+        from . import examples
+        for name in examples.INSTANCES:
+            yield name, examples.instance(name)
     elif isinstance(source, str) and source.startswith(EXAMPLE_PREFIX):
         spec = parse_example(source[len(EXAMPLE_PREFIX):])
         yield spec.name, spec
@@ -255,10 +219,10 @@ def parse_example(text: str) -> Spec:
 
 def _check_backends(backends: Sequence[str] | None) -> list[str]:
     if backends is None:
-        names = [b for b in installed_backends() if b != "brute"]
+        names = backends_with(without=[Feature.REFERENCE])
         if not names:
-            raise BackendError("no backend besides 'brute' is installed; pip install 'mdp-opt[cpsat]' "
-                               "or name backends explicitly")
+            raise BackendError("no backend besides the test references is installed; pip install "
+                               "'mdp-opt[cpsat]' or name backends explicitly")
         return names
     names = list(dict.fromkeys(backends))
     if not names:
@@ -311,65 +275,3 @@ class _Progress:
             self.bar.update(1)
         elif self.enabled:
             print(f"[{self.done}/{self.total}] {text}", file=sys.stderr, flush=True)
-
-
-# ---- formatting ---------------------------------------------------------------------------
-
-def _number(x: float | None) -> str:
-    return "" if x is None else f"{x:.10g}"
-
-
-def _percent(x: float | None) -> str:
-    if x is None:
-        return ""
-    return "inf" if math.isinf(x) else f"{100 * x:.3g}%"
-
-
-def _seconds(x: float | None) -> str:
-    return "" if x is None else f"{x:.3g}"
-
-
-def _cell(text: str) -> str:
-    return " ".join(text.split()).replace("|", "\\|")
-
-
-# ---- command line -------------------------------------------------------------------------
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = ("Run backends side by side; exit code 1 when exact results disagree. "
-                          f"Default specs: the generated families {', '.join(DEFAULT_EXAMPLES)}.")
-    parser.add_argument("specs", nargs="*", metavar="SPEC",
-                        help="spec JSON file, directory of them, or example:NAME[,size=value...] "
-                             "(e.g. example:resnet50,choices=32)")
-    parser.add_argument("--backends", metavar="A,B,C", help="comma-separated; default every installed one but brute")
-    parser.add_argument("--time-limit", type=float, metavar="S", help="seconds per solve")
-    parser.add_argument("--repeats", type=int, default=1, metavar="N", help="solves per spec and backend (median time)")
-    parser.add_argument("--option", action="append", metavar="[BACKEND.]KEY=VALUE",
-                        help="backend option for every backend, or for one with a BACKEND. prefix (repeatable)")
-    parser.add_argument("--json", action="store_true", help="print the rows as a JSON list instead of the table")
-    parser.add_argument("--markdown", metavar="FILE", help="also write the Markdown table to FILE")
-    parser.add_argument("--plot", metavar="FILE", help="also draw time per backend (log scale) to FILE")
-
-
-def run(args: argparse.Namespace) -> int:
-    from .cli import parse_options
-
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None
-    report = bench(args.specs or None, backends, args.time_limit, args.repeats, parse_options(args.option),
-                   progress=True)
-    print(report.to_json() if args.json else report.markdown(), end="" if not args.json else "\n")
-    if args.markdown:
-        Path(args.markdown).write_text(report.markdown())
-    if args.plot:
-        report.plot(args.plot)
-    errors = [r for r in report.rows if r.status == Status.ERROR.value]
-    if errors:
-        print(f"mdp-opt bench: {len(errors)} solve(s) failed; see the status and note columns", file=sys.stderr)
-    if report.disagreements:
-        banner = "!" * 72
-        print(f"\n{banner}\nEXACT RESULTS DISAGREE ({len(report.disagreements)}):", file=sys.stderr)
-        for d in report.disagreements:
-            print(f"  {d}", file=sys.stderr)
-        print(banner, file=sys.stderr)
-        return 1
-    return 0

@@ -1,32 +1,18 @@
-"""Value and costs of a configuration, feasibility, and a brute-force solver for tiny specs."""
+"""Value and costs of a configuration, and its feasibility: the core's one evaluator.
+
+`evaluate` is what `solve()` verifies every backend answer with; feasibility is judged against
+budgets with the core's one tolerance (`budgets.within_budget`)."""
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
-from .result import Answer, Status
+from .budgets import within_budget
 from .spec import Spec, SpecError
-
-FEASIBILITY_TOLERANCE = 1e-9
-BRUTE_FORCE_LIMIT = 2_000_000
-
-
-def budget_limit(budget, share: float = 1.0):
-    """The largest cost the core accepts as within `budget` (1e-9 relative for float summation noise).
-
-    `share` < 1 keeps only part of that tolerance, for solvers whose own tolerances take the rest.
-    Works on a number or a numpy array of budgets."""
-    return budget + share * FEASIBILITY_TOLERANCE * np.maximum(1.0, np.abs(budget))
-
-
-def within_budget(cost: float, budget: float) -> bool:
-    """cost <= budget up to float summation noise (see `budget_limit`)."""
-    return bool(cost <= budget_limit(budget))
 
 
 @dataclass(frozen=True)
@@ -96,43 +82,21 @@ def count_configurations(spec: Spec) -> int:
     return math.prod(d.size for d in spec.dims) * 2 ** len(spec.blocks)
 
 
-def brute_force(spec: Spec, budgets: Mapping[str, float], options: Mapping | None = None) -> Answer:
-    """Exact answer by enumerating every configuration (vectorised); for specs up to `limit` configurations."""
-    options = dict(options or {})
-    options.pop("time_limit", None)
-    limit = options.pop("limit", BRUTE_FORCE_LIMIT)
-    if options:
-        raise SpecError(f"option {sorted(options)[0]!r}: not understood by the brute-force backend "
-                        "(it takes only 'limit')")
-    n = count_configurations(spec)
-    if n > limit:
-        raise SpecError(f"spec: {n} configurations exceed the brute-force limit of {limit}; "
-                        "use an exact backend (cpsat, milp, dp) or pass limit=")
-    names, blocks = spec.dim_names, spec.block_names
-    axes = [range(d.size) for d in spec.dims] + [range(2)] * len(blocks)
-    grid = np.array(list(itertools.product(*axes)), dtype=np.int64).reshape(n, len(axes))
-    column = {name: i for i, name in enumerate(names + blocks)}
-
-    def total(terms) -> np.ndarray:
-        acc = np.zeros(n)
-        for t in terms:
-            vals = t.table[tuple(grid[:, column[d]] for d in t.dims)] if t.dims else np.full(n, float(t.table))
-            if t.block is not None:
-                vals = vals * grid[:, column[t.block]]
-            acc += vals
-        return acc
-
-    value = total(spec.objective)
-    ok = np.ones(n, dtype=bool)
-    for r, b in budgets.items():
-        cost = total(spec.costs[r])
-        ok &= cost <= budget_limit(b)
-    if not ok.any():
-        return Answer(Status.INFEASIBLE, stats={"configurations": n})
-    masked = np.where(ok, value, -np.inf)
-    best = int(np.argmax(masked))
-    row = grid[best]
-    choice = {name: int(row[i]) for i, name in enumerate(names)}
-    active = {b: bool(row[len(names) + j]) for j, b in enumerate(blocks)}
-    return Answer(Status.OPTIMAL, choice, active, objective=float(masked[best]), bound=float(masked[best]),
-                  stats={"configurations": n})
+def configuration_from_hint(spec: Spec, hint: Any) -> tuple[dict[str, int], dict[str, bool]]:
+    """Validate a `hint` option: a Result (its choice and active) or {"choice": {...}, "active": {...}}."""
+    if hasattr(hint, "choice") and hasattr(hint, "active"):
+        if not getattr(hint, "has_solution", True):
+            raise SpecError(f"option hint: the Result has no configuration (status {hint.status.value})")
+        choice, active = hint.choice, hint.active
+    elif isinstance(hint, Mapping) and set(hint) <= {"choice", "active"} and "choice" in hint:
+        choice, active = hint["choice"], hint.get("active", {})
+    else:
+        raise SpecError("option hint: expected a Result or {'choice': {dim: index}, 'active': {block: bool}}, "
+                        f"got {type(hint).__name__}")
+    choice = dict(choice)
+    active = {b: True for b in spec.block_names} | dict(active or {})
+    try:
+        check_configuration(spec, choice, active)
+    except SpecError as e:
+        raise SpecError(f"option hint: {e}") from None
+    return {d: int(k) for d, k in choice.items()}, {b: bool(a) for b, a in active.items()}

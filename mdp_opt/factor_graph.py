@@ -11,6 +11,7 @@ variables, and its tables are `objective - sum_r lambda_r * cost_r`.
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from dataclasses import dataclass, replace
@@ -273,7 +274,9 @@ class SpecGraph:
     """The factor graph of a spec, its terms merged into few factors.
 
     Variables are the spec's dims (states = choice indices) followed by its blocks
-    (state 0 removed, 1 active). A term gated by block b becomes a factor over its dims
+    (state 0 removed, 1 active). The presolve, the `dp` backend and the frontier all work on
+    this one graph: `scopes`, `value_tables` and `cost_tables` (per resource, None where a
+    factor has no cost of it). A term gated by block b becomes a factor over its dims
     and b, equal to the term's table when b = 1 and to 0 when b = 0. Terms are summed
     into as few factors as possible: one per scope that is not inside another scope
     (plus one for the unblocked constants), each term added into the smallest such scope
@@ -297,11 +300,11 @@ class SpecGraph:
                 scope, table = scope + (block_index[term.block],), gated
             groups.setdefault(frozenset(scope), []).append((resource, scope, table))
         groups = self._absorb(groups)
-        order = elimination_order(self.sizes, [tuple(s) for s in groups], heuristic)
-        rank = {v: i for i, v in enumerate(order)}
+        self._order = elimination_order(self.sizes, [tuple(s) for s in groups], heuristic)
+        self._memory_limit = memory_limit
+        rank = {v: i for i, v in enumerate(self._order)}
         scopes = [tuple(sorted(s, key=lambda v: -rank[v])) for s in groups]
-        self.plan = EliminationPlan(self.sizes, scopes, order, memory_limit=memory_limit, names=self.variables)
-        self.scopes = self.plan.scopes
+        self.scopes = scopes
         self.value_tables: list[np.ndarray] = []
         self.cost_tables: dict[str, list[np.ndarray | None]] = {r: [] for r in self.resources}
         for scope, members in zip(scopes, groups.values()):
@@ -317,6 +320,12 @@ class SpecGraph:
         self._constants = [f for f, scope in enumerate(scopes) if not scope]
         self._value_scale = sum(float(np.abs(t).max()) for t in self.value_tables)
         self._cost_scale = {r: sum(float(t.max()) for t in ts if t is not None) for r, ts in self.cost_tables.items()}
+
+    @functools.cached_property
+    def plan(self) -> EliminationPlan:
+        """The elimination plan (built on first use; raises `TableTooLarge` beyond the memory limit)."""
+        return EliminationPlan(self.sizes, self.scopes, self._order, memory_limit=self._memory_limit,
+                               names=self.variables)
 
     def _absorb(self, groups: dict[frozenset[int], list]) -> dict[frozenset[int], list]:
         """Move each group of terms into the smallest group whose scope strictly contains its scope."""

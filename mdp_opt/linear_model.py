@@ -24,11 +24,10 @@ the backend, which may need to scale and round them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
 
-from .evaluate import check_configuration
 from .spec import Spec, SpecError
 
 
@@ -114,26 +113,6 @@ class LinearModel:
 def build(spec: Spec, budgets: Mapping[str, float]) -> LinearModel:
     """The marginal linearisation of `spec` with cost expressions for the budgeted resources."""
     return _Builder(spec).finish(budgets)
-
-
-def configuration_from_hint(spec: Spec, hint: Any) -> tuple[dict[str, int], dict[str, bool]]:
-    """Validate a `hint` option: a Result (its choice and active) or {"choice": {...}, "active": {...}}."""
-    if hasattr(hint, "choice") and hasattr(hint, "active"):
-        if not getattr(hint, "has_solution", True):
-            raise SpecError(f"option hint: the Result has no configuration (status {hint.status.value})")
-        choice, active = hint.choice, hint.active
-    elif isinstance(hint, Mapping) and set(hint) <= {"choice", "active"} and "choice" in hint:
-        choice, active = hint["choice"], hint.get("active", {})
-    else:
-        raise SpecError("option hint: expected a Result or {'choice': {dim: index}, 'active': {block: bool}}, "
-                        f"got {type(hint).__name__}")
-    choice = dict(choice)
-    active = {b: True for b in spec.block_names} | dict(active or {})
-    try:
-        check_configuration(spec, choice, active)
-    except SpecError as e:
-        raise SpecError(f"option hint: {e}") from None
-    return {d: int(k) for d, k in choice.items()}, {b: bool(a) for b, a in active.items()}
 
 
 class _Builder:

@@ -21,9 +21,9 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
-from .evaluate import within_budget
+from .budgets import BudgetLike, default_resource, resolve_budgets, within_budget
 from .result import Result
-from .solve import BudgetLike, default_resource, resolve_budgets, solve
+from .solve import solve
 from .spec import Spec, SpecError
 
 # Stop bisecting when the adjusted budgets on both sides of the target are this close (relative to it).

@@ -8,6 +8,10 @@ from enum import Enum
 from typing import Any, Mapping
 
 
+class BackendError(RuntimeError):
+    """A backend is unknown or not installed, or returned an answer that failed verification."""
+
+
 class Status(str, Enum):
     """Outcome of a solve. `optimal` means proven optimal within a relative gap of 1e-9."""
 

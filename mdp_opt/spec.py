@@ -236,8 +236,10 @@ def loads(text: str, source: str = "<string>") -> Spec:
 
 
 def save(spec: Spec, path: str | Path) -> None:
-    """Write a spec as JSON; `load` gives back an equal spec."""
-    Path(path).write_text(dumps(spec))
+    """Write a spec as JSON, atomically (a reader never sees a half-written file); `load` gives back an
+    equal spec."""
+    from .files import atomic_write_text
+    atomic_write_text(path, dumps(spec))
 
 
 def dumps(spec: Spec, indent: int | None = None) -> str:
@@ -309,10 +311,12 @@ def _validate_term(term: Term, path: str, sizes: Mapping[str, int], blocks: set[
     if not isinstance(term, Term):
         raise SpecError(f"{path}: expected a Term, got {type(term).__name__}")
     for j, n in enumerate(term.dims):
-        if n not in sizes:
+        if not isinstance(n, str) or n not in sizes:
             raise SpecError(f"{path}.dims[{j}]: unknown dim {n!r}; declare it in dims first")
     if len(set(term.dims)) != len(term.dims):
         raise SpecError(f"{path}.dims: a dim is named twice in {list(term.dims)}; each dim may appear once")
+    if term.block is not None and not isinstance(term.block, str):
+        raise SpecError(f"{path}.block: expected a block name or None, got {type(term.block).__name__}")
     expected = tuple(sizes[n] for n in term.dims)
     if term.table.shape != expected:
         raise SpecError(f"{path}.table: shape {term.table.shape} does not match dims {term.dims} "
@@ -325,8 +329,20 @@ def _validate_term(term: Term, path: str, sizes: Mapping[str, int], blocks: set[
         raise SpecError(f"{path}.block: unknown block {term.block!r}; declare it in blocks first")
 
 
+MAX_ARITY = 32   # numpy's limit on array dimensions: a term may name at most this many dims
+
+
+def _nesting_depth(node: Any) -> int:
+    """How deep lists nest along first elements (stops counting past MAX_ARITY)."""
+    depth = 0
+    while isinstance(node, list) and depth <= MAX_ARITY:
+        depth += 1
+        node = node[0] if node else None
+    return depth
+
+
 def _nested_shape(node: Any) -> tuple[int, ...] | None:
-    """Shape of a regular nested list, () for a scalar, None when ragged."""
+    """Shape of a regular nested list, () for a scalar, None when ragged (depth at most MAX_ARITY + 1)."""
     if not isinstance(node, list):
         return ()
     if not node:
@@ -337,13 +353,13 @@ def _nested_shape(node: Any) -> tuple[int, ...] | None:
     return (len(node),) + inner[0]
 
 
-def _parse_table(node: Any, shape: tuple[int, ...], path: str) -> np.ndarray:
-    if len(shape) > 32:
-        raise SpecError(f"{path}: a term may name at most 32 dims")
-    actual = _nested_shape(node)
-    if actual != shape:
-        what = "a ragged nested list" if actual is None else f"shape {actual}"
-        raise SpecError(f"{path}: {what} does not match the dims named, which need shape {shape}")
+def _parse_table(node: Any, path: str) -> np.ndarray:
+    """A nested list of finite numbers (or one number) as an array; its shape is checked by `_validate`."""
+    if _nesting_depth(node) > MAX_ARITY:
+        raise SpecError(f"{path}: lists nested more than {MAX_ARITY} deep; a term may name at most {MAX_ARITY} dims")
+    shape = _nested_shape(node)
+    if shape is None:
+        raise SpecError(f"{path}: a ragged nested list; every row of a table must have the same length")
     flat: list[Any] = [node]
     for _ in shape:
         flat = [x for sub in flat for x in sub]
@@ -351,16 +367,28 @@ def _parse_table(node: Any, shape: tuple[int, ...], path: str) -> np.ndarray:
     return np.array(values, dtype=np.float64).reshape(shape)
 
 
-def _require(obj: Any, key: str, kind: type, path: str) -> Any:
-    if key not in obj:
-        raise SpecError(f"{path}{key}: missing; it is required")
-    value = obj[key]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise SpecError(f"{path}{key}: expected {kind.__name__}, got {type(value).__name__}")
+def _object(value: Any, path: str, keys: set[str], required: tuple[str, ...]) -> dict:
+    """`value` as a JSON object with only `keys` and every key of `required`."""
+    if not isinstance(value, dict):
+        raise SpecError(f"{path}: expected an object with {', '.join(map(repr, required))}")
+    extra = sorted(set(value) - keys, key=str)
+    if extra:
+        raise SpecError(f"{path}.{extra[0]}: unknown key; allowed: {sorted(keys)}")
+    for key in required:
+        if key not in value:
+            raise SpecError(f"{path}.{key}: missing; it is required")
+    return value
+
+
+def _list(value: Any, path: str, what: str) -> list:
+    if not isinstance(value, list):
+        raise SpecError(f"{path}: expected a list of {what}, got {type(value).__name__}")
     return value
 
 
 def _from_dict(data: Any) -> Spec:
+    """Build a Spec from its JSON object. Only the JSON form is checked here (objects, lists, keys, numbers);
+    every rule on the meaning (names, choices, shapes, references) is checked once, by `_validate`."""
     if not isinstance(data, dict):
         raise SpecError(f"spec: expected a JSON object at the top level, got {type(data).__name__}")
     unknown = sorted(set(data) - _TOP_LEVEL_KEYS, key=str)
@@ -372,84 +400,35 @@ def _from_dict(data: Any) -> Spec:
     version = data.get("version")
     if not isinstance(version, int) or isinstance(version, bool) or version != VERSION:
         raise SpecError(f"version: must be {VERSION}, got {version!r:.40}")
-    name = data.get("name", "")
-    if not isinstance(name, str):
-        raise SpecError(f"name: expected a string, got {type(name).__name__}")
+    for key in ("dims", "objective", "costs"):
+        if key not in data:
+            raise SpecError(f"{key}: missing; it is required")
 
-    raw_dims = _require(data, "dims", list, "")
     dims = []
-    for i, d in enumerate(raw_dims):
-        path = f"dims[{i}]"
-        if not isinstance(d, dict):
-            raise SpecError(f"{path}: expected an object with 'name' and 'choices'")
-        extra = set(d) - {"name", "choices"}
-        if extra:
-            raise SpecError(f"{path}.{sorted(extra, key=str)[0]}: unknown key; a dim has only 'name' and 'choices'")
-        dname = _require(d, "name", str, path + ".")
-        if not dname:
-            raise SpecError(f"{path}.name: expected a non-empty string")
-        choices = _require(d, "choices", list, path + ".")
-        _validate_choices(choices, f"{path}.choices")
-        dims.append(Dim(dname, tuple(choices)))
-    sizes = {}
-    for i, d in enumerate(dims):
-        if d.name in sizes:
-            raise SpecError(f"dims[{i}].name: dim name {d.name!r} is used twice; dim names must be unique")
-        sizes[d.name] = d.size
+    for i, d in enumerate(_list(data["dims"], "dims", "dims")):
+        d = _object(d, f"dims[{i}]", {"name", "choices"}, ("name", "choices"))
+        dims.append(Dim(d["name"], tuple(_list(d["choices"], f"dims[{i}].choices", "kept counts"))))
+    blocks = _list(data.get("blocks") or [], "blocks", "block names")
 
-    blocks = data.get("blocks", [])
-    if blocks is None:
-        blocks = []
-    if not isinstance(blocks, list):
-        raise SpecError(f"blocks: expected a list of block names, got {type(blocks).__name__}")
-    for i, b in enumerate(blocks):
-        if not isinstance(b, str) or not b:
-            raise SpecError(f"blocks[{i}]: expected a non-empty block name (string), got {b!r:.40}")
-        if b in blocks[:i]:
-            raise SpecError(f"blocks[{i}]: block name {b!r} is used twice; block names must be unique")
-
-    def parse_term(t: Any, path: str) -> Term:
-        if not isinstance(t, dict):
-            raise SpecError(f"{path}: expected an object with 'dims' and 'table'")
-        extra = set(t) - {"dims", "table", "block"}
-        if extra:
-            raise SpecError(f"{path}.{sorted(extra, key=str)[0]}: unknown key; a term has 'dims', 'table', 'block'")
-        tdims = _require(t, "dims", list, path + ".")
-        for j, n in enumerate(tdims):
-            if not isinstance(n, str) or n not in sizes:
-                raise SpecError(f"{path}.dims[{j}]: unknown dim {n!r:.40}; declare it in dims first")
-        if len(set(tdims)) != len(tdims):
-            raise SpecError(f"{path}.dims: a dim is named twice in {tdims}; each dim may appear once")
-        if "table" not in t:
-            raise SpecError(f"{path}.table: missing; it is required")
-        table = _parse_table(t["table"], tuple(sizes[n] for n in tdims), path + ".table")
+    def term(t: Any, path: str) -> Term:
+        t = _object(t, path, {"dims", "table", "block"}, ("dims", "table"))
         block = t.get("block")
         if block is not None and not isinstance(block, str):
             raise SpecError(f"{path}.block: expected a block name or null, got {type(block).__name__}")
-        return Term(tuple(tdims), table, block)
+        return Term(tuple(_list(t["dims"], f"{path}.dims", "dim names")), _parse_table(t["table"], f"{path}.table"),
+                    block)
 
-    raw_obj = _require(data, "objective", list, "")
-    objective = [parse_term(t, f"objective[{i}]") for i, t in enumerate(raw_obj)]
-    raw_costs = _require(data, "costs", dict, "")
-    costs = {}
-    for r, ts in raw_costs.items():
-        if not isinstance(ts, list):
-            raise SpecError(f"costs.{r}: expected a list of terms, got {type(ts).__name__}")
-        costs[r] = [parse_term(t, f"costs.{r}[{i}]") for i, t in enumerate(ts)]
-    budgets = data.get("budgets", {})
-    if budgets is None:
-        budgets = {}
+    objective = [term(t, f"objective[{i}]") for i, t in enumerate(_list(data["objective"], "objective", "terms"))]
+    if not isinstance(data["costs"], dict):
+        raise SpecError(f"costs: expected an object mapping resource names to lists of terms, "
+                        f"got {type(data['costs']).__name__}")
+    costs = {r: [term(t, f"costs.{r}[{i}]") for i, t in enumerate(_list(ts, f"costs.{r}", "terms"))]
+             for r, ts in data["costs"].items()}
+    budgets = data.get("budgets") or {}
     if not isinstance(budgets, dict):
         raise SpecError(f"budgets: expected an object mapping resource names to numbers, got {type(budgets).__name__}")
-    for r, b in budgets.items():
-        if r not in costs:
-            raise SpecError(f"budgets.{r}: resource {r!r} has no cost terms; "
-                            f"budgets may only name resources in costs ({sorted(costs)})")
-        _finite_float(b, f"budgets.{r}")
-    meta = data.get("meta", {})
-    if meta is None:
-        meta = {}
+    meta = data.get("meta") or {}
     if not isinstance(meta, dict):
         raise SpecError(f"meta: expected an object, got {type(meta).__name__}")
     return Spec(dims=tuple(dims), objective=tuple(objective), costs=costs, blocks=tuple(blocks),
-                budgets=budgets, name=name, meta=meta)
+                budgets=budgets, name=data.get("name", ""), meta=meta)

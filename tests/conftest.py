@@ -1,31 +1,34 @@
-"""Shared fixtures: where the real instances live (../shared beside the clone), hypothesis profile."""
+"""Shared fixtures: the hypothesis profile, the shipped real instances, and a registry for test backends."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+import mdp_opt
+from mdp_opt import backend as backend_module
 
 settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("ci", deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 settings.load_profile("ci" if os.environ.get("CI") else "default")
 
-SHARED = Path(os.environ.get("MDP_OPT_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-INSTANCES = SHARED / "instances"
-INSTANCE_OPTIMA = {
-    "mdp-rn101-step00": 3350920,
-    "mdp-rn50-step10": 6908411,
-    "mdp-rn50-step20": 6516229,
-    "mdp-mbv1-2nd-step00": 4189641,
-}
+
+def pytest_addoption(parser):
+    parser.addoption("--long-fuzz", action="store_true", default=False,
+                     help="run the property tests marked `fuzz` with many more examples")
 
 
-@pytest.fixture(params=sorted(INSTANCE_OPTIMA))
+@pytest.fixture(params=mdp_opt.examples.INSTANCES)
 def instance(request):
-    """(path, proven optimum) of each real instance; skipped where ../shared is absent."""
-    path = INSTANCES / f"{request.param}.json"
-    if not path.exists():
-        pytest.skip(f"real instance {path} absent (../shared/instances is not beside this clone)")
-    return path, INSTANCE_OPTIMA[request.param]
+    """(name, spec, proven optimum) of each real instance shipped in mdp_opt/examples/instances."""
+    name = request.param
+    return name, mdp_opt.examples.instance(name), mdp_opt.examples.PROVEN_OPTIMA[name]
+
+
+@pytest.fixture
+def register(monkeypatch):
+    """`mdp_opt.register_backend` for backends that exist during one test only."""
+    monkeypatch.setattr(backend_module, "_REGISTRY", dict(backend_module._REGISTRY))
+    return mdp_opt.register_backend

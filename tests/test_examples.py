@@ -1,4 +1,5 @@
-"""The synthetic spec generators: valid, deterministic, shaped like the networks they imitate."""
+"""The shipped examples: the real instances load by name; the generators are valid, deterministic and shaped
+like the networks they imitate."""
 
 from __future__ import annotations
 
@@ -19,23 +20,40 @@ TINY = {
     "vit-tiny": dict(blocks=1, choices=2),
     "chain": dict(depth=4, choices=3),
 }
-EXACT = [b for b in ("cpsat", "milp", "dp") if b in mdp_opt.installed_backends()]
+EXACT = mdp_opt.backends_with(mdp_opt.Feature.EXACT, without=[mdp_opt.Feature.REFERENCE])
 
 
-@pytest.mark.parametrize("name", examples.NAMES)
+@pytest.mark.parametrize("name", examples.INSTANCES)
+def test_real_instances_load_by_name_with_their_provenance(name):
+    spec = examples.make(name)
+    assert spec is not examples.make(name) and spec == examples.instance(name)
+    assert spec.name == name and "NVlabs/MDP" in spec.meta["source"] and "latency" in spec.budgets
+    assert mdp_opt.loads(mdp_opt.dumps(spec)) == spec
+    with pytest.raises(mdp_opt.SpecError, match="takes no seed or sizes"):
+        examples.make(name, choices=4)
+
+
+def test_the_instances_ship_with_their_license_notice():
+    from importlib import resources
+    folder = resources.files("mdp_opt.examples") / "instances"
+    assert "Apache License, Version 2.0" in (folder / "NOTICE").read_text()
+    assert "proven optimal objective" in (folder / "README.md").read_text()
+
+
+@pytest.mark.parametrize("name", examples.GENERATED)
 def test_default_spec_round_trips_through_json(name):
     spec = examples.make(name)
     assert mdp_opt.loads(mdp_opt.dumps(spec)) == spec
     assert spec.budgets["latency"] == math.floor(0.5 * spec.full_cost("latency"))
 
 
-@pytest.mark.parametrize("name", examples.NAMES)
+@pytest.mark.parametrize("name", examples.GENERATED)
 def test_same_seed_same_spec_other_seed_other_spec(name):
     assert examples.make(name, seed=3) == examples.make(name, seed=3)
     assert examples.make(name, seed=3) != examples.make(name, seed=4)
 
 
-@pytest.mark.parametrize("name", examples.NAMES)
+@pytest.mark.parametrize("name", examples.GENERATED)
 def test_tables_are_integers_by_default_and_floats_on_request(name):
     def all_integral(spec):
         return all(np.array_equal(t.table, np.rint(t.table)) for _, _, t in spec.terms())
@@ -44,7 +62,7 @@ def test_tables_are_integers_by_default_and_floats_on_request(name):
     assert not all_integral(examples.make(name, integer=False))
 
 
-@pytest.mark.parametrize("name", examples.NAMES)
+@pytest.mark.parametrize("name", examples.GENERATED)
 def test_costs_non_decreasing_in_every_width_and_importance_in_kept_count(name):
     spec = examples.make(name, params=True)
     for resource, _, term in spec.terms():
@@ -137,7 +155,7 @@ def test_unknown_name_and_size_raise_spec_errors_naming_the_choices():
         examples.make("vit12", heads=0)
 
 
-@pytest.mark.parametrize("name", examples.NAMES)
+@pytest.mark.parametrize("name", examples.GENERATED)
 def test_tiny_instances_solve_and_budget_binds(name):
     spec = examples.make(name, **TINY[name])
     result = mdp_opt.solve(spec, backend="brute")

@@ -13,11 +13,10 @@ from hypothesis import strategies as st
 import mdp_opt
 from mdp_opt import Dim, Spec, SpecError, Status, Term
 from mdp_opt.cli import main
-from mdp_opt.frontier import axis_label, frontier, plot
+from mdp_opt.frontier import frontier
+from mdp_opt.plots import axis_label, plot_frontier
 from strategies import specs
 from test_spec import EXAMPLE
-
-from conftest import INSTANCE_OPTIMA, INSTANCES
 
 
 def non_decreasing(values) -> bool:
@@ -84,13 +83,10 @@ def test_bad_arguments_name_the_field():
 
 
 def test_real_instance_frontier_meets_the_documented_optimum():
-    path = INSTANCES / "mdp-rn50-step10.json"
-    if not path.exists():
-        pytest.skip(f"real instance {path} absent")
-    spec = mdp_opt.load(path)
+    spec = mdp_opt.examples.make("mdp-rn50-step10")
     budget = spec.budgets["latency"]
     out = frontier(spec, budgets=[0.5 * budget, budget])
-    assert out[1].objective == INSTANCE_OPTIMA["mdp-rn50-step10"]
+    assert out[1].objective == mdp_opt.examples.PROVEN_OPTIMA["mdp-rn50-step10"]
     assert out[0].objective < out[1].objective
 
 
@@ -131,7 +127,7 @@ def test_cli_plot_writes_a_png(spec_file, tmp_path, capsys):
 def test_plot_labels_axes_and_marks_the_spec_budget():
     pytest.importorskip("matplotlib")
     spec = Spec.from_dict({**EXAMPLE, "meta": {"units": {"latency": "ms"}}})
-    figure = plot(frontier(spec, points=5), spec=spec)
+    figure = plot_frontier(frontier(spec, points=5), spec=spec)
     ax = figure.axes[0]
     assert ax.get_xlabel() == "latency budget (ms)"
     assert ax.get_ylabel().startswith("objective")
@@ -159,7 +155,7 @@ def test_too_costly_one_pass_falls_back_to_one_solve_per_budget(monkeypatch):
     spec = Spec.from_dict(EXAMPLE)
     one_pass = frontier(spec, points=6)
     module = importlib.import_module("mdp_opt.frontier")   # the module, even if a function shares its name
-    monkeypatch.setattr(module, "PAIRS_PER_SOLVE", 0)
+    monkeypatch.setattr(importlib.import_module("mdp_opt.backends.dp"), "PAIRS_PER_SOLVE", 0)
     by_solving = frontier(spec, points=6)
     assert {p.result.stats["frontier"] for p in one_pass} == {module.ONE_PASS}
     assert {p.result.stats["frontier"] for p in by_solving} == {module.ONE_SOLVE_PER_BUDGET}

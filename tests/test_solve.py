@@ -68,19 +68,16 @@ def test_unknown_option_is_rejected(spec):
 
 
 @pytest.fixture
-def register(monkeypatch):
-    """Register a test backend for one test only."""
-    import importlib
-    solve_module = importlib.import_module("mdp_opt.solve")  # the module, not the function of that name
-    monkeypatch.setattr(solve_module, "_REGISTRY", dict(solve_module._REGISTRY))
-
+def register_answer(register):
+    """Register a test backend answering `answer_for(spec, limits)`, for one test only."""
     def add(name, answer_for):
-        mdp_opt.register_backend(name, lambda spec, budgets, options: answer_for(spec, budgets))
+        register(name, lambda spec, limits, options: answer_for(spec, limits))
     return add
 
 
-def test_verification_refuses_wrong_objective_over_budget_and_false_bounds(spec, register):
-    best = mdp_opt.brute_force(spec, {"latency": 0.7})
+def test_verification_refuses_wrong_objective_over_budget_and_false_bounds(spec, register_answer):
+    register = register_answer
+    best = mdp_opt.solve(spec, {"latency": 0.7}, backend="brute")
     register("liar-objective", lambda s, b: Answer(Status.OPTIMAL, best.choice, best.active, best.objective + 1))
     register("liar-budget", lambda s, b: Answer(Status.FEASIBLE, {"stem": 0, "b1.conv1": 3}, {"b1": True}))
     register("liar-bound", lambda s, b: Answer(Status.FEASIBLE, best.choice, best.active, bound=best.objective - 1))
@@ -94,9 +91,9 @@ def test_verification_refuses_wrong_objective_over_budget_and_false_bounds(spec,
             mdp_opt.solve(spec, backend=name)
 
 
-def test_registered_backend_result_is_completed_by_the_core(spec, register):
-    best = mdp_opt.brute_force(spec, {"latency": 0.7})
-    register("honest", lambda s, b: Answer(Status.FEASIBLE, best.choice, best.active, bound=10.0))
+def test_registered_backend_result_is_completed_by_the_core(spec, register_answer):
+    best = mdp_opt.solve(spec, {"latency": 0.7}, backend="brute")
+    register_answer("honest", lambda s, b: Answer(Status.FEASIBLE, best.choice, best.active, bound=10.0))
     result = mdp_opt.solve(spec, backend="honest")
     assert result.status is Status.FEASIBLE
     assert result.objective == pytest.approx(best.objective)
@@ -147,8 +144,8 @@ def test_cli_validate_solve_and_errors(tmp_path, capsys, spec):
 
 def test_unknown_option_is_rejected_even_when_the_presolve_answers_alone(spec, register):
     """The presolve proves this toy optimal without calling the backend; the option check must not depend on it."""
-    mdp_opt.register_backend("declared", lambda s, b, o: mdp_opt.brute_force(s, b), presolve=True,
-                             options={"threads": None})
+    register("declared", lambda s, b, o: mdp_opt.get_backend("brute").solve(s, b, {}), features={"presolve"},
+             options={"threads": None})
     assert mdp_opt.solve(spec, backend="declared", threads=2).stats.get("solved_by") == "presolve"
     with pytest.raises(SpecError, match=r"option 'bogus': not understood by backend 'declared'"):
         mdp_opt.solve(spec, backend="declared", bogus=1)

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .spec import Dim, Spec, SpecError, Term, importance_table
+from ..spec import Dim, Spec, SpecError, Term, importance_table
 
 STAIRCASE = 16             # CPU kernels process channels in blocks of this many
 THROUGHPUT = 50_000.0      # FLOP per microsecond of the synthetic CPU (50 GFLOP/s)

@@ -1,0 +1,151 @@
+"""The Lagrangian dual: an upper bound on the best feasible value, and feasible configurations met on the way.
+
+For multipliers lambda >= 0 (one per limited resource)
+
+    L(lambda) = max_x  value(x) - sum_r lambda_r * (cost_r(x) - limit_r)
+
+bounds the best feasible value from above and decomposes over the factor graph, so variable
+elimination computes it exactly. `LagrangianSearch.run` minimises it over lambda (an exact
+cutting-plane line search per resource; coordinate sweeps for several), keeps the best
+feasible configuration it meets (confirmed with the core's `evaluate`, then improved by
+`LocalSearch`) and the multipliers of the best bound.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+import numpy as np
+
+from ..deadline import Deadline
+from ..evaluate import evaluate
+from ..factor_graph import SpecGraph
+from ..result import OPTIMALITY_GAP, relative_gap
+from ..spec import Spec
+from .local_search import LocalSearch
+
+MAX_LINE_SEARCH_STEPS = 100
+MAX_SWEEPS = 20
+
+
+class LagrangianSearch:
+    """Minimises L(lambda) over lambda >= 0, tracking the best bound and the best feasible configuration."""
+
+    def __init__(self, graph: SpecGraph, spec: Spec, limits: Mapping[str, float], deadline: Deadline | None = None
+                 ) -> None:
+        self.graph, self.spec = graph, spec
+        self.limits = dict(limits)
+        self.deadline = deadline or Deadline(None)
+        self.bound = math.inf
+        self.best_lambdas: dict[str, float] = {r: 0.0 for r in self.limits}
+        self.incumbent: np.ndarray | None = None
+        self.incumbent_value = -math.inf
+        self.passes = 0
+        self.local = LocalSearch(graph, self.limits, self.deadline)
+
+    # -- points of the dual function
+    def point(self, lambdas: Mapping[str, float]) -> tuple[np.ndarray, float, dict[str, float]]:
+        """Maximise the Lagrangian at `lambdas`; update bound and incumbent; return (x, value, costs)."""
+        value, x = self.graph.max_sum(lambdas)
+        self.passes += 1
+        bound = value + sum(lam * self.limits[r] for r, lam in lambdas.items()) + self.graph.rounding_margin(lambdas)
+        if bound < self.bound:
+            self.bound, self.best_lambdas = bound, dict(lambdas)
+        v, costs = self.graph.evaluate(x)
+        self.offer(x, v, costs)
+        return x, v, costs
+
+    def offer(self, x: np.ndarray, value: float, costs: Mapping[str, float]) -> None:
+        """Keep `x` as incumbent if it is feasible and better (confirmed with the core's evaluate)."""
+        if value <= self.incumbent_value or not self.local.feasible(costs):
+            return
+        choice, active = self.graph.configuration(x)
+        ev = evaluate(self.spec, choice, active)
+        if ev.value > self.incumbent_value and self.local.feasible(ev.costs):
+            self.incumbent, self.incumbent_value = x.copy(), ev.value
+
+    def closed(self) -> bool:
+        return self.incumbent is not None and relative_gap(self.bound, self.incumbent_value) <= OPTIMALITY_GAP
+
+    def run(self) -> bool:
+        """Search the multipliers; True when some resource's minimum cost proves the limits infeasible.
+
+        Stops early (with the bound and incumbent found so far) when the deadline passes."""
+        cheapest = {}
+        for r in self.limits:
+            weights = {r: 1.0}
+            neg_min, x = self.graph.max_sum(weights, value_weight=0.0)
+            self.passes += 1
+            if -neg_min - self.graph.rounding_margin(weights, 0.0) > self.limits[r]:
+                return True
+            v, costs = self.graph.evaluate(x)
+            self.offer(x, v, costs)
+            cheapest[r] = (x, v, costs)
+        if not self.limits:
+            self.point({})  # no budget: the unconstrained maximum is optimal
+            return False
+        lambdas = {r: 0.0 for r in self.limits}
+        starts: list[np.ndarray] = []  # local search starts from configurations the last sweep met
+        for _ in range(MAX_SWEEPS if len(self.limits) > 1 else 1):
+            before = self.bound
+            starts = []
+            for r in self.limits:
+                if self.closed() or self.deadline.expired:
+                    break
+                lambdas[r], met = self.line_search(r, lambdas, cheapest[r])
+                starts.extend(met)
+            # stop when a sweep closes less than 1% of the remaining gap (or of the bound, with no incumbent)
+            remaining = self.bound - self.incumbent_value if self.incumbent is not None else abs(self.bound)
+            if self.closed() or self.deadline.expired or before - self.bound <= 0.01 * remaining:
+                break
+        if not self.closed():
+            for x in starts + ([self.incumbent] if self.incumbent is not None else []):
+                if self.deadline.expired:
+                    break
+                self.offer(*self.local.climb(x, self.best_lambdas))
+        return False
+
+    def line_search(self, r: str, lambdas: dict[str, float], cheapest: tuple[np.ndarray, float, dict[str, float]]
+                    ) -> tuple[float, list[np.ndarray]]:
+        """The lambda_r >= 0 minimising L with the other multipliers fixed (cutting planes, exact),
+        and starting points for local search: the last configuration over limit r met, and all
+        within it (cheap to climb from)."""
+        limit = self.limits[r]
+
+        def line(x: np.ndarray, value: float, costs: Mapping[str, float]) -> tuple[float, float, np.ndarray]:
+            """(intercept, slope, x) of t -> Lagrangian value of configuration x at lambda_r = t."""
+            others = sum(lam * (costs[s] - self.limits[s]) for s, lam in lambdas.items() if s != r)
+            return value - others, -(costs[r] - limit), x
+
+        trial = dict(lambdas, **{r: 0.0})
+        lo = line(*self.point(trial))
+        if lo[1] >= 0:
+            return 0.0, [lo[2]]
+        within = []
+        hi = line(*cheapest)
+        best_t, best_value = 0.0, lo[0]
+        for _ in range(MAX_LINE_SEARCH_STEPS):
+            if lo[1] >= hi[1] or self.deadline.expired:
+                break  # even the cheapest configuration is over limit r: no multiplier helps
+            t = max(0.0, (hi[0] - lo[0]) / (lo[1] - hi[1]))
+            model = lo[0] + lo[1] * t
+            trial[r] = t
+            new = line(*self.point(trial))
+            value = new[0] + new[1] * t
+            if value < best_value:
+                best_t, best_value = t, value
+            if value <= model + 1e-10 * max(1.0, abs(model)) + self.graph.rounding_margin(trial) or self.closed():
+                break
+            if new[1] < 0:
+                lo = new
+            else:
+                hi = new
+                within.append(new[2])
+        return best_t, within + [lo[2]]
+
+    def incumbent_configuration(self) -> tuple[dict[str, int], dict[str, bool], float] | None:
+        if self.incumbent is None:
+            return None
+        choice, active = self.graph.configuration(self.incumbent)
+        return choice, active, self.incumbent_value

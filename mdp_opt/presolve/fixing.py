@@ -1,0 +1,67 @@
+"""Reduced-cost fixing: drop every choice no configuration better than the incumbent can use, and slice the spec.
+
+A forward-backward (max-marginal) pass at the best multipliers gives, for every dim choice
+and block state, the best Lagrangian value of any configuration using it; that value bounds
+every feasible configuration using it. A state whose bound is below the incumbent's value is
+never optimal, so it is dropped (a float-rounding margin keeps the doubtful ones).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from ..factor_graph import SpecGraph
+from ..spec import Dim, Spec, Term
+
+
+def states_to_keep(graph: SpecGraph, lambdas: Mapping[str, float], limits: Mapping[str, float],
+                   incumbent: np.ndarray, incumbent_value: float) -> list[np.ndarray]:
+    """Per variable, a mask of the states some configuration at least as good as the incumbent may use."""
+    mm = graph.plan.max_marginals(graph.tables(lambdas))
+    offset = sum(lam * limits[r] for r, lam in lambdas.items()) + 2 * graph.rounding_margin(lambdas)
+    keep = []
+    for var, marginal in enumerate(mm.marginals):
+        mask = marginal + offset >= incumbent_value
+        mask[incumbent[var]] = True
+        keep.append(mask)
+    return keep
+
+
+def reduce_spec(spec: Spec, keep: list[np.ndarray], incumbent: np.ndarray
+                ) -> tuple[Spec, dict[str, tuple[int, ...]], dict[str, bool]]:
+    """The spec restricted to the kept states; dim -> kept indices; blocks left with one state.
+
+    Terms are sliced to the kept choices; a dim left with one choice is dropped from the terms
+    naming it (its axis has length 1), and terms that then share dims and block are summed, so
+    backends get a smaller model with the same value and costs for every configuration."""
+    n_dims = len(spec.dims)
+    fixed = {b: bool(np.flatnonzero(keep[n_dims + j])[0])
+             for j, b in enumerate(spec.block_names) if keep[n_dims + j].sum() == 1}
+    live_terms = [(r, t) for r, _, t in spec.terms() if fixed.get(t.block, True)]
+    named = {d for _, t in live_terms for d in t.dims}
+    kept = {}
+    for i, d in enumerate(spec.dims):
+        # a dim no remaining term names cannot matter: pin it to the incumbent's choice
+        kept[d.name] = tuple(int(k) for k in np.flatnonzero(keep[i])) if d.name in named else (int(incumbent[i]),)
+
+    merged: dict[tuple[str | None, frozenset[str], str | None], tuple[tuple[str, ...], np.ndarray]] = {}
+    for resource, t in live_terms:
+        table = t.table[np.ix_(*[kept[d] for d in t.dims])] if t.dims else t.table
+        free = [a for a, d in enumerate(t.dims) if len(kept[d]) > 1]
+        dims = tuple(t.dims[a] for a in free)
+        table = table.reshape([table.shape[a] for a in free])
+        key = (resource, frozenset(dims), None if t.block in fixed else t.block)
+        if key in merged:
+            first, total = merged[key]
+            table = total + table.transpose([dims.index(d) for d in first])
+            dims = first
+        merged[key] = (dims, table)
+    terms = {r: tuple(Term(dims, table, block) for (s, _, block), (dims, table) in merged.items() if s == r)
+             for r in (None, *spec.costs)}
+    reduced = spec.replace(
+        dims=tuple(Dim(d.name, tuple(d.choices[k] for k in kept[d.name])) for d in spec.dims),
+        blocks=tuple(b for b in spec.block_names if b not in fixed),
+        objective=terms.pop(None), costs=terms)
+    return reduced, kept, fixed

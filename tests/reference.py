@@ -1,0 +1,31 @@
+"""The one comparison with the reference: a backend's result against brute force on the same problem."""
+
+from __future__ import annotations
+
+from mdp_opt import Feature, Result, Status, backends_with, solve
+from mdp_opt.result import OPTIMALITY_GAP, relative_gap
+
+REFERENCE = backends_with(Feature.REFERENCE)[0]
+EXACT = backends_with(Feature.EXACT, without=[Feature.REFERENCE])
+HEURISTIC = backends_with(without=[Feature.EXACT, Feature.REFERENCE])
+
+
+def reference(spec, budget) -> Result:
+    return solve(spec, budget, backend=REFERENCE)
+
+
+def assert_matches_reference(got: Result, expected: Result) -> None:
+    """An exact backend's result has the reference's status, and its objective when optimal."""
+    assert got.status == expected.status, (got, expected)
+    if expected.status is Status.OPTIMAL:
+        assert relative_gap(max(got.objective, expected.objective), min(got.objective, expected.objective)) \
+            <= OPTIMALITY_GAP, (got.objective, expected.objective)
+
+
+def assert_never_above_reference(got: Result, expected: Result) -> None:
+    """A heuristic's answer is verified (by solve) and never better than the proven optimum."""
+    assert got.status in (Status.FEASIBLE, Status.OPTIMAL, Status.INFEASIBLE, Status.TIME_LIMIT_NO_SOLUTION,
+                          Status.ERROR), got
+    if got.has_solution:
+        assert expected.status is Status.OPTIMAL
+        assert got.objective <= expected.objective * (1 + 1e-9) + 1e-9, (got.objective, expected.objective)
