@@ -4,8 +4,8 @@
 
 Prints one row per (instance, backend): status, objective, whether it equals the documented
 proven optimum, and the median / min / max of `Result.wall_time` (the solve itself, after the
-backend's import) over the repeats. Instances are read from ../shared/instances beside the clone
-(or --instances DIR). `--threads` goes to the backends that take it (cpsat, milp).
+backend's import) over the repeats. The instances are the ones shipped in `mdp_opt.examples`.
+`--threads` goes to the backends that take it (`Feature.THREADS`: cpsat, milp).
 """
 
 from __future__ import annotations
@@ -13,17 +13,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-from pathlib import Path
 
 import mdp_opt
-
-DOCUMENTED_OPTIMA = {  # ../shared/instances/README.md
-    "mdp-rn101-step00": 3350920,
-    "mdp-rn50-step10": 6908411,
-    "mdp-rn50-step20": 6516229,
-    "mdp-mbv1-2nd-step00": 4189641,
-}
-THREADED = {"cpsat", "milp"}
+from mdp_opt import Feature
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,28 +25,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-presolve", action="store_true", help="solve(presolve=False): the backend alone")
     parser.add_argument("--time-limit", type=float, default=None, metavar="S")
     parser.add_argument("--backends", default=None, help="comma-separated (default: every installed exact one)")
-    parser.add_argument("--instances", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "instances")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
-    backends = args.backends.split(",") if args.backends else [
-        b for b in mdp_opt.installed_backends() if b not in ("mindtpy", "brute")]
-    paths = [args.instances / f"{name}.json" for name in DOCUMENTED_OPTIMA]
-    missing = [p for p in paths if not p.exists()]
-    if missing:
-        print(f"missing instances: {', '.join(map(str, missing))}", file=sys.stderr)
-        return 2
+    backends = args.backends.split(",") if args.backends else mdp_opt.backends_with(
+        Feature.EXACT, without=[Feature.REFERENCE])
 
     print(f"repeats={args.repeats} threads={args.threads} presolve={not args.no_presolve} "
           f"time_limit={args.time_limit}")
     print(f"{'instance':22s} {'backend':8s} {'status':9s} {'objective':>10s} {'ok':3s} "
           f"{'median s':>9s} {'min s':>8s} {'max s':>8s}")
     worst_ok = True
-    for path in paths:
-        spec = mdp_opt.load(path)
-        optimum = DOCUMENTED_OPTIMA[path.stem]
+    for name in mdp_opt.examples.INSTANCES:
+        spec = mdp_opt.examples.instance(name)
+        optimum = mdp_opt.examples.PROVEN_OPTIMA[name]
         for backend in backends:
-            options = {"threads": args.threads} if backend in THREADED else {}
+            options = {"threads": args.threads} if mdp_opt.get_backend(backend).has(Feature.THREADS) else {}
             results = [mdp_opt.solve(spec, backend=backend, presolve=not args.no_presolve,
                                      time_limit=args.time_limit, **options) for _ in range(args.repeats)]
             times = [r.wall_time for r in results]
@@ -62,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             ok = all(r.status is mdp_opt.Status.OPTIMAL and r.objective == optimum for r in results)
             worst_ok &= ok
             objective = "-" if last.objective is None else f"{last.objective:.0f}"
-            print(f"{path.stem:22s} {backend:8s} {last.status.value:9s} {objective:>10s} {'yes' if ok else 'NO':3s} "
+            print(f"{name:22s} {backend:8s} {last.status.value:9s} {objective:>10s} {'yes' if ok else 'NO':3s} "
                   f"{statistics.median(times):9.3f} {min(times):8.3f} {max(times):8.3f}", flush=True)
     return 0 if worst_ok else 1
 

@@ -579,13 +579,13 @@ def report(config: Config, runs: list[SeedRun], elapsed: float, command: str, pl
 # ---- command line ----------------------------------------------------------------------------------
 
 def pick_backend(requested: str | None) -> str:
-    installed = mdp_opt.installed_backends()
     if requested:
         return requested
-    for name in ("cpsat", "milp"):
-        if name in installed:
-            return name
-    raise SystemExit(f"no exact backend installed (have {installed}); pip install 'mdp-opt[cpsat]' or 'mdp-opt[milp]'")
+    exact = mdp_opt.backends_with(mdp_opt.Feature.EXACT, mdp_opt.Feature.PRESOLVE)
+    if exact:
+        return exact[0]
+    raise SystemExit(f"no exact backend installed (have {mdp_opt.installed_backends()}); "
+                     "pip install 'mdp-opt[cpsat]' or 'mdp-opt[milp]'")
 
 
 def parse_budgets(text: str) -> tuple[float, ...]:

@@ -15,11 +15,6 @@ settings.register_profile("ci", deadline=None, suppress_health_check=[HealthChec
 settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 
-def pytest_addoption(parser):
-    parser.addoption("--long-fuzz", action="store_true", default=False,
-                     help="run the property tests marked `fuzz` with many more examples")
-
-
 @pytest.fixture(params=mdp_opt.examples.INSTANCES)
 def instance(request):
     """(name, spec, proven optimum) of each real instance shipped in mdp_opt/examples/instances."""

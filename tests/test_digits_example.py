@@ -1,5 +1,8 @@
 """examples/digits.py --quick end to end (real data, real training, real timing), so the example never rots.
 
+The end-to-end run is the slow lane (`pytest -m slow`, about 30 s to 2.5 min with the latency tables); the
+checks of its parts run in the default lane.
+
 One run feeds every test. Every method meets its budget on measured latency (`fit_measured`); the
 final figure is a fresh timing after fine-tuning, so it may differ by timing noise: ALLOWANCE (10% of
 the budget) covers the dense model timed against a copy of itself, under 1% apart on a quiet
@@ -40,6 +43,7 @@ def quick_run(tmp_path_factory):
     return digits, out, records
 
 
+@pytest.mark.slow
 def test_outputs_are_written(quick_run):
     digits, out, records = quick_run
     table = (out / "table.md").read_text()
@@ -52,6 +56,7 @@ def test_outputs_are_written(quick_run):
     assert '"twin_ratios"' in (out / "records.json").read_text()
 
 
+@pytest.mark.slow
 def test_every_method_and_budget_is_recorded(quick_run):
     digits, _, records = quick_run
     budgets = digits.QUICK.budgets
@@ -60,6 +65,7 @@ def test_every_method_and_budget_is_recorded(quick_run):
     assert any(r.method == "mdp-opt" and r.feasible for r in records)
 
 
+@pytest.mark.slow
 def test_every_pruned_model_is_within_budget_when_measured(quick_run):
     digits, _, records = quick_run
     assert all(r.feasible for r in records if r.method == "mdp-opt")
@@ -71,6 +77,7 @@ def test_every_pruned_model_is_within_budget_when_measured(quick_run):
                 f"{r.method} at {r.budget_pct}%: measured {r.measured_pct:.1f}% of the dense latency")
 
 
+@pytest.mark.slow
 def test_accuracies_beat_chance(quick_run):
     _, _, records = quick_run
     dense = next(r for r in records if r.method == "dense")

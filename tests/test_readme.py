@@ -25,3 +25,30 @@ def test_main_job_command_solves_the_shipped_example(capsys):
     assert main(command.split()) == 0
     out = capsys.readouterr().out
     assert out.startswith("status     optimal")
+
+
+def test_python_api_snippet_runs(capsys):
+    """The README's first Python block, as written, on the shipped real instance."""
+    text = README.read_text()
+    snippet = re.search(r"## Python API\n\n```python\n(.*?)```", text, re.S).group(1)
+    namespace: dict = {}
+    exec(compile(snippet, "README.md", "exec"), namespace)
+    result = namespace["result"]
+    assert result.status.value == "optimal" and result.costs["latency"] <= result.budgets["latency"]
+    assert "status     optimal" in capsys.readouterr().out
+
+
+SPEC_FORMAT = README.parent / "docs" / "SPEC_FORMAT.md"
+
+
+def test_the_spec_format_doc_examples_load(tmp_path, monkeypatch):
+    import mdp_opt
+    text = SPEC_FORMAT.read_text()
+    example = re.search(r"```json\n(.*?)```", text, re.S).group(1)
+    spec = mdp_opt.loads(example)
+    assert spec.name == "toy-resnet" and spec.budgets == {"latency": 0.7}
+    monkeypatch.chdir(tmp_path)
+    code = re.search(r"## In Python\n\n```python\n(.*?)```", text, re.S).group(1)
+    namespace: dict = {}
+    exec(compile(code, "SPEC_FORMAT.md", "exec"), namespace)
+    assert namespace["spec"] == spec
