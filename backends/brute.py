@@ -21,9 +21,16 @@ BRUTE_FORCE_LIMIT = 2_000_000
 DEFAULTS: dict[str, Any] = {"limit": BRUTE_FORCE_LIMIT}
 
 
+def check_options(opts: Mapping, spec: Spec, limits: Mapping[str, float]) -> None:
+    limit = opts["limit"]
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise SpecError(f"option limit: expected a whole number of configurations >= 1, got {limit!r:.40}")
+
+
 def solve(spec: Spec, limits: Mapping[str, float], options: Mapping | None = None) -> Answer:
     """The best configuration with every cost within its limit, by enumerating all of them."""
     opts = take_options(options or {}, DEFAULTS, "brute")
+    check_options(opts, spec, limits)
     n = count_configurations(spec)
     if n > opts["limit"]:
         raise SpecError(f"spec: {n} configurations exceed the brute-force limit of {opts['limit']}; "
@@ -57,5 +64,5 @@ def solve(spec: Spec, limits: Mapping[str, float], options: Mapping | None = Non
                   stats={"configurations": n})
 
 
-register_backend("brute", solve, features={Feature.EXACT, Feature.REFERENCE}, options=DEFAULTS,
+register_backend("brute", solve, features={Feature.EXACT, Feature.REFERENCE}, options=DEFAULTS, check=check_options,
                  description="enumerates every configuration (tiny specs only, exact)")

@@ -25,6 +25,7 @@ Options:
                  (default) picks it automatically as described above. A coarse unit solves faster
                  but may leave a gap that the answer then reports.
     time_limit   seconds for the whole call; at the limit the best solution is `feasible` with its bound.
+The call's deadline also stops CP-SAT at once (`stop_search`) on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from mdp_opt.backend import Feature, register_backend, take_options
+from mdp_opt.backend import Feature, check_bool, check_threads, register_backend, take_options
 from mdp_opt.deadline import Deadline
 from mdp_opt.evaluate import configuration_from_hint
 from mdp_opt.linear_model import LinearModel, build
@@ -53,23 +54,25 @@ DEFAULTS: dict[str, Any] = {"threads": None, "verbose": False, "hint": None, "pa
 # relaxation (linearization_level 1) leaves out, losing the tight marginal bound: on the ResNet-101
 # instance it stalls at a 90% gap after 30 s with 2 workers, where without it the proof takes ~4 s.
 # The linearisation is already presolved (every row is needed), so it is off unless asked for.
-BASE_PARAMETERS: dict[str, Any] = {"cp_model_presolve": False}
+# CP-SAT's own SIGINT handler is off too: it crashed the process (std::bad_function_call) when Ctrl-C came
+# during a solve in solve()'s worker thread; the call's deadline stops the search instead (`stop_search`).
+BASE_PARAMETERS: dict[str, Any] = {"cp_model_presolve": False, "catch_sigint_signal": False}
 MAX_SCALED = 1e12          # largest scaled magnitude of a whole objective or cost expression
+CHECK_EVERY = 8192         # variables or row entries added to the CP-SAT model between deadline checks
 
 
 def solve(spec: Spec, limits: Mapping[str, float], options: dict) -> Answer:
     """Solve `spec` within `limits` with CP-SAT; see the module docstring for options and rounding."""
     opts = take_options(options, DEFAULTS, "cpsat")
-    deadline = Deadline(opts["time_limit"])
+    check_options(opts, spec, limits)
+    deadline = opts["deadline"]
     hint = configuration_from_hint(spec, opts["hint"]) if opts["hint"] is not None else None
-    _check_parameters(opts)
-    resolution = _resolutions(opts["resolution"], limits)
-    scales = {r: 1.0 / resolution[r] if resolution[r] is not None else _choose_scale(spec.costs[r]) for r in limits}
+    scales = _scales(spec, opts["resolution"], limits)
     objective_scale = _choose_scale(spec.objective)
     passes: list[dict[str, Any]] = []
 
     def one_pass(rounded: Spec, caps: Mapping[str, float], start: tuple | None) -> Answer:
-        model = build(rounded, caps)
+        model = build(rounded, caps, deadline)
         answer = _run(model, caps, start, opts, deadline)
         passes.append(answer.stats)
         return answer
@@ -93,15 +96,24 @@ def _run(model: LinearModel, caps: Mapping[str, float], hint: tuple | None, opts
          deadline: Deadline) -> Answer:
     """One CP-SAT solve of the integral model: objective and caps are integers here."""
     cp = cp_model.CpModel()
-    x = [cp.new_bool_var(name) for name in model.names]
+    x = []
+    for start in range(0, model.num_vars, CHECK_EVERY):     # building a large model takes seconds: keep checking
+        deadline.check()
+        x.extend(cp.new_bool_var("") for _ in range(start, min(model.num_vars, start + CHECK_EVERY)))
+    done = 0
     for index, coef, lower, upper in model.rows():
+        done += len(index)
+        if done >= CHECK_EVERY:
+            deadline.check()
+            done = 0
         cp.add_linear_constraint(cp_model.LinearExpr.weighted_sum([x[i] for i in index], [int(c) for c in coef]),
                                  _int_or(lower, cp_model.INT_MIN), _int_or(upper, cp_model.INT_MAX))
     for r, cap in caps.items():
         cost = model.costs[r]
         nz = np.flatnonzero(cost.coef)
+        # integer coefficients: the variable part fits exactly when it is at most floor(cap - constant)
         cp.add_linear_constraint(cp_model.LinearExpr.weighted_sum([x[i] for i in nz], _ints(cost.coef[nz])),
-                                 cp_model.INT_MIN, int(cap) - int(round(cost.constant)))
+                                 cp_model.INT_MIN, math.floor(cap - cost.constant))
     nz = np.flatnonzero(model.objective.coef)
     cp.maximize(cp_model.LinearExpr.weighted_sum([x[i] for i in nz], _ints(model.objective.coef[nz])))
     if hint is not None:
@@ -109,7 +121,8 @@ def _run(model: LinearModel, caps: Mapping[str, float], hint: tuple | None, opts
             cp.add_hint(var, bool(value))
     solver = cp_model.CpSolver()
     _set_parameters(solver, opts, deadline)
-    status = solver.solve(cp)
+    with deadline.hook(solver.stop_search):
+        status = solver.solve(cp)
     stats: dict[str, Any] = {"solver_status": solver.status_name(status), "variables": model.num_vars,
                              "rows": model.num_rows + len(caps), "conflicts": solver.num_conflicts,
                              "branches": solver.num_branches, "deterministic_time": solver.deterministic_time}
@@ -127,18 +140,20 @@ def _run(model: LinearModel, caps: Mapping[str, float], hint: tuple | None, opts
                   stats=stats)
 
 
-def _check_parameters(opts: Mapping[str, Any]) -> None:
-    """Reject bad option values before any solve (they are applied to a throwaway solver)."""
+def check_options(opts: Mapping[str, Any], spec: Spec, limits: Mapping[str, float]) -> None:
+    """Reject bad option values before any work (parameters are tried on a throwaway solver)."""
+    check_threads(opts["threads"])
+    check_bool("verbose", opts["verbose"])
+    if opts["hint"] is not None:
+        configuration_from_hint(spec, opts["hint"])
     _set_parameters(cp_model.CpSolver(), opts, Deadline(None))
+    _scales(spec, opts["resolution"], limits)
 
 
 def _set_parameters(solver: Any, opts: Mapping[str, Any], deadline: Deadline) -> None:
     params = solver.parameters
-    threads = opts["threads"]
-    if threads is not None:
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise SpecError(f"option threads: expected a positive integer, got {threads!r}")
-        params.num_workers = threads
+    if opts["threads"] is not None:
+        params.num_workers = opts["threads"]
     if deadline.limited:
         params.max_time_in_seconds = max(deadline.remaining(), 1e-3)
     params.log_search_progress = bool(opts["verbose"])
@@ -153,28 +168,43 @@ def _set_parameters(solver: Any, opts: Mapping[str, Any], deadline: Deadline) ->
                             "see ortools/sat/sat_parameters.proto for names and types") from None
 
 
-def _resolutions(option: Any, limits: Mapping[str, float]) -> dict[str, float | None]:
-    """Per limited resource, the cost unit asked for (None: automatic)."""
+def _scales(spec: Spec, option: Any, limits: Mapping[str, float]) -> dict[str, float]:
+    """Per limited resource, the scale its costs are counted in: 1 / the `resolution` asked for (which must
+    keep every cost expression below MAX_SCALED units), or automatic (`_choose_scale`)."""
     if option is None:
-        return {r: None for r in limits}
-    if isinstance(option, Mapping):
-        unknown = sorted(set(option) - set(limits))
+        values = {r: None for r in limits}
+    elif isinstance(option, Mapping):
+        unknown = sorted(set(option) - set(limits), key=str)
         if unknown:
             raise SpecError(f"option resolution: {unknown[0]!r} is not a budgeted resource ({sorted(limits)})")
         values = {r: option.get(r) for r in limits}
     else:
         values = {r: option for r in limits}
+    scales = {}
     for r, v in values.items():
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf):
+        if v is None:
+            scales[r] = _choose_scale(spec.costs[r])
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:
             raise SpecError(f"option resolution: expected a positive cost unit (number, or resource -> number), "
-                            f"got {v!r} for {r!r}")
-    return {r: None if v is None else float(v) for r, v in values.items()}
+                            f"got {v!r:.40} for {r!r}")
+        magnitude = _magnitude(spec.costs[r])
+        if magnitude / v > MAX_SCALED:
+            raise SpecError(f"option resolution: {v:g} is too fine for CP-SAT on {r!r}: its costs (up to {magnitude:.3g}) "
+                            f"would count over {MAX_SCALED:g} units; use at least {magnitude / MAX_SCALED:.3g}")
+        scales[r] = 1.0 / float(v)
+    return scales
+
+
+def _magnitude(terms: tuple[Term, ...]) -> float:
+    """An upper bound on the absolute total of `terms` over every configuration."""
+    return sum(float(np.abs(t.table).max(initial=0.0)) for t in terms)
 
 
 def _choose_scale(terms: tuple[Term, ...]) -> float:
     """The smallest power of ten making every entry integral (up to float noise) while the largest possible
     total stays below MAX_SCALED; else the finest power of ten that keeps it there."""
-    magnitude = sum(float(np.abs(t.table).max(initial=0.0)) for t in terms)
+    magnitude = _magnitude(terms)
     if magnitude == 0:
         return 1.0
     finest = 10.0 ** math.floor(math.log10(MAX_SCALED / magnitude))
@@ -198,7 +228,7 @@ def _int_or(value: float, default: int) -> int:
     return int(value) if math.isfinite(value) else default
 
 
-register_backend("cpsat", solve, options=DEFAULTS, extra="cpsat", missing=MISSING,
+register_backend("cpsat", solve, options=DEFAULTS, extra="cpsat", missing=MISSING, check=check_options,
                  features={Feature.EXACT, Feature.BOUND, Feature.HINT, Feature.PRESOLVE, Feature.THREADS,
-                           Feature.TIME_LIMIT},
+                           Feature.TIME_LIMIT, Feature.INTERRUPT},
                  description="OR-Tools CP-SAT on the marginal linearisation (exact)")

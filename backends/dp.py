@@ -45,7 +45,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from mdp_opt.backend import Feature, FrontierUnavailable, register_backend, take_options
+from mdp_opt.backend import Feature, FrontierUnavailable, check_number, register_backend, take_options
 from mdp_opt.deadline import Deadline
 from mdp_opt.factor_graph import SpecGraph, elimination_order
 from mdp_opt.result import Answer, Status
@@ -503,7 +503,7 @@ def solve(spec: Spec, limits: Mapping[str, float], options: dict) -> Answer:
     """Backend entry point (see the module docstring for the options)."""
     opts = take_options(options, DEFAULTS, "dp")
     memory_cap = _memory_cap(opts["memory_cap"])
-    deadline = Deadline(opts["time_limit"])
+    deadline = opts["deadline"]
     scales = _scales(spec, opts["resolution"], limits)
     first = next(iter(limits), None)
     message = f"time limit {opts['time_limit']} s reached before the DP finished"
@@ -576,7 +576,7 @@ class OnePassFront:
                  options: Mapping[str, Any]) -> None:
         opts = take_options(options, DEFAULTS, "dp")
         memory_cap = _memory_cap(opts["memory_cap"])
-        deadline = Deadline(opts["time_limit"])
+        deadline = opts["deadline"]
         self.resource, self.others = resource, dict(others)
         limits = {resource: math.inf if cap is None else float(cap), **self.others}
         self.scales = _scales(spec, opts["resolution"], limits)
@@ -624,9 +624,11 @@ def _size(n: float) -> str:
 
 
 def _memory_cap(memory_cap: Any) -> float:
-    if isinstance(memory_cap, bool) or not isinstance(memory_cap, (int, float)) or not memory_cap > 0:
-        raise SpecError(f"option memory_cap: expected a positive number of bytes, got {memory_cap!r}")
-    return float(memory_cap)
+    return check_number("memory_cap", memory_cap, 0.0, low_open=True)
+
+
+# rounded costs stay exact integers in floating point below this many units
+MAX_UNITS = 2.0**53
 
 
 def _scales(spec: Spec, resolution: Any, limits: Mapping[str, float]) -> dict[str, float | None]:
@@ -635,7 +637,7 @@ def _scales(spec: Spec, resolution: Any, limits: Mapping[str, float]) -> dict[st
         wanted = {}
     elif isinstance(resolution, Mapping):
         wanted = dict(resolution)
-        unknown = sorted(set(wanted) - set(spec.costs))
+        unknown = sorted(set(wanted) - set(spec.costs), key=str)
         if unknown:
             raise SpecError(f"option resolution.{unknown[0]}: not a resource of the spec ({sorted(spec.costs)})")
     else:
@@ -645,11 +647,23 @@ def _scales(spec: Spec, resolution: Any, limits: Mapping[str, float]) -> dict[st
         res = wanted.get(r)
         if res is not None and (isinstance(res, bool) or not isinstance(res, (int, float))
                                 or not (math.isfinite(res) and res > 0)):
-            raise SpecError(f"option resolution: expected None or a positive number, got {res!r} for {r!r}")
+            raise SpecError(f"option resolution: expected None or a positive number, got {res!r:.40} for {r!r}")
+        if res is not None:
+            magnitude = sum(float(np.abs(t.table).max(initial=0.0)) for t in spec.costs[r])
+            if magnitude / res > MAX_UNITS:
+                raise SpecError(f"option resolution: {res:g} is too fine for {r!r} (costs up to {magnitude:.3g} would "
+                                f"count over 2**53 units); use at least {magnitude / MAX_UNITS:.3g}, or None (exact)")
         out[r] = None if res is None else 1.0 / float(res)
     return out
 
 
-register_backend("dp", solve, options=DEFAULTS, frontier=OnePassFront,
-                 features={Feature.EXACT, Feature.BOUND, Feature.PRESOLVE, Feature.FRONTIER, Feature.TIME_LIMIT},
+def check_options(opts: Mapping[str, Any], spec: Spec, limits: Mapping[str, float]) -> None:
+    """Reject bad option values before any work."""
+    _memory_cap(opts["memory_cap"])
+    _scales(spec, opts["resolution"], limits)
+
+
+register_backend("dp", solve, options=DEFAULTS, frontier=OnePassFront, check=check_options,
+                 features={Feature.EXACT, Feature.BOUND, Feature.PRESOLVE, Feature.FRONTIER, Feature.TIME_LIMIT,
+                           Feature.INTERRUPT},
                  description="dynamic programming over the factor graph, numpy only (exact)")

@@ -10,6 +10,7 @@ Options:
     hint         a starting configuration: a Result, or {"choice": {dim: index}, "active": {block: bool}}.
     parameters   raw HiGHS options, e.g. {"random_seed": 3}; applied last, over `BASE_OPTIONS`.
     time_limit   seconds; at the limit the best solution is returned as `feasible` with HiGHS's bound.
+                 The call's deadline also stops HiGHS (`cancelSolve`) on Ctrl-C.
 
 `stats` holds the HiGHS model status, node count, HiGHS's gap and bound, and the model size.
 """
@@ -21,7 +22,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from mdp_opt.backend import Feature, register_backend, take_options
+from mdp_opt.backend import Feature, check_bool, check_number, check_threads, register_backend, take_options
 from mdp_opt.evaluate import configuration_from_hint
 from mdp_opt.linear_model import LinearModel, build
 from mdp_opt.result import OPTIMALITY_GAP, Answer, Status, relative_gap
@@ -56,10 +57,12 @@ _threads_in_pool: int | None = None
 def solve(spec: Spec, limits: Mapping[str, float], options: dict) -> Answer:
     """Solve `spec` within `limits` with HiGHS; see the module docstring for options."""
     opts = take_options(options, DEFAULTS, "milp")
+    check_options(opts, spec, limits)
     hint = configuration_from_hint(spec, opts["hint"]) if opts["hint"] is not None else None
+    deadline = opts["deadline"]
     highs = _quiet_highs()
     _set_options(highs, opts)
-    model = build(spec, limits)
+    model = build(spec, limits, deadline)
     if model.num_vars == 0:  # no dims, no blocks: one configuration, which HiGHS calls an empty model
         if any(model.costs[r].constant > limit for r, limit in limits.items()):
             return Answer(Status.INFEASIBLE, stats={"variables": 0})
@@ -69,7 +72,11 @@ def solve(spec: Spec, limits: Mapping[str, float], options: dict) -> Answer:
     if hint is not None:
         x0 = model.values(*hint)
         highs.setSolution(model.num_vars, np.arange(model.num_vars, dtype=np.int32), x0)
-    highs.run()
+    highs.HandleUserInterrupt = True          # cancelSolve() then stops HiGHS at its next check
+    if deadline.limited:
+        highs.setOptionValue("time_limit", max(deadline.remaining(), 1e-3))
+    with deadline.hook(highs.cancelSolve):
+        highs.run()
     return _answer(model, limits, highs, objective_unit)
 
 
@@ -82,35 +89,36 @@ def _quiet_highs() -> Any:
     return QuietHighs()
 
 
-def _set_options(highs: Any, opts: Mapping[str, Any]) -> None:
-    global _threads_in_pool
-    values: dict[str, Any] = dict(BASE_OPTIONS)
-    values["mip_rel_gap"] = _nonnegative(opts["mip_rel_gap"], "mip_rel_gap")
-    if opts["time_limit"] is not None:
-        values["time_limit"] = float(opts["time_limit"])
-    threads = opts["threads"]
-    if threads is not None:
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise SpecError(f"option threads: expected a positive integer, got {threads!r}")
-        values["threads"] = threads
-        if threads != _threads_in_pool:
-            highspy.Highs.resetGlobalScheduler(True)
-            _threads_in_pool = threads
+def check_options(opts: Mapping[str, Any], spec: Spec, limits: Mapping[str, float]) -> None:
+    """Reject bad option values before any work (HiGHS options are tried on a throwaway instance)."""
+    check_threads(opts["threads"])
+    check_bool("verbose", opts["verbose"])
+    check_number("mip_rel_gap", opts["mip_rel_gap"])
+    if opts["hint"] is not None:
+        configuration_from_hint(spec, opts["hint"])
     parameters = opts["parameters"]
     if not isinstance(parameters, Mapping):
-        raise SpecError(f"option parameters: expected a mapping of HiGHS option names to values, got {parameters!r}")
-    values.update(parameters)
-    for name, value in values.items():
-        if highs.setOptionValue(name, value) != highspy.HighsStatus.kOk:
-            raise SpecError(f"option parameters: HiGHS rejected {name}={value!r} (unknown option or bad value; "
-                            "see https://ergo-code.github.io/HiGHS/dev/options/definitions/)")
+        raise SpecError(f"option parameters: expected a mapping of HiGHS option names to values, got {parameters!r:.40}")
+    _apply(_quiet_highs(), {**BASE_OPTIONS, **parameters})
+
+
+def _set_options(highs: Any, opts: Mapping[str, Any]) -> None:
+    global _threads_in_pool
+    values: dict[str, Any] = {**BASE_OPTIONS, "mip_rel_gap": float(opts["mip_rel_gap"])}
+    if opts["threads"] is not None:
+        values["threads"] = opts["threads"]
+        if opts["threads"] != _threads_in_pool:
+            highspy.Highs.resetGlobalScheduler(True)
+            _threads_in_pool = opts["threads"]
+    _apply(highs, {**values, **opts["parameters"]})
     highs.setOptionValue("output_flag", bool(opts["verbose"]))
 
 
-def _nonnegative(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise SpecError(f"option {name}: expected a number >= 0, got {value!r}")
-    return float(value)
+def _apply(highs: Any, values: Mapping[str, Any]) -> None:
+    for name, value in values.items():
+        if not isinstance(name, str) or highs.setOptionValue(name, value) != highspy.HighsStatus.kOk:
+            raise SpecError(f"option parameters: HiGHS rejected {name}={value!r:.40} (unknown option or bad value; "
+                            "see https://ergo-code.github.io/HiGHS/dev/options/definitions/)")
 
 
 def _unit(magnitude: float) -> float:
@@ -193,7 +201,7 @@ def _bound(info, model: LinearModel, objective_unit: float) -> float | None:
     return bound / objective_unit + model.objective.constant if np.isfinite(bound) else None
 
 
-register_backend("milp", solve, options=DEFAULTS, extra="milp", missing=MISSING,
+register_backend("milp", solve, options=DEFAULTS, extra="milp", missing=MISSING, check=check_options,
                  features={Feature.EXACT, Feature.BOUND, Feature.HINT, Feature.PRESOLVE, Feature.THREADS,
-                           Feature.TIME_LIMIT},
+                           Feature.TIME_LIMIT, Feature.INTERRUPT},
                  description="HiGHS MILP on the marginal linearisation (exact)")

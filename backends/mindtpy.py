@@ -14,14 +14,21 @@ nonconvex terms, and MindtPy's dual bound is the main MILP's incumbent at the MI
 `feasible`, with no bound; MindtPy's own bounds are reported in `stats` for information.
 Needs Pyomo, a MILP solver (`appsi_highs`, `glpk`, `cbc`) and an NLP solver (`cyipopt`, which
 needs scipy and Pyomo's PyNumero library): `mdp-opt setup-mindtpy` installs and builds them.
+MindtPy runs in a worker process, so that the time limit and Ctrl-C stop it at once.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import io
 import logging
 import math
+import os
+import pickle
+import signal
+import subprocess
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -29,7 +36,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from mdp_opt.backend import register_backend, take_options
+from mdp_opt.backend import Feature, register_backend, take_options
+from mdp_opt.deadline import Deadline
 from mdp_opt.evaluate import evaluate
 from mdp_opt.linear_model import build as build_linear_model
 from mdp_opt.result import Answer, BackendError, Status
@@ -84,12 +92,7 @@ def solve(spec: Spec, limits: Mapping[str, float], options: dict) -> Answer:
     mindtpy_options: any other MindtPy keyword options, e.g. {"mip_solver_mipgap": 1e-9}.
     """
     opts = take_options(options, DEFAULTS, "mindtpy")
-    kwargs = _mindtpy_arguments(opts)
-    _check_with_mindtpy(kwargs)
-    problems = stack_problems(kwargs["mip_solver"], kwargs["nlp_solver"])
-    if problems:
-        raise BackendError("backend 'mindtpy': " + "; ".join(problems) + ". Run `mdp-opt setup-mindtpy` "
-                           "(or pick other solvers with the mip_solver / nlp_solver options)")
+    kwargs = check_options(opts, spec, limits)
     stats: dict[str, Any] = {"formulation": opts["formulation"], "strategy": kwargs["strategy"],
                              "mip_solver": kwargs["mip_solver"], "nlp_solver": kwargs["nlp_solver"]}
     if not spec.dims and not spec.blocks:   # one configuration and nothing to decide: MindtPy cannot run on it
@@ -97,9 +100,15 @@ def solve(spec: Spec, limits: Mapping[str, float], options: dict) -> Answer:
         if any(ev.costs[r] > limit for r, limit in limits.items()):
             return Answer(Status.INFEASIBLE, stats={**stats, "message": "the only configuration is over budget"})
         return Answer(Status.FEASIBLE, {}, {}, objective=ev.value, stats=stats)
+    return _in_worker(opts["deadline"], spec, dict(limits), opts["formulation"], kwargs, stats)
+
+
+def _solve_here(spec: Spec, limits: Mapping[str, float], formulation: str, kwargs: dict[str, Any],
+                stats: dict[str, Any]) -> Answer:
+    """Build the Pyomo model and run MindtPy in this process."""
     start = time.perf_counter()
     try:
-        built = (_product_model if opts["formulation"] == "product" else _marginal_model)(spec, limits)
+        built = (_product_model if formulation == "product" else _marginal_model)(spec, limits)
     except _FixedCostsOverBudget as e:
         return Answer(Status.INFEASIBLE, stats={**stats, "message": str(e)})
     stats["build_seconds"] = time.perf_counter() - start
@@ -111,10 +120,113 @@ def solve(spec: Spec, limits: Mapping[str, float], options: dict) -> Answer:
     except Exception as e:  # MindtPy or a sub-solver failed on this spec: a status, not a crash
         answer = _failure(e, stats)
     else:
-        answer = _answer(spec, limits, built, results, opts["formulation"], stats)
+        answer = _answer(spec, limits, built, results, formulation, stats)
     if not answer.status.has_solution and output:
         answer.stats["solver_output_tail"] = output[-OUTPUT_TAIL:]
     return answer
+
+
+# ---- MindtPy in a worker process ----------------------------------------------------------------------
+# MindtPy spends most of its time in Python (model copies, transformations) and in sub-solvers that do not
+# look at a stop signal, and it captures the process's output file descriptors while it runs. In a worker
+# process it can be stopped at once, at the deadline or on Ctrl-C, without touching the caller's process.
+# One worker (`python -m mdp_opt.backends.mindtpy`, its imports done once) serves the solves one after the
+# other through two pipes; the stop signal kills it, and the next solve starts a new one. It ignores Ctrl-C
+# itself (the terminal sends it to the whole process group): the caller decides.
+
+class _Worker:
+    """A worker process that runs `_solve_here` on pickled jobs."""
+
+    _current: "_Worker | None" = None
+
+    def __init__(self) -> None:
+        jobs_read, self._jobs = os.pipe()
+        self._answers, answers_write = os.pipe()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", __name__, str(jobs_read), str(answers_write)], pass_fds=(jobs_read, answers_write),
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(jobs_read)
+        os.close(answers_write)
+        self._send, self._receive = os.fdopen(self._jobs, "wb"), os.fdopen(self._answers, "rb")
+
+    @classmethod
+    def get(cls) -> "_Worker":
+        if cls._current is None or cls._current.process.poll() is not None:
+            cls._current = cls()
+        return cls._current
+
+    def kill(self) -> None:
+        self.process.kill()
+
+    def close(self) -> None:
+        for stream in (self._send, self._receive):
+            with contextlib.suppress(OSError):
+                stream.close()
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        if _Worker._current is self:
+            _Worker._current = None
+
+    def run(self, deadline: Deadline, job: tuple) -> tuple[str, Any]:
+        """Send one job; its outcome, or ("stopped", None) when the stop signal killed the worker."""
+        try:
+            with deadline.hook(self.kill):
+                pickle.dump(job, self._send)
+                self._send.flush()
+                return pickle.load(self._receive)
+        except (EOFError, OSError, pickle.UnpicklingError):
+            self.close()
+            return "stopped", None
+
+
+def _in_worker(deadline: Deadline, *job: Any) -> Answer:
+    """`_solve_here(*job)` in the worker process; stopped by the deadline."""
+    kind, payload = _Worker.get().run(deadline, job)
+    if kind == "error":
+        raise payload
+    if kind == "answer":
+        return payload
+    why = {"interrupted": "Ctrl-C", "time_limit": "the time limit"}.get(deadline.reason or "")
+    if why is None:
+        return Answer(Status.ERROR, stats={"message": "the MindtPy worker process ended without an answer"})
+    return Answer(Status.TIME_LIMIT_NO_SOLUTION, stats={"message": f"MindtPy was stopped by {why} before it "
+                                                         "returned a configuration"})
+
+
+def _serve(jobs_fd: int, answers_fd: int) -> None:
+    """The worker's loop: read a job, answer it, until the caller closes the pipe."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with os.fdopen(jobs_fd, "rb") as jobs, os.fdopen(answers_fd, "wb") as answers:
+        while True:
+            try:
+                job = pickle.load(jobs)
+            except EOFError:
+                return
+            try:
+                outcome: tuple[str, Any] = ("answer", _solve_here(*job))
+            except Exception as e:  # noqa: BLE001 - the caller raises it
+                outcome = ("error", e)
+            try:
+                data = pickle.dumps(outcome)
+            except Exception as e:  # an exception that does not pickle: its text
+                data = pickle.dumps(("error", BackendError(f"backend 'mindtpy': {outcome[1]!r} ({e})")))
+            answers.write(data)
+            answers.flush()
+
+
+atexit.register(lambda: _Worker._current is not None and _Worker._current.close())
+
+
+def check_options(opts: Mapping[str, Any], spec: Spec, limits: Mapping[str, float]) -> dict[str, Any]:
+    """Validate the options (with MindtPy's own checks) and the sub-solvers; the MindtPy keyword arguments."""
+    kwargs = _mindtpy_arguments(opts)
+    _check_with_mindtpy(kwargs)
+    problems = stack_problems(kwargs["mip_solver"], kwargs["nlp_solver"])
+    if problems:
+        raise BackendError("backend 'mindtpy': " + "; ".join(problems) + ". Run `mdp-opt setup-mindtpy` "
+                           "(or pick other solvers with the mip_solver / nlp_solver options)")
+    return kwargs
 
 
 def _mindtpy_arguments(opts: Mapping[str, Any]) -> dict[str, Any]:
@@ -138,7 +250,8 @@ def _mindtpy_arguments(opts: Mapping[str, Any]) -> dict[str, Any]:
         raise SpecError("option mindtpy_options.mip_solver_mipgap: MindtPy rejects 0; use a small "
                         "positive gap such as 1e-9")
     time_limit = opts["time_limit"]
-    kwargs["time_limit"] = NO_TIME_LIMIT if time_limit is None else max(1, math.ceil(time_limit))
+    # MindtPy takes whole seconds; the deadline stops its process at the true limit anyway
+    kwargs["time_limit"] = NO_TIME_LIMIT if time_limit is None else max(1, math.floor(time_limit))
     kwargs.update(raw)
     return kwargs
 
@@ -365,6 +478,11 @@ def _finite_or_none(x: Any) -> float | None:
     return float(x) if x is not None and math.isfinite(float(x)) else None
 
 
-register_backend("mindtpy", solve, options=DEFAULTS, extra="mindtpy", missing=MISSING,
+register_backend("mindtpy", solve, options=DEFAULTS, extra="mindtpy", missing=MISSING, check=check_options,
+                 features={Feature.TIME_LIMIT, Feature.INTERRUPT},
                  setup=lambda: [p + " (run `mdp-opt setup-mindtpy`)" for p in stack_problems()],
                  description="Pyomo MindtPy outer approximation, the paper's solver (heuristic)")
+
+
+if __name__ == "__main__":      # the worker process (see _Worker)
+    _serve(int(sys.argv[1]), int(sys.argv[2]))

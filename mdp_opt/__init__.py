@@ -12,7 +12,7 @@ from .budgets import default_resource, resolve_budgets, within_budget
 from .evaluate import Evaluation, evaluate, kept_counts
 from .frontier import FrontierPoint, frontier
 from .measured import MeasuredFit, MeasuredRound, fit_measured, solve_measured
-from .result import Answer, BackendError, Result, Status
+from .result import Answer, BackendError, Interrupted, Result, Status
 from .solve import solve, verify
 from .spec import Block, Dim, Spec, SpecError, Term, dumps, importance_table, load, loads, save
 
@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Answer", "Backend", "BackendError", "Block", "Dim", "Evaluation", "Feature", "FrontierPoint",
-    "FrontierUnavailable", "MeasuredFit", "MeasuredRound", "Result", "Spec", "SpecError", "Status", "Term",
+    "FrontierUnavailable", "Interrupted", "MeasuredFit", "MeasuredRound", "Result", "Spec", "SpecError", "Status", "Term",
     "all_backends", "backend_status", "backends_with", "bench", "default_resource", "dumps", "evaluate",
     "examples", "fit_measured", "frontier", "get_backend", "importance_table", "installed_backends", "kept_counts",
     "load", "loads", "register_backend", "resolve_budgets", "save", "solve", "solve_measured", "take_options",

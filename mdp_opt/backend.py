@@ -6,8 +6,11 @@ A backend is a function `solve(spec, limits, options) -> Answer`:
   `Feature.PRESOLVE`);
 - `limits` maps each budgeted resource to the largest cost allowed; the core's feasibility
   tolerance is already in it (`budgets.limits`), so a backend compares costs with `<=`;
-- `options` holds `time_limit` (the seconds left of the call, or None) and the user's
-  options, already checked against the names the backend declared.
+- `options` holds `deadline` (the call's `Deadline`: its clock and stop signal), `time_limit`
+  (the seconds left of the call, or None) and the user's options, already checked against the
+  names the backend declared. A backend honours the deadline by checking `deadline.expired` in
+  its loops and registering stop hooks around solver calls (`with deadline.hook(stop): ...`),
+  then returning its best answer so far.
 
 It returns an `Answer`, which `solve()` verifies with the core's evaluator before the user
 sees it. A backend registers itself with one call in its own module, `register_backend(...)`,
@@ -19,11 +22,13 @@ and are imported the first time they are asked for, so the core imports no solve
 from __future__ import annotations
 
 import importlib
+import math
 import re
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Callable, Iterable, Mapping
 
+from .deadline import Deadline
 from .result import Answer, BackendError
 from .spec import Spec, SpecError
 
@@ -69,6 +74,7 @@ class Backend:
     missing: str | None = None
     frontier: FrontierFn | None = None
     setup: Callable[[], list[str]] | None = None   # what keeps it from running with its default options
+    check: Callable[[dict, Spec, Mapping[str, float]], None] | None = None   # validates option values
 
     def has(self, *features: Feature | str) -> bool:
         return all(Feature(f) in self.features for f in features)
@@ -96,7 +102,8 @@ _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 def register_backend(name: str, solve: BackendFn, *, features: Iterable[Feature | str] = (),
                      options: Mapping[str, Any] | None = None, description: str = "", extra: str | None = None,
                      missing: str | None = None, frontier: FrontierFn | None = None,
-                     setup: Callable[[], list[str]] | None = None) -> Backend:
+                     setup: Callable[[], list[str]] | None = None,
+                     check: Callable[[dict, Spec, Mapping[str, float]], None] | None = None) -> Backend:
     """Add (or replace) backend `name`: `solve(spec, limits, options) -> Answer` (see the module docstring).
 
     Args:
@@ -109,6 +116,9 @@ def register_backend(name: str, solve: BackendFn, *, features: Iterable[Feature 
         frontier: with `Feature.FRONTIER`, the one-pass frontier hook (see `mdp_opt.frontier`).
         setup: for a backend that needs more than its packages, a check returning what keeps it from
             running with its default options (e.g. a solver library not built); shown by `mdp-opt backends`.
+        check: `check(options, spec, limits)` raises SpecError for a bad option value; `solve()` calls it
+            with the merged options before any work, so a bad value is refused even when the presolve
+            answers alone.
     """
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ValueError(f"backend name {name!r}: use letters, digits, '_', '-', '.'")
@@ -121,7 +131,7 @@ def register_backend(name: str, solve: BackendFn, *, features: Iterable[Feature 
     if (Feature.FRONTIER in declared) != (frontier is not None):
         raise ValueError(f"backend {name!r}: declare Feature.FRONTIER together with a frontier hook")
     backend = Backend(name, solve, declared, None if options is None else dict(options), description, extra,
-                      missing, frontier, setup)
+                      missing, frontier, setup, check)
     _REGISTRY[name] = backend
     return backend
 
@@ -181,15 +191,48 @@ def backend_status() -> dict[str, tuple[bool, str]]:
     return out
 
 
+CALL_OPTIONS = ("time_limit", "deadline")   # what solve() passes every backend besides the user's options
+
+
 def take_options(options: Mapping[str, Any], defaults: Mapping[str, Any], backend: str) -> dict[str, Any]:
-    """Merge `options` over `defaults`; an unknown option raises SpecError listing the accepted ones."""
-    unknown = sorted(set(options) - set(defaults) - {"time_limit"})
+    """Merge `options` over `defaults`; an unknown option raises SpecError listing the accepted ones.
+
+    The result always has a `deadline`: solve()'s, or one started now from `time_limit` when the backend
+    is called directly."""
+    unknown = sorted(set(options) - set(defaults) - set(CALL_OPTIONS))
     if unknown:
         raise SpecError(f"option {unknown[0]!r}: not understood by backend {backend!r}; "
                         f"it accepts {sorted(set(defaults) | {'time_limit'})}")
-    merged = {"time_limit": None, **defaults}
+    merged = {"time_limit": None, "deadline": None, **defaults}
     merged.update(options)
+    if merged["deadline"] is None:
+        merged["deadline"] = Deadline(merged["time_limit"])
     return merged
+
+
+MAX_THREADS = 256
+
+
+def check_threads(value: Any) -> None:
+    """None, or a whole number of threads in 1..MAX_THREADS."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_THREADS):
+        raise SpecError(f"option threads: expected a whole number from 1 to {MAX_THREADS} (or None for the "
+                        f"solver's default), got {value!r:.40}")
+
+
+def check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise SpecError(f"option {name}: expected True or False, got {value!r:.40}")
+
+
+def check_number(name: str, value: Any, low: float = 0.0, low_open: bool = False) -> float:
+    """A finite number >= low (> low when low_open)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and (
+        value > low if low_open else value >= low)
+    if not ok:
+        raise SpecError(f"option {name}: expected a finite number {'>' if low_open else '>='} {low:g}, "
+                        f"got {value!r:.40}")
+    return float(value)
 
 
 def _import_builtin(name: str) -> None:

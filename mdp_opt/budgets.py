@@ -16,7 +16,7 @@ from typing import Mapping, Union
 
 import numpy as np
 
-from .spec import Spec, SpecError
+from .spec import Spec, SpecError, check_magnitude
 
 FEASIBILITY_TOLERANCE = 1e-9
 
@@ -55,14 +55,15 @@ def resolve_budgets(spec: Spec, budget: BudgetLike = None) -> dict[str, float]:
             raise SpecError(f"budget.{r}: resource {r!r} is not in the spec's costs ({sorted(spec.costs)})")
         if isinstance(b, str):
             m = _PERCENT.match(b)
-            if not m:
-                raise SpecError(f"budget.{r}: {b!r} is neither a number nor a percentage like '50%'")
+            if not m or not math.isfinite(float(m.group(1))):
+                raise SpecError(f"budget.{r}: {b!r:.40} is neither a number nor a finite percentage like '50%'")
             full = spec.full_costs() if full is None else full
             resolved[r] = float(m.group(1)) / 100.0 * full[r]
         elif isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b):
             resolved[r] = float(b)
         else:
-            raise SpecError(f"budget.{r}: expected a finite number or a percentage string, got {b!r}")
+            raise SpecError(f"budget.{r}: expected a finite number or a percentage string, got {b!r:.40}")
+        check_magnitude(np.array(resolved[r]), f"budget.{r}")
     return resolved
 
 

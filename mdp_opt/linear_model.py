@@ -28,6 +28,7 @@ from typing import Mapping
 
 import numpy as np
 
+from .deadline import Deadline
 from .spec import Spec, SpecError
 
 
@@ -65,7 +66,7 @@ class LinearModel:
     with coefficients `row_coef[...]` and `row_lower[i] <= a_i x <= row_upper[i]`.
     """
 
-    names: tuple[str, ...]
+    num_vars: int
     integral: np.ndarray
     row_start: np.ndarray
     row_index: np.ndarray
@@ -78,9 +79,15 @@ class LinearModel:
     z: Mapping[str, np.ndarray]
     y: Mapping[str, int]
 
-    @property
-    def num_vars(self) -> int:
-        return len(self.names)
+    def label(self, var: int) -> str:
+        """A readable name of variable `var` (for debugging; solvers get no names, which may not be valid
+        identifiers for them)."""
+        for f in self.families:
+            cells = f.index.ravel() if f.index.ndim else f.index.reshape(1)
+            if cells[0] <= var <= cells[-1]:
+                cell = np.unravel_index(var - int(cells[0]), f.index.shape) if f.index.ndim else ()
+                return f"{f.kind}[{','.join(f.dims)}{'|' + f.block if f.block else ''}]{list(map(int, cell)) or ''}"
+        raise IndexError(f"variable {var} is not in the model (it has {self.num_vars})")
 
     @property
     def num_rows(self) -> int:
@@ -110,16 +117,18 @@ class LinearModel:
         return choice, active
 
 
-def build(spec: Spec, budgets: Mapping[str, float]) -> LinearModel:
-    """The marginal linearisation of `spec` with cost expressions for the budgeted resources."""
-    return _Builder(spec).finish(budgets)
+def build(spec: Spec, budgets: Mapping[str, float], deadline: Deadline | None = None) -> LinearModel:
+    """The marginal linearisation of `spec` with cost expressions for the budgeted resources. With a
+    `deadline`, building checks it as it goes (raising `TimeUp`): large models take seconds to build."""
+    return _Builder(spec, deadline or Deadline(None)).finish(budgets)
 
 
 class _Builder:
-    def __init__(self, spec: Spec) -> None:
+    def __init__(self, spec: Spec, deadline: Deadline) -> None:
         self.spec = spec
-        self.names: list[str] = []
-        self.integral: list[bool] = []
+        self.deadline = deadline
+        self.count = 0
+        self.integral: list[np.ndarray] = []
         self.rows: list[tuple[list[int], list[float], float, float]] = []
         self.families: list[Family] = []
         self.order = {n: i for i, n in enumerate(spec.dim_names)}
@@ -132,12 +141,10 @@ class _Builder:
 
     def _new_family(self, kind: str, dims: tuple[str, ...], block: str | None, integral: bool) -> np.ndarray:
         shape = tuple(self.spec.dim(d).size for d in dims)
-        start = len(self.names)
-        index = np.arange(start, start + int(np.prod(shape, dtype=np.int64))).reshape(shape)
-        label = f"{kind}[{','.join(dims)}{'|' + block if block else ''}]"
-        for cell in np.ndindex(*shape):
-            self.names.append(label + (str(list(cell)) if cell else ""))
-            self.integral.append(integral)
+        size = int(np.prod(shape, dtype=np.int64))
+        index = np.arange(self.count, self.count + size).reshape(shape)
+        self.count += size
+        self.integral.append(np.full(size, integral))
         self.families.append(Family(kind, index, dims, block))
         return index
 
@@ -160,6 +167,7 @@ class _Builder:
         """Joint cells over `dims` (in spec order) whose marginals are the dims' gates."""
         key = (dims, block)
         if key not in self.w:
+            self.deadline.check()
             w = self._new_family("w", dims, block, integral=False)
             for axis, d in enumerate(dims):
                 moved = np.moveaxis(w, axis, 0)
@@ -197,8 +205,8 @@ class _Builder:
         costs = {r: self._linear(self.spec.costs[r]) for r in budgets}
         starts = np.cumsum([0] + [len(r[0]) for r in self.rows])
         return LinearModel(
-            names=tuple(self.names),
-            integral=np.array(self.integral, dtype=bool),
+            num_vars=self.count,
+            integral=np.concatenate(self.integral) if self.integral else np.zeros(0, dtype=bool),
             row_start=starts.astype(np.int64),
             row_index=np.array([i for r in self.rows for i in r[0]], dtype=np.int64),
             row_coef=np.array([c for r in self.rows for c in r[1]], dtype=np.float64),
@@ -213,6 +221,6 @@ class _Builder:
             self.joint(tuple(sorted(term.dims, key=self.order.__getitem__)), term.block)
 
     def _linear(self, terms) -> Linear:
-        coef = np.zeros(len(self.names))
+        coef = np.zeros(self.count)
         constant = sum(self.add_term(coef, t) for t in terms)
         return Linear(coef, float(constant))

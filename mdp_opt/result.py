@@ -13,12 +13,14 @@ class BackendError(RuntimeError):
 
 
 class Status(str, Enum):
-    """Outcome of a solve. `optimal` means proven optimal within a relative gap of 1e-9."""
+    """Outcome of a solve. `optimal` means proven optimal within a relative gap of 1e-9; `interrupted`
+    (Ctrl-C) carries the best verified configuration found before the stop, when there was one."""
 
     OPTIMAL = "optimal"
     FEASIBLE = "feasible"
     INFEASIBLE = "infeasible"
     TIME_LIMIT_NO_SOLUTION = "time_limit_no_solution"
+    INTERRUPTED = "interrupted"
     ERROR = "error"
 
     def __str__(self) -> str:
@@ -26,6 +28,7 @@ class Status(str, Enum):
 
     @property
     def has_solution(self) -> bool:
+        """Answers of this status always carry a configuration (`interrupted` ones may or may not)."""
         return self in (Status.OPTIMAL, Status.FEASIBLE)
 
 
@@ -80,7 +83,8 @@ class Result:
 
     @property
     def has_solution(self) -> bool:
-        return self.status.has_solution
+        """A verified configuration is attached (always for optimal and feasible; maybe for interrupted)."""
+        return self.objective is not None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields: status, objective, bound, gap, kept, active, costs, budgets, backend, wall_time, stats."""
@@ -132,3 +136,12 @@ def _jsonable(x: Any) -> Any:
     if isinstance(x, (str, int, float, bool)) or x is None:
         return x
     return str(x)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a solve. `result` is the verified `Result` (status `interrupted`): the best configuration
+    found before the stop, with its bound, when there was one. A KeyboardInterrupt, so loops stop."""
+
+    def __init__(self, result: Result) -> None:
+        super().__init__(f"interrupted: {result!r}")
+        self.result = result

@@ -105,16 +105,19 @@ class RoundedCosts:
 
 
 def _scaled_limits(limits: Mapping[str, float], scales: Mapping[str, float | None]) -> dict[str, float]:
-    """Limits times their scale, floored (sums of integers fit the floored limit exactly when they fit the
-    scaled one); a limit without a scale (or an infinite one) is left as it is."""
-    return {r: (math.floor(limit * scales[r]) if scales.get(r) is not None and math.isfinite(limit) else limit)
-            for r, limit in limits.items()}
+    """Limits times their scale (a limit without a scale is left as it is)."""
+    return {r: limit * scales[r] if scales.get(r) is not None else limit for r, limit in limits.items()}
 
 
 def _rounded_terms(terms: tuple[Term, ...], scale: float, direction: str) -> tuple[tuple[Term, ...], bool]:
+    """The terms scaled and rounded. A constant term (no dims, no block) is only scaled: it is the same for
+    every configuration, so rounding it would change no answer but would blur the values and the limit."""
     exact = True
     out = []
     for t in terms:
+        if not t.dims and t.block is None:
+            out.append(Term((), t.table * scale))
+            continue
         table, integral = _rounded(t.table, scale, direction)
         exact &= integral
         out.append(Term(t.dims, table, t.block))
@@ -123,9 +126,9 @@ def _rounded_terms(terms: tuple[Term, ...], scale: float, direction: str) -> tup
 
 def round_costs(spec: Spec, limits: Mapping[str, float], scales: Mapping[str, float | None], direction: str,
                 objective_scale: float | None = None) -> RoundedCosts:
-    """Apply the rounding: costs of resource r times `scales[r]`, rounded `direction` ("up" or "down");
-    limits times the same scale, floored (sums of integers fit the floored limit exactly when they fit
-    the scaled one); the objective times `objective_scale`, rounded up, when given."""
+    """Apply the rounding: costs of resource r times `scales[r]`, rounded `direction` ("up" or "down"),
+    constant terms only scaled; limits times the same scale; the objective times `objective_scale`, rounded
+    up, when given. Every term but the constants is then integral."""
     if direction not in DIRECTIONS:
         raise ValueError(f"direction: expected one of {DIRECTIONS}, got {direction!r}")
     costs: dict[str, tuple[Term, ...]] = {}

@@ -8,15 +8,17 @@ itself; every answer is re-evaluated by `verify` before it is returned.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Mapping
 
 from .backend import Backend, Feature, get_backend, load_backend, take_options
 from .budgets import BudgetLike, limits, resolve_budgets, within_budget
-from .deadline import Deadline
+from .deadline import Deadline, StillRunning, TimeUp
 from .evaluate import configuration_from_hint, evaluate
 from .presolve import presolve as run_presolve
-from .result import NUMERIC_TOLERANCE, OPTIMALITY_GAP, Answer, BackendError, Result, Status, relative_gap
+from .result import (NUMERIC_TOLERANCE, OPTIMALITY_GAP, Answer, BackendError, Interrupted, Result, Status,
+                     relative_gap)
 from .spec import Spec, SpecError
 
 
@@ -39,33 +41,57 @@ def solve(spec: Spec, budget: BudgetLike = None, backend: str = "cpsat", time_li
         options: passed to the backend (e.g. `threads=2`); unknown ones are an error.
 
     Returns a verified `Result`; infeasible budgets give status `infeasible`, not an exception.
+    Ctrl-C stops every built-in backend within 2 s and raises `mdp_opt.Interrupted` (a KeyboardInterrupt)
+    whose `.result` holds the best verified configuration found so far (status `interrupted`).
     """
     if not isinstance(spec, Spec):
         raise TypeError(f"spec: expected mdp_opt.Spec, got {type(spec).__name__}; load JSON with mdp_opt.load()")
     if time_limit is not None and (isinstance(time_limit, bool) or not isinstance(time_limit, (int, float))
-                                   or not time_limit > 0):
-        raise SpecError(f"time_limit: expected a positive number of seconds, got {time_limit!r}")
+                                   or not 0 < time_limit < math.inf):
+        raise SpecError(f"time_limit: expected a positive finite number of seconds (or None), got {time_limit!r}")
     if not isinstance(presolve, bool):
         raise SpecError(f"presolve: expected True or False, got {presolve!r}")
     budgets = resolve_budgets(spec, budget)
     info = get_backend(backend)
     fn = load_backend(backend)
-    if info.options is not None:
-        take_options(options, info.options, backend)  # before the presolve, which may answer without the backend
+    if info.options is not None:  # names and values, before the presolve, which may answer without the backend
+        merged = take_options(options, info.options, backend)
+        if info.check is not None:
+            info.check(merged, spec, limits(budgets))
     start = time.perf_counter()
     deadline = Deadline(time_limit)
-    answer = _answer(spec, limits(budgets), info, fn, dict(options), deadline, presolve)
-    return verify(spec, budgets, answer, backend, time.perf_counter() - start)
+    progress: dict[str, Any] = {}
+    try:
+        answer = deadline.run(lambda: _answer(spec, limits(budgets), info, fn, dict(options), deadline, presolve,
+                                              progress))
+    except StillRunning as e:
+        answer = _abandoned(progress, str(e))
+    if deadline.interrupted and answer.status not in (Status.OPTIMAL, Status.INFEASIBLE):
+        answer = Answer(Status.INTERRUPTED, answer.choice, answer.active, answer.objective, answer.bound,
+                        {**answer.stats, "stopped_by": "Ctrl-C"})
+    result = verify(spec, budgets, answer, backend, time.perf_counter() - start)
+    if deadline.interrupted:
+        raise Interrupted(result)       # the user asked to stop: loops around solve() stop too
+    return result
+
+
+def _abandoned(progress: dict[str, Any], why: str) -> Answer:
+    """The answer when the backend did not stop in time: the presolve's incumbent and bound, if it ran."""
+    pre = progress.get("presolved")
+    answer = pre.answer(out_of_time=True) if pre is not None else Answer(Status.TIME_LIMIT_NO_SOLUTION)
+    answer.stats["message"] = f"{why}; the backend was abandoned" + (
+        " and the presolve's answer is returned" if pre is not None else "")
+    return answer
 
 
 def _answer(spec: Spec, caps: Mapping[str, float], info: Backend, fn: Any, options: dict[str, Any],
-            deadline: Deadline, presolve: bool) -> Answer:
+            deadline: Deadline, presolve: bool, progress: dict[str, Any]) -> Answer:
     if not (presolve and info.has(Feature.PRESOLVE)):
-        return fn(spec, caps, {**options, "time_limit": deadline.seconds()})
+        return _call(fn, spec, caps, options, deadline)
     user_hint = options.pop("hint", None) if info.has(Feature.HINT) else None
     if user_hint is not None:
         user_hint = configuration_from_hint(spec, user_hint)
-    pre = run_presolve(spec, caps, deadline)
+    pre = progress["presolved"] = run_presolve(spec, caps, deadline)
     if pre.decided:
         return pre.answer()
     if deadline.expired:
@@ -75,10 +101,19 @@ def _answer(spec: Spec, caps: Mapping[str, float], info: Backend, fn: Any, optio
         if hint is not None:
             options["hint"] = {"choice": hint[0], "active": hint[1]}
             pre.stats["hint"] = source
-    answer = fn(pre.spec, pre.limits, {**options, "time_limit": deadline.seconds()})
+    answer = _call(fn, pre.spec, pre.limits, options, deadline)
     if not isinstance(answer, Answer):
         return answer  # verify() reports the wrong type
     return pre.lift(answer)
+
+
+def _call(fn: Any, spec: Spec, caps: Mapping[str, float], options: dict[str, Any], deadline: Deadline) -> Answer:
+    """One backend call with the call's deadline; a backend stopped before it had any answer (it raised
+    `TimeUp` from `deadline.check()`) gives `time_limit_no_solution`."""
+    try:
+        return fn(spec, caps, {**options, "time_limit": deadline.seconds(), "deadline": deadline})
+    except TimeUp:
+        return Answer(Status.TIME_LIMIT_NO_SOLUTION, stats={"message": "stopped before the backend had an answer"})
 
 
 def verify(spec: Spec, budgets: Mapping[str, float], answer: Answer, backend: str, wall_time: float) -> Result:
@@ -87,12 +122,12 @@ def verify(spec: Spec, budgets: Mapping[str, float], answer: Answer, backend: st
         raise BackendError(f"backend {backend!r} returned {type(answer).__name__}, expected mdp_opt.Answer")
     status = Status(answer.status)
     stats = dict(answer.stats)
-    if not status.has_solution:
-        if answer.choice is not None:
-            raise BackendError(f"backend {backend!r}: status {status.value} but a configuration was returned")
-        return Result(status, None, answer.bound, None, {}, {}, {}, backend, wall_time, stats, dict(budgets))
     if answer.choice is None:
-        raise BackendError(f"backend {backend!r}: status {status.value} without a configuration")
+        if status.has_solution:
+            raise BackendError(f"backend {backend!r}: status {status.value} without a configuration")
+        return Result(status, None, answer.bound, None, {}, {}, {}, backend, wall_time, stats, dict(budgets))
+    if not status.has_solution and status is not Status.INTERRUPTED:
+        raise BackendError(f"backend {backend!r}: status {status.value} but a configuration was returned")
     choice = {k: int(v) for k, v in answer.choice.items()}
     active = {k: bool(v) for k, v in (answer.active or {}).items()}
     try:

@@ -7,6 +7,7 @@ Every rule violation raises `SpecError` whose message starts with the field path
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass, field
@@ -20,6 +21,18 @@ FORMAT = "mdp-opt.spec"
 VERSION = 1
 _TOP_LEVEL_KEYS = {"format", "version", "name", "dims", "blocks", "objective", "costs", "budgets", "meta"}
 
+# What the math needs, checked once on every spec: with entries and budgets of magnitude at most
+# MAX_MAGNITUDE (and zero or at least MIN_MAGNITUDE), no sum, product with a multiplier or scaled
+# integer any solver forms can overflow or vanish.
+MAX_MAGNITUDE = 1e100
+MIN_MAGNITUDE = 1e-100
+MAX_CHOICE = 2**31 - 1           # a kept count is a channel or head count
+MAX_NAME_LENGTH = 1000
+# What a file may hold by default; `load(..., max_bytes=, max_entries=)` (or the CLI's --max-spec-bytes)
+# raises them for larger problems.
+DEFAULT_MAX_BYTES = 64 * 1024**2
+DEFAULT_MAX_ENTRIES = 10**7
+
 
 class SpecError(ValueError):
     """A spec (or a budget) breaks a rule; the message names the field and the fix."""
@@ -30,6 +43,7 @@ def _is_number(x: Any) -> bool:
 
 
 def _finite_float(x: Any, path: str) -> float:
+    """`x` as a float within the magnitudes the math needs (see MAX_MAGNITUDE)."""
     if not _is_number(x):
         raise SpecError(f"{path}: expected a finite number, got {type(x).__name__} {x!r:.40}")
     try:
@@ -38,7 +52,32 @@ def _finite_float(x: Any, path: str) -> float:
         raise SpecError(f"{path}: number {x!r:.40} is too large for a float") from None
     if not math.isfinite(value):
         raise SpecError(f"{path}: expected a finite number, got {value}")
+    check_magnitude(np.array(value), path)
     return value
+
+
+def check_magnitude(values: np.ndarray, path: str) -> None:
+    """Raise SpecError unless every entry is 0 or has a magnitude in [MIN_MAGNITUDE, MAX_MAGNITUDE]."""
+    magnitude = np.abs(values)
+    if magnitude.size and magnitude.max() > MAX_MAGNITUDE:
+        raise SpecError(f"{path}: {float(values.flat[int(np.argmax(magnitude))])!r} is too large; entries must be at most "
+                        f"{MAX_MAGNITUDE:g} in magnitude (rescale the resource or objective: only ratios matter)")
+    tiny = (magnitude > 0) & (magnitude < MIN_MAGNITUDE)
+    if tiny.any():
+        raise SpecError(f"{path}: {float(values.flat[int(np.argmax(tiny))])!r} is too small; nonzero entries must be at "
+                        f"least {MIN_MAGNITUDE:g} in magnitude (write 0, or rescale)")
+
+
+def check_name(name: Any, path: str) -> None:
+    """A name every backend can carry: a non-empty string of valid Unicode (no lone surrogates), not too long."""
+    if not isinstance(name, str) or not name:
+        raise SpecError(f"{path}: expected a non-empty string, got {name!r:.40}")
+    if len(name) > MAX_NAME_LENGTH:
+        raise SpecError(f"{path}: name of {len(name)} characters; at most {MAX_NAME_LENGTH} are allowed")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SpecError(f"{path}: {name!r:.60} is not valid Unicode (a lone surrogate); use valid characters") from None
 
 
 @dataclass(frozen=True)
@@ -127,20 +166,25 @@ class Spec:
         _validate(self)
 
     # ---- lookups -------------------------------------------------------------
-    @property
+    @functools.cached_property
     def dim_names(self) -> tuple[str, ...]:
         return tuple(d.name for d in self.dims)
 
-    @property
+    @functools.cached_property
     def block_names(self) -> tuple[str, ...]:
         return tuple(b.name for b in self.blocks)
+
+    @functools.cached_property
+    def _dim_index(self) -> dict[str, int]:
+        return {d.name: i for i, d in enumerate(self.dims)}
 
     @property
     def resources(self) -> tuple[str, ...]:
         return tuple(self.costs)
 
     def dim(self, name: str) -> Dim:
-        return self.dims[self.dim_names.index(name)]
+        """The dim called `name` (KeyError when there is none)."""
+        return self.dims[self._dim_index[name]]
 
     def terms(self) -> Iterable[tuple[str | None, int, Term]]:
         """Every term as (resource or None for the objective, index, term)."""
@@ -173,11 +217,16 @@ class Spec:
         fields.update(changes)
         return Spec(**fields)
 
+    def __reduce__(self):
+        """Pickle (for worker processes) through the constructor: the mappings are read-only views."""
+        return (Spec, (self.dims, self.objective, dict(self.costs), self.blocks, dict(self.budgets), self.name,
+                       dict(self.meta)))
+
     # ---- JSON ------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, data: Any) -> "Spec":
+    def from_dict(cls, data: Any, max_entries: int = DEFAULT_MAX_ENTRIES) -> "Spec":
         """Build a spec from the JSON object of SPEC_FORMAT.md; any violation raises SpecError."""
-        return _from_dict(data)
+        return _from_dict(data, max_entries)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object of SPEC_FORMAT.md (integral floats written as integers)."""
@@ -215,24 +264,47 @@ def importance_table(scores: Sequence[float], choices: Sequence[int]) -> np.ndar
     return cum[np.asarray(ks)]
 
 
-def load(path: str | Path) -> Spec:
-    """Load a spec from a JSON file; a malformed file raises SpecError."""
+def load(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES, max_entries: int = DEFAULT_MAX_ENTRIES) -> Spec:
+    """Load a spec from a JSON file; a malformed file raises SpecError. Files over `max_bytes` or tables over
+    `max_entries` entries in all are refused before they are parsed or built (raise the limits for larger
+    problems)."""
     try:
-        text = Path(path).read_text()
+        size = Path(path).stat().st_size
+    except OSError as e:
+        raise SpecError(f"{path}: cannot read the file ({e.strerror})") from None
+    if size > max_bytes:
+        raise SpecError(f"{path}: the file has {size:,} bytes, over the limit of {max_bytes:,}; pass "
+                        "max_bytes= to mdp_opt.load (--max-spec-bytes on the command line) to load it anyway")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise SpecError(f"{path}: cannot read the file ({e.strerror})") from None
     except UnicodeDecodeError:
         raise SpecError(f"{path}: not a UTF-8 text file") from None
-    return loads(text, source=str(path))
+    return loads(text, source=str(path), max_entries=max_entries)
 
 
-def loads(text: str, source: str = "<string>") -> Spec:
-    """Parse a spec from JSON text."""
+def loads(text: str, source: str = "<string>", max_entries: int = DEFAULT_MAX_ENTRIES) -> Spec:
+    """Parse a spec from JSON text (duplicate keys in an object are an error: one would be ignored)."""
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
     except (json.JSONDecodeError, RecursionError) as e:
         raise SpecError(f"{source}: not valid JSON ({e})") from None
-    return Spec.from_dict(data)
+    return _from_dict(data, max_entries)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise SpecError(f"{key}: the key appears twice in one JSON object; keep one (JSON readers silently "
+                            "keep the last)")
+        out[key] = value
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise SpecError(f"{name}: not a JSON number; every entry must be a finite number")
 
 
 def save(spec: Spec, path: str | Path) -> None:
@@ -267,22 +339,19 @@ def _validate(spec: Spec) -> None:
     sizes: dict[str, int] = {}
     for i, d in enumerate(spec.dims):
         path = f"dims[{i}]"
-        if not isinstance(d.name, str) or not d.name:
-            raise SpecError(f"{path}.name: expected a non-empty string, got {d.name!r:.40}")
+        check_name(d.name, f"{path}.name")
         if d.name in sizes:
             raise SpecError(f"{path}.name: dim name {d.name!r} is used twice; dim names must be unique")
         _validate_choices(d.choices, f"{path}.choices")
         sizes[d.name] = len(d.choices)
     seen: set[str] = set()
     for i, b in enumerate(spec.blocks):
-        if not isinstance(b.name, str) or not b.name:
-            raise SpecError(f"blocks[{i}]: expected a non-empty string, got {b.name!r:.40}")
+        check_name(b.name, f"blocks[{i}]")
         if b.name in seen:
             raise SpecError(f"blocks[{i}]: block name {b.name!r} is used twice; block names must be unique")
         seen.add(b.name)
     for r in spec.costs:
-        if not isinstance(r, str) or not r:
-            raise SpecError(f"costs: resource names must be non-empty strings, got {r!r:.40}")
+        check_name(r, "costs: a resource name")
     for resource, i, term in spec.terms():
         path = f"objective[{i}]" if resource is None else f"costs.{resource}[{i}]"
         _validate_term(term, path, sizes, seen, is_cost=resource is not None)
@@ -302,6 +371,9 @@ def _validate_choices(choices: Any, path: str) -> None:
         if c <= 0:
             raise SpecError(f"{path}[{j}]: kept counts must be positive (>= 1), got {c}; "
                             "removing a width entirely is done with a block")
+        if c > MAX_CHOICE:
+            raise SpecError(f"{path}[{j}]: kept count {str(c)[:12]}... ({len(str(c))} digits) is larger than any "
+                            f"width; at most {MAX_CHOICE}")
         if c <= prev:
             raise SpecError(f"{path}[{j}]: choices must be strictly increasing, got {c} after {prev}")
         prev = c
@@ -323,6 +395,7 @@ def _validate_term(term: Term, path: str, sizes: Mapping[str, int], blocks: set[
                         f"with choices {' x '.join(map(str, expected)) or '() (a bare number)'}")
     if not np.all(np.isfinite(term.table)):
         raise SpecError(f"{path}.table: every entry must be a finite number (found NaN or infinity)")
+    check_magnitude(term.table, f"{path}.table")
     if is_cost and np.any(term.table < 0):
         raise SpecError(f"{path}.table: cost entries must be >= 0 (found {term.table.min()})")
     if term.block is not None and term.block not in blocks:
@@ -341,25 +414,32 @@ def _nesting_depth(node: Any) -> int:
     return depth
 
 
-def _nested_shape(node: Any) -> tuple[int, ...] | None:
-    """Shape of a regular nested list, () for a scalar, None when ragged (depth at most MAX_ARITY + 1)."""
+def _nested_shape(node: Any, depth: int = 0) -> tuple[int, ...] | None:
+    """Shape of a regular nested list, () for a scalar, None when ragged or nested deeper than MAX_ARITY."""
     if not isinstance(node, list):
         return ()
+    if depth > MAX_ARITY:
+        return None
     if not node:
         return (0,)
-    inner = [_nested_shape(x) for x in node]
+    inner = [_nested_shape(x, depth + 1) for x in node]
     if any(s is None or s != inner[0] for s in inner):
         return None
     return (len(node),) + inner[0]
 
 
-def _parse_table(node: Any, path: str) -> np.ndarray:
-    """A nested list of finite numbers (or one number) as an array; its shape is checked by `_validate`."""
+def _parse_table(node: Any, path: str, room: int) -> np.ndarray:
+    """A nested list of finite numbers (or one number) as an array; its shape is checked by `_validate`.
+    `room`: how many entries the spec may still hold (see DEFAULT_MAX_ENTRIES)."""
     if _nesting_depth(node) > MAX_ARITY:
         raise SpecError(f"{path}: lists nested more than {MAX_ARITY} deep; a term may name at most {MAX_ARITY} dims")
     shape = _nested_shape(node)
     if shape is None:
-        raise SpecError(f"{path}: a ragged nested list; every row of a table must have the same length")
+        raise SpecError(f"{path}: a ragged nested list (or one nested over {MAX_ARITY} deep); every row of a "
+                        "table must have the same length")
+    if math.prod(shape) > room:
+        raise SpecError(f"{path}: the spec's tables hold more entries in all than max_entries allows (default "
+                        f"{DEFAULT_MAX_ENTRIES:,}); pass max_entries= to mdp_opt.load / loads to load it anyway")
     flat: list[Any] = [node]
     for _ in shape:
         flat = [x for sub in flat for x in sub]
@@ -386,7 +466,7 @@ def _list(value: Any, path: str, what: str) -> list:
     return value
 
 
-def _from_dict(data: Any) -> Spec:
+def _from_dict(data: Any, max_entries: int = DEFAULT_MAX_ENTRIES) -> Spec:
     """Build a Spec from its JSON object. Only the JSON form is checked here (objects, lists, keys, numbers);
     every rule on the meaning (names, choices, shapes, references) is checked once, by `_validate`."""
     if not isinstance(data, dict):
@@ -410,13 +490,17 @@ def _from_dict(data: Any) -> Spec:
         dims.append(Dim(d["name"], tuple(_list(d["choices"], f"dims[{i}].choices", "kept counts"))))
     blocks = _list(data.get("blocks") or [], "blocks", "block names")
 
+    entries = 0
+
     def term(t: Any, path: str) -> Term:
+        nonlocal entries
         t = _object(t, path, {"dims", "table", "block"}, ("dims", "table"))
         block = t.get("block")
         if block is not None and not isinstance(block, str):
             raise SpecError(f"{path}.block: expected a block name or null, got {type(block).__name__}")
-        return Term(tuple(_list(t["dims"], f"{path}.dims", "dim names")), _parse_table(t["table"], f"{path}.table"),
-                    block)
+        table = _parse_table(t["table"], f"{path}.table", max_entries - entries)
+        entries += table.size
+        return Term(tuple(_list(t["dims"], f"{path}.dims", "dim names")), table, block)
 
     objective = [term(t, f"objective[{i}]") for i, t in enumerate(_list(data["objective"], "objective", "terms"))]
     if not isinstance(data["costs"], dict):

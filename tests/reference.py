@@ -14,12 +14,22 @@ def reference(spec, budget) -> Result:
     return solve(spec, budget, backend=REFERENCE)
 
 
+# An exact backend that counts in integers (CP-SAT) rounds a float objective to a finest unit, so on float data
+# whose terms nearly cancel its proof can stop a hair short of 1e-9 relative: it then says `feasible` with its
+# (tiny) gap, never a false `optimal`. The reference's optimum must still be its answer and within its bound.
+NEAR_PROOF_GAP = 1e-8
+
+
 def assert_matches_reference(got: Result, expected: Result) -> None:
     """An exact backend's result has the reference's status, and its objective when optimal."""
-    assert got.status == expected.status, (got, expected)
+    near_proof = (got.status is Status.FEASIBLE and expected.status is Status.OPTIMAL
+                  and got.gap is not None and got.gap <= NEAR_PROOF_GAP)
+    assert got.status == expected.status or near_proof, (got, expected)
     if expected.status is Status.OPTIMAL:
         assert relative_gap(max(got.objective, expected.objective), min(got.objective, expected.objective)) \
             <= OPTIMALITY_GAP, (got.objective, expected.objective)
+        slack = 1e-12 * max(1.0, abs(expected.objective))
+        assert got.bound is None or got.bound >= expected.objective - slack, (got, expected)
 
 
 def assert_never_above_reference(got: Result, expected: Result) -> None:

@@ -1,12 +1,14 @@
 """The `mdp-opt` command: one module per subcommand, each with `add_arguments(parser)` and `run(args) -> int`.
 
-Invalid input exits with code 2 and one line naming the field; an infeasible budget is a normal
-result (exit 0); a failed solve exits 1.
+Exit codes: 0 done (an infeasible budget is a normal result); 1 a failed solve, or exact results that
+disagree (`bench`); 2 bad input, with one line naming the field; 130 interrupted (Ctrl-C), after
+printing the best answer found so far; 141 the output was closed early (e.g. `| head`), quietly.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
@@ -36,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
     try:
@@ -44,7 +50,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mdp-opt: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        return 130
+        print("mdp-opt: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # the reader went away: say nothing more, and keep Python from complaining while it flushes at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 __all__ = ["SUBCOMMANDS", "UsageError", "build_parser", "main"]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from ..backend import all_backends, backend_status
+from ..result import Interrupted, Status
 from ..solve import solve
 from .common import add_spec_arguments, parse_budget, parse_options, spec_from_args
 
@@ -43,10 +45,16 @@ class Solve:
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         spec = spec_from_args(args)
-        result = solve(spec, parse_budget(args.budget), backend=args.backend, time_limit=args.time_limit,
-                       **parse_options(args.option))
-        print(json.dumps(result.to_dict(), indent=2) if args.json else result.summary())
-        return 1 if result.status.value == "error" else 0
+        try:
+            result = solve(spec, parse_budget(args.budget), backend=args.backend, time_limit=args.time_limit,
+                           **parse_options(args.option))
+        except Interrupted as stopped:          # print the best answer so far, then exit 130
+            print(json.dumps(stopped.result.to_dict(), indent=2, allow_nan=False) if args.json
+                  else stopped.result.summary(), flush=True)
+            print("mdp-opt: interrupted", file=sys.stderr)
+            return 130
+        print(json.dumps(result.to_dict(), indent=2, allow_nan=False) if args.json else result.summary())
+        return 1 if result.status is Status.ERROR else 0
 
 
 class Backends:
