@@ -53,6 +53,7 @@ from torch import nn
 import mdp_opt
 from mdp_opt import Answer, Result, Spec, Status, Term
 from mdp_opt.adapters.torch import MeasuredLatency, PruningHandle, build_spec
+from mdp_opt.files import atomic_write, atomic_write_text
 from mdp_opt.solve import verify
 
 METHODS = ("mdp-opt", "HALP-style", "width-only", "uniform")
@@ -481,7 +482,7 @@ def plot(rows: list[dict], path: Path, title: str, latency_batch: int) -> None:
     ax.legend()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda temporary: fig.savefig(temporary, dpi=120, format=path.suffix.lstrip(".") or "png"))
     plt.close(fig)
 
 
@@ -630,12 +631,12 @@ def main(argv: Sequence[str] | None = None) -> list[Record]:
     records = [r for run in runs for r in run.records]
     elapsed = time.perf_counter() - start
     args.table.parent.mkdir(parents=True, exist_ok=True)
-    args.table.write_text(report(config, runs, elapsed, command, args.plot, args.table, backend))
+    atomic_write_text(args.table, report(config, runs, elapsed, command, args.plot, args.table, backend))
     plot(summarise(records), args.plot, f"digits, ResNet {list(config.widths)}: accuracy vs measured latency",
          config.latency_batch)
     if args.json:
-        args.json.write_text(json.dumps({"config": asdict(config), "elapsed_s": elapsed,
-                                         "runs": [asdict(run) for run in runs]}, indent=1))
+        atomic_write_text(args.json, json.dumps({"config": asdict(config), "elapsed_s": elapsed,
+                                                 "runs": [asdict(run) for run in runs]}, indent=1))
     print(f"wrote {args.table} and {args.plot} in {elapsed:.0f} s")
     return records
 

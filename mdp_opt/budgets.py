@@ -59,12 +59,19 @@ def resolve_budgets(spec: Spec, budget: BudgetLike = None) -> dict[str, float]:
                 raise SpecError(f"budget.{r}: {b!r:.40} is neither a number nor a finite percentage like '50%'")
             full = spec.full_costs() if full is None else full
             resolved[r] = float(m.group(1)) / 100.0 * full[r]
-        elif isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b):
+        elif isinstance(b, (int, float)) and not isinstance(b, bool) and _finite(b):
             resolved[r] = float(b)
         else:
             raise SpecError(f"budget.{r}: expected a finite number or a percentage string, got {b!r:.40}")
         check_magnitude(np.array(resolved[r]), f"budget.{r}")
     return resolved
+
+
+def _finite(x: float) -> bool:
+    try:
+        return math.isfinite(x)
+    except OverflowError:      # an int too large for a float
+        return False
 
 
 def default_resource(spec: Spec, field: str = "budget") -> str:

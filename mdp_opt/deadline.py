@@ -18,6 +18,7 @@ from typing import Callable, Iterator, TypeVar
 TIME_LIMIT = "time_limit"
 INTERRUPTED = "interrupted"
 INTERRUPT_GRACE = 2.0        # seconds a stopped worker gets to return after Ctrl-C
+WAKE_EVERY = 0.1             # seconds between the watching thread's looks at pending signals
 T = TypeVar("T")
 
 
@@ -114,16 +115,25 @@ class Deadline:
                 box["error"] = e
             finally:
                 done.set()
+        def wait(until: float | None) -> bool:
+            # in slices, so that this thread runs Python often enough to see a signal delivered to another thread
+            while not done.is_set():
+                left = WAKE_EVERY if until is None else min(WAKE_EVERY, until - time.monotonic())
+                if left <= 0:
+                    return False
+                done.wait(left)
+            return True
+
         worker = threading.Thread(target=target, name="mdp-opt solve", daemon=True)
         started = time.monotonic()
         worker.start()
         try:
-            if not done.wait(None if self.at is None else max(0.0, self.at - time.monotonic())):
+            if not wait(self.at):
                 self.stop(TIME_LIMIT)
-                done.wait(0.5 + 0.1 * (self.at - started))
+                wait(time.monotonic() + 0.5 + 0.1 * (self.at - started))
         except KeyboardInterrupt:
             self.stop(INTERRUPTED)
-            done.wait(INTERRUPT_GRACE)
+            wait(time.monotonic() + INTERRUPT_GRACE)
         if not done.is_set():
             raise StillRunning(f"the solve did not stop within its grace after the {self.reason} stop")
         if "error" in box:

@@ -228,3 +228,54 @@ def test_full_costs_are_the_unpruned_configuration():
     assert spec.full_costs() == pytest.approx({"latency": 0.40 + 0.33 + 0.05})
     with pytest.raises(SpecError, match="resource 'flops'"):
         spec.full_cost("flops")
+
+
+# ---- what the math needs: checked once, named in the error ------------------------------------------------
+
+@pytest.mark.parametrize("mutate,field", [
+    (lambda d: d["objective"][0].update(table=[1e101, 1.5, 1.8, 1.9]), r"objective\[0\]\.table entry: 1e\+101 is too large"),
+    (lambda d: d["objective"][0].update(table=[1e-300, 1.5, 1.8, 1.9]), r"objective\[0\]\.table entry: 1e-300 is too small"),
+    (lambda d: d["dims"][1].update(choices=[4, 8, 12, 10**400]), r"dims\[1\]\.choices\[3\]: kept count"),
+    (lambda d: d["dims"][0].update(name="\ud800"), r"dims\[0\]\.name: .* lone surrogate"),
+    (lambda d: d["dims"][0].update(name="x" * 1001), r"dims\[0\]\.name: name of 1001 characters"),
+    (lambda d: d.update(blocks=["\ud800"]), r"blocks\[0\]: .* lone surrogate"),
+    (lambda d: d.update(budgets={"latency": 1e200}), r"budgets\.latency: 1e\+200 is too large"),
+])
+def test_numbers_and_names_beyond_what_the_math_needs_are_refused(mutate, field):
+    data = copy.deepcopy(EXAMPLE)
+    mutate(data)
+    with pytest.raises(SpecError, match="^" + field):
+        mdp_opt.loads(json.dumps(data))
+
+
+def test_duplicate_keys_and_non_numbers_in_the_json_text_are_refused():
+    text = json.dumps(EXAMPLE)
+    with pytest.raises(SpecError, match="^version: the key appears twice"):
+        mdp_opt.loads(text.replace('"version": 1', '"version": 1, "version": 1'))
+    with pytest.raises(SpecError, match="^NaN: not a JSON number"):
+        mdp_opt.loads(text.replace('"latency": 0.7', '"latency": NaN'))
+    deep_first = text.replace('"table": [0.9', '"table": [' + "[" * 950 + "1" + "]" * 950 + ", 0.9")
+    with pytest.raises(SpecError, match=r"^objective\[0\]\.table: lists nested more than 32 deep"):
+        mdp_opt.loads(deep_first)
+    deep_later = text.replace('"table": [0.9', '"table": [0.9, ' + "[" * 950 + "1" + "]" * 950)
+    with pytest.raises(SpecError, match=r"^objective\[0\]\.table: a ragged nested list"):
+        mdp_opt.loads(deep_later)
+
+
+def test_file_and_table_size_limits_have_overrides(tmp_path):
+    path = tmp_path / "spec.json"
+    mdp_opt.save(Spec.from_dict(EXAMPLE), path)
+    size = path.stat().st_size
+    with pytest.raises(SpecError, match=r"bytes, over the limit of 10; pass max_bytes="):
+        mdp_opt.load(path, max_bytes=10)
+    with pytest.raises(SpecError, match=r"more entries in all than max_entries allows"):
+        mdp_opt.load(path, max_entries=5)
+    assert mdp_opt.load(path, max_bytes=size, max_entries=100) == Spec.from_dict(EXAMPLE)
+
+
+def test_budgets_must_be_finite_numbers_within_range():
+    spec = Spec.from_dict(EXAMPLE)
+    for bad in ("1e400%", "inf%", float("inf"), 10**400, 1e200, "nan%"):
+        with pytest.raises(SpecError, match="^budget.latency: "):
+            mdp_opt.resolve_budgets(spec, bad)
+    assert mdp_opt.resolve_budgets(spec, "1e-400%") == {"latency": 0.0}

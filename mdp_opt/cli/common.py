@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any, Sequence
 
-from ..spec import Spec, load
+from ..spec import DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, Spec, load
 
 
 class UsageError(Exception):
@@ -18,6 +18,10 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--example", metavar="NAME",
                         help="a spec shipped with mdp_opt.examples instead of a file: a real instance "
                              "(mdp-rn50-step10, mdp-rn101-step00, ...) or a generated one (resnet50, vit12, ...)")
+    parser.add_argument("--max-spec-bytes", type=int, default=DEFAULT_MAX_BYTES, metavar="N",
+                        help=f"refuse larger spec files (default {DEFAULT_MAX_BYTES:,})")
+    parser.add_argument("--max-spec-entries", type=int, default=DEFAULT_MAX_ENTRIES, metavar="N",
+                        help=f"refuse specs whose tables hold more entries in all (default {DEFAULT_MAX_ENTRIES:,})")
 
 
 def spec_from_args(args: argparse.Namespace) -> Spec:
@@ -27,7 +31,7 @@ def spec_from_args(args: argparse.Namespace) -> Spec:
         return examples.make(args.example)
     if not getattr(args, "spec", None):
         raise UsageError("SPEC: give a spec file, or --example NAME for a shipped one")
-    return load(args.spec)
+    return load(args.spec, max_bytes=args.max_spec_bytes, max_entries=args.max_spec_entries)
 
 
 def parse_budget(items: Sequence[str] | None) -> Any:
