@@ -3,7 +3,9 @@
 The flow of one call: budgets are resolved and turned into limits (`budgets.py`, the one
 tolerance); one `Deadline` starts; a backend declaring `Feature.PRESOLVE` gets the presolve's
 reduced problem (`presolve.presolve`, lifted back with `Presolved.lift`), others the spec
-itself; every answer is re-evaluated by `verify` before it is returned.
+itself; an optimal answer of an exact backend is moved, among configurations of exactly the
+same value, to one that keeps more (`ties.keep_more`); every answer is re-evaluated by `verify`
+before it is returned.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from .presolve import presolve as run_presolve
 from .result import (NUMERIC_TOLERANCE, OPTIMALITY_GAP, Answer, BackendError, Interrupted, Result, Status,
                      relative_gap)
 from .spec import Spec, SpecError
+from .ties import keep_more
 
 
 def solve(spec: Spec, budget: BudgetLike = None, backend: str = "cpsat", time_limit: float | None = None,
@@ -85,6 +88,16 @@ def _abandoned(progress: dict[str, Any], why: str) -> Answer:
 
 
 def _answer(spec: Spec, caps: Mapping[str, float], info: Backend, fn: Any, options: dict[str, Any],
+            deadline: Deadline, presolve: bool, progress: dict[str, Any]) -> Answer:
+    answer = _solved(spec, caps, info, fn, options, deadline, presolve, progress)
+    if answer.status is Status.OPTIMAL and info.has(Feature.EXACT) and answer.choice is not None:
+        choice, active, moves = keep_more(spec, caps, answer.choice, answer.active or {}, deadline)
+        answer = Answer(answer.status, choice, active, None if moves else answer.objective, answer.bound,
+                        {**answer.stats, "ties": {"moves": moves}})
+    return answer
+
+
+def _solved(spec: Spec, caps: Mapping[str, float], info: Backend, fn: Any, options: dict[str, Any],
             deadline: Deadline, presolve: bool, progress: dict[str, Any]) -> Answer:
     if not (presolve and info.has(Feature.PRESOLVE)):
         return _call(fn, spec, caps, options, deadline)

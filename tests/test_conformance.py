@@ -283,3 +283,35 @@ def test_cli_subprocess_prints_only_json(backend):
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["backend"] == backend and out["status"] in ("optimal", "feasible")
+
+
+# ---- ties: among optimal answers, keep more -----------------------------------------------------------------
+
+def zero_importance_spec() -> Spec:
+    """Every choice of `a` above 2 adds no importance, and block `z` is worth nothing: dropping them is free,
+    so without a tie-break a solver may return any of several optimal configurations."""
+    dims = (Dim("a", (1, 2, 3, 4)), Dim("b", (1, 2)))
+    return Spec(dims=dims, blocks=("z",),
+                objective=(Term(("a",), [1.0, 2.0, 2.0, 2.0]), Term(("b",), [0.0, 3.0]), Term(("b",), [0.0, 0.0], "z")),
+                costs={"latency": (Term(("a",), [1.0, 2.0, 3.0, 4.0]), Term(("b",), [1.0, 2.0]),
+                                   Term(("b",), [0.5, 0.5], "z"))})
+
+
+@pytest.mark.parametrize("presolve", PRESOLVE)
+@pytest.mark.parametrize("backend", EXACT)
+def test_among_optimal_answers_the_one_keeping_more_is_returned(backend, presolve):
+    spec = zero_importance_spec()
+    full = run(spec, "100%", backend, presolve)
+    assert full.status is Status.OPTIMAL and full.choice == {"a": 3, "b": 1} and full.active == {"z": True}
+    # at 6.5 the best value (5) is reached with a=2 or more; keeping a=3 and the free block is the most that fits
+    tight = run(spec, 6.5, backend, presolve)
+    assert tight.status is Status.OPTIMAL and tight.objective == 5.0
+    assert tight.choice == {"a": 3, "b": 1} and tight.active == {"z": True}
+
+
+@pytest.mark.parametrize("backend", EXACT)
+def test_a_full_budget_keeps_everything_on_the_real_instances(instance, backend):
+    name, spec, optimum = instance
+    result = run(spec, "100%", backend)
+    assert result.status is Status.OPTIMAL
+    assert (result.choice, result.active) == spec.full_configuration()
