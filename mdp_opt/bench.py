@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence, Union
 
 from .backend import Feature, backends_with, load_backend
+from .pool import run_jobs
 from .result import BackendError, Status, relative_gap
 from .solve import solve
 from .spec import Spec, SpecError, load
@@ -86,7 +87,7 @@ class BenchReport:
 
 def bench(specs: Iterable[SpecSource] | None = None, backends: Sequence[str] | None = None,
           time_limit: float | None = None, repeats: int = 1, options: Mapping[str, Any] | None = None,
-          progress: bool = False) -> BenchReport:
+          progress: bool = False, ray: str | None = None) -> BenchReport:
     """Solve every spec with every backend under the spec's own budgets.
 
     Args:
@@ -98,6 +99,8 @@ def bench(specs: Iterable[SpecSource] | None = None, backends: Sequence[str] | N
         repeats: solves per spec and backend; the reported time is their median.
         options: backend options; `key` goes to every backend, `backend.key` to that backend only.
         progress: show a progress bar (tqdm when installed, else lines on stderr).
+        ray: run the (spec, backend) jobs on a Ray cluster (an address, "auto" or "local:N"; see
+            `mdp_opt.pool`); the rows are the same as here, the times are each worker's.
 
     A backend that fails on a spec gives a row with status `error` and the message.
     """
@@ -106,20 +109,19 @@ def bench(specs: Iterable[SpecSource] | None = None, backends: Sequence[str] | N
     if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
         raise SpecError(f"repeats: expected a positive integer, got {repeats!r}")
     per_backend = _split_options(options or {}, names)
-    rows: list[BenchRow] = []
+    jobs = [(label, spec, backend, time_limit, repeats, per_backend[backend]) for label, spec in cases
+            for backend in names]
+    with _Progress(len(jobs), progress) as bar:
+        def done(i: int, row: BenchRow) -> None:
+            bar.advance(f"{row.spec} {row.backend}: {row.status} {row.wall_time or 0:.3g} s")
+        rows = run_jobs(run_one, jobs, ray, done)
+    compared: list[BenchRow] = []
     disagreements: list[str] = []
-    with _Progress(len(cases) * len(names), progress) as bar:
-        for label, spec in cases:
-            spec_rows = []
-            for backend in names:
-                bar.describe(f"{label} {backend}")
-                row = run_one(label, spec, backend, time_limit, repeats, per_backend[backend])
-                bar.advance(f"{label} {backend}: {row.status} {row.wall_time or 0:.3g} s")
-                spec_rows.append(row)
-            compared, found = compare(spec_rows)
-            rows += compared
-            disagreements += found
-    return BenchReport(rows, disagreements)
+    for label, _ in cases:
+        spec_rows, found = compare([r for r in rows if r.spec == label])
+        compared += spec_rows
+        disagreements += found
+    return BenchReport(compared, disagreements)
 
 
 def run_one(label: str, spec: Spec, backend: str, time_limit: float | None, repeats: int,
@@ -264,10 +266,6 @@ class _Progress:
     def __exit__(self, *exc: Any) -> None:
         if self.bar is not None:
             self.bar.close()
-
-    def describe(self, text: str) -> None:
-        if self.bar is not None:
-            self.bar.set_description(text)
 
     def advance(self, text: str) -> None:
         self.done += 1

@@ -25,6 +25,7 @@ import numpy as np
 
 from .backend import Feature, FrontierUnavailable, get_backend
 from .budgets import budget_limit, default_resource, limits
+from .pool import run_jobs
 from .result import Answer, Result, Status
 from .solve import solve, verify
 from .spec import Spec, SpecError, Term
@@ -59,7 +60,7 @@ class FrontierPoint:
 
 
 def frontier(spec: Spec, resource: str | None = None, budgets: Sequence[float] | None = None, points: int = 50,
-             backend: str = "dp", **options: Any) -> list[FrontierPoint]:
+             backend: str = "dp", ray: str | None = None, **options: Any) -> list[FrontierPoint]:
     """The optimal value of `spec` at a grid of budgets of `resource`, other budgets of the spec enforced.
 
     Args:
@@ -71,6 +72,8 @@ def frontier(spec: Spec, resource: str | None = None, budgets: Sequence[float] |
         backend: a backend with `Feature.FRONTIER` (`dp`: one pass for every budget, unless that pass
             would cost more than one `solve()` per budget) or any registered backend (one `solve()` per
             budget, presolve included).
+        ray: solve budget by budget on a Ray cluster (an address, "auto" or "local:N"; see `mdp_opt.pool`),
+            one job per budget; the points are the same as here. (A one-pass frontier runs here.)
         options: passed to the backend (`resolution`, `memory_cap`, `time_limit`, ...). With one pass,
             `time_limit` bounds the whole pass and reaching it raises TimeoutError; otherwise it applies
             to each solve.
@@ -88,12 +91,12 @@ def frontier(spec: Spec, resource: str | None = None, budgets: Sequence[float] |
         raise SpecError(f"points: expected a positive whole number of budgets, got {points!r}")
     full = spec.full_cost(resource)
     hook = get_backend(backend).frontier if get_backend(backend).has(Feature.FRONTIER) else None
-    if hook is not None:
+    if hook is not None and ray is None:
         try:
             return _frontier_one_pass(hook, spec, resource, others, grid, points, full, backend, options)
         except FrontierUnavailable:
             pass                     # the one pass would cost more than solving budget by budget
-    return _frontier_by_solving(spec, resource, others, grid, points, full, backend, options)
+    return _frontier_by_solving(spec, resource, others, grid, points, full, backend, options, ray)
 
 
 def _frontier_one_pass(hook: Any, spec: Spec, resource: str, others: dict[str, float], grid: list[float] | None,
@@ -122,7 +125,8 @@ def _frontier_one_pass(hook: Any, spec: Spec, resource: str, others: dict[str, f
 
 
 def _frontier_by_solving(spec: Spec, resource: str, others: dict[str, float], grid: list[float] | None,
-                         points: int, full: float, backend: str, options: dict[str, Any]) -> list[FrontierPoint]:
+                         points: int, full: float, backend: str, options: dict[str, Any],
+                         ray: str | None = None) -> list[FrontierPoint]:
     """One solve() per budget; a configuration found at a smaller budget is carried forward when the
     backend (e.g. stopped by a time limit) returns something worse, so values never decrease."""
     if grid is None:
@@ -130,13 +134,16 @@ def _frontier_by_solving(spec: Spec, resource: str, others: dict[str, float], gr
         if cheapest is None:
             return []
         grid = _grid(cheapest, max(full, cheapest), points)
+    jobs = [(spec, {resource: budget, **others}, backend, options) for budget in grid]
     out: list[FrontierPoint] = []
-    for budget in grid:
-        budgets = {resource: budget, **others}
-        result = solve(spec, budgets, backend=backend, **options)
+    for (_, budgets, _, _), result in zip(jobs, run_jobs(_solve_one, jobs, ray)):
         result.stats["frontier"] = ONE_SOLVE_PER_BUDGET
-        out.append(_never_worse(spec, out, budget, budgets, result))
+        out.append(_never_worse(spec, out, budgets[resource], budgets, result))
     return out
+
+
+def _solve_one(spec: Spec, budgets: dict[str, float], backend: str, options: dict[str, Any]) -> Result:
+    return solve(spec, budgets, backend=backend, **options)
 
 
 def _never_worse(spec: Spec, done: list[FrontierPoint], budget: float, budgets: dict[str, float],

@@ -26,12 +26,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the rows as a JSON list instead of the table")
     parser.add_argument("--markdown", metavar="FILE", help="also write the Markdown table to FILE")
     parser.add_argument("--plot", metavar="FILE", help="also draw time per backend (log scale) to FILE")
+    parser.add_argument("--ray", metavar="ADDRESS",
+                        help="run the solves on a Ray cluster: its address, auto (`ray start` here) or local:N")
 
 
 def run(args: argparse.Namespace) -> int:
     backends = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None
     report = bench(args.specs or None, backends, args.time_limit, args.repeats, parse_options(args.option),
-                   progress=True)
+                   progress=True, ray=args.ray)
     print(report.to_json() if args.json else bench_markdown(report), end="" if not args.json else "\n")
     if args.markdown:
         atomic_write_text(args.markdown, bench_markdown(report))
