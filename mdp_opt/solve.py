@@ -55,21 +55,22 @@ def solve(spec: Spec, budget: BudgetLike = None, backend: str = "cpsat", time_li
     if not isinstance(presolve, bool):
         raise SpecError(f"presolve: expected True or False, got {presolve!r}")
     budgets = resolve_budgets(spec, budget)
+    caps = limits(budgets)
     info = get_backend(backend)
     fn = load_backend(backend)
     if info.options is not None:  # names and values, before the presolve, which may answer without the backend
         merged = take_options(options, info.options, backend)
         if info.check is not None:
-            info.check(merged, spec, limits(budgets))
+            info.check(merged, spec, caps)
     start = time.perf_counter()
     deadline = Deadline(time_limit)
     progress: dict[str, Any] = {}
     try:
-        answer = deadline.run(lambda: _answer(spec, limits(budgets), info, fn, dict(options), deadline, presolve,
-                                              progress))
+        answer = deadline.run(lambda: _answer(spec, caps, info, fn, dict(options), deadline, presolve, progress))
     except StillRunning as e:
         answer = _abandoned(progress, str(e))
-    if deadline.interrupted and answer.status not in (Status.OPTIMAL, Status.INFEASIBLE):
+    if deadline.interrupted and isinstance(answer, Answer) and answer.status not in (Status.OPTIMAL,
+                                                                                    Status.INFEASIBLE):
         answer = Answer(Status.INTERRUPTED, answer.choice, answer.active, answer.objective, answer.bound,
                         {**answer.stats, "stopped_by": "Ctrl-C"})
     result = verify(spec, budgets, answer, backend, time.perf_counter() - start)
@@ -90,7 +91,8 @@ def _abandoned(progress: dict[str, Any], why: str) -> Answer:
 def _answer(spec: Spec, caps: Mapping[str, float], info: Backend, fn: Any, options: dict[str, Any],
             deadline: Deadline, presolve: bool, progress: dict[str, Any]) -> Answer:
     answer = _solved(spec, caps, info, fn, options, deadline, presolve, progress)
-    if answer.status is Status.OPTIMAL and info.has(Feature.EXACT) and answer.choice is not None:
+    if isinstance(answer, Answer) and answer.status is Status.OPTIMAL and info.has(Feature.EXACT) \
+            and answer.choice is not None:
         choice, active, moves = keep_more(spec, caps, answer.choice, answer.active or {}, deadline)
         answer = Answer(answer.status, choice, active, None if moves else answer.objective, answer.bound,
                         {**answer.stats, "ties": {"moves": moves}})
