@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -102,13 +102,15 @@ class _Node:
         return self.state.nbytes + self.cost.nbytes + self.value.nbytes + sum(a.nbytes for a in self.links)
 
 
-def _pareto(state: np.ndarray, cost: np.ndarray, value: np.ndarray) -> np.ndarray:
-    """Indices of the non-dominated pairs within each state (`state` non-decreasing), ordered by (state, cost)."""
+def _pareto(state: np.ndarray, cost: np.ndarray, value: np.ndarray, check: Callable[[], None] = lambda: None
+            ) -> np.ndarray:
+    """Indices of the non-dominated pairs within each state (`state` non-decreasing), ordered by (state, cost).
+    `check` is called between blocks of the several-resource filter (it raises to stop)."""
     if len(value) == 0:
         return np.zeros(0, dtype=np.int64)
     if cost.shape[1] > 1:
         order = np.lexsort((-value,) + tuple(cost[:, r] for r in range(cost.shape[1] - 1, -1, -1)) + (state,))
-        return order[~_dominated(state[order], cost[order], value[order])]
+        return order[~_dominated(state[order], cost[order], value[order], check)]
     # sort by cost within each state: by cost, then stably by state (a radix sort when states are few)
     order = np.argsort(cost[:, 0])
     segment = state[order]
@@ -126,7 +128,8 @@ def _pareto(state: np.ndarray, cost: np.ndarray, value: np.ndarray) -> np.ndarra
     return order[kept[last]]
 
 
-def _dominated(state: np.ndarray, cost: np.ndarray, value: np.ndarray) -> np.ndarray:
+def _dominated(state: np.ndarray, cost: np.ndarray, value: np.ndarray, check: Callable[[], None] = lambda: None
+               ) -> np.ndarray:
     """For pairs sorted by (state, costs, -value), whether a pair of the same state dominates each.
 
     Several resources. Only an earlier pair in that order can dominate (or duplicate) a pair, and
@@ -140,11 +143,13 @@ def _dominated(state: np.ndarray, cost: np.ndarray, value: np.ndarray) -> np.nda
         c, v = cost[start:start + n], value[start:start + n]
         kept_c, kept_v = c[:0], v[:0]
         for lo in range(0, n, _BLOCK):
+            check()
             bc, bv = c[lo:lo + _BLOCK], v[lo:lo + _BLOCK]
             earlier = np.tri(len(bv), k=-1, dtype=bool).T           # [i, j]: pair i comes before pair j
             dominated = np.any(np.all(bc[:, None] <= bc[None], axis=2) & (bv[:, None] >= bv[None]) & earlier,
                                axis=0)
             for k in range(0, len(kept_v), max(1, _CHUNK_PAIRS // _BLOCK)):
+                check()
                 kc, kv = kept_c[k:k + _CHUNK_PAIRS // _BLOCK], kept_v[k:k + _CHUNK_PAIRS // _BLOCK]
                 dominated |= np.any(np.all(kc[:, None] <= bc[None], axis=2) & (kv[:, None] >= bv[None]), axis=0)
             out[start + lo:start + lo + len(bv)] = dominated
@@ -308,7 +313,7 @@ class _Eliminator:
                 self.pruned_by_value += int(np.count_nonzero(ok & ~promising))
                 ok &= promising
             state = new_state[u[ok]]
-            keep = _pareto(state, cost[ok], value[ok])
+            keep = _pareto(state, cost[ok], value[ok], self._check_time)
             chunks.append((state[keep], cost[ok][keep], value[ok][keep], [link[ok][keep] for link in links]))
         if chunks:
             state = np.concatenate([c[0] for c in chunks])
@@ -316,7 +321,7 @@ class _Eliminator:
             value = np.concatenate([c[2] for c in chunks])
             links = [np.concatenate([c[3][i] for c in chunks]) for i in range(len(parts))]
             if len(chunks) > 1:
-                keep = _pareto(state, cost, value)
+                keep = _pareto(state, cost, value, self._check_time)
                 state, cost, value, links = state[keep], cost[keep], value[keep], [a[keep] for a in links]
         else:
             state, cost, value = np.zeros(0, dtype=np.int64), np.zeros((0, len(self.caps))), np.zeros(0)

@@ -192,3 +192,20 @@ def knapsack(costs, values, budget, params=None, params_budget=None) -> Spec:
         resources["params"] = tuple(Term((d.name,), np.array([0.0, p])) for d, p in zip(dims, params))
         budgets["params"] = params_budget
     return Spec(dims, objective, resources, budgets=budgets, name="knapsack")
+
+
+def test_the_several_resource_filter_checks_the_deadline_between_blocks():
+    """The dominance filter of several resources is the dp's longest inner loop: it stops there when told."""
+    rng = np.random.default_rng(0)
+    n = 3 * dp._BLOCK
+    state = np.zeros(n, dtype=np.int64)
+    calls = []
+
+    def check():
+        calls.append(1)
+        if len(calls) == 2:
+            raise dp._TimeUp
+    with pytest.raises(dp._TimeUp):
+        dp._pareto(state, rng.random((n, 2)), rng.random(n), check)
+    assert len(calls) == 2
+
