@@ -150,8 +150,19 @@ def test_value_pruning_fires_and_keeps_the_optimum(budget):
     spec = mdp_opt.examples.make("chain", depth=4, choices=6)
     result = mdp_opt.solve(spec, budget, backend="dp", presolve=False)
     pruning = result.stats["value_pruning"]
-    assert pruning["pairs_pruned"] > 0 and pruning["multiplier"] > 0
+    assert pruning["pairs_pruned"] > 0 and pruning["multipliers"]["latency"] > 0
     assert pruning["incumbent"] <= result.objective
+    assert agree(result, mdp_opt.solve(spec, budget, backend="brute"))
+
+
+@pytest.mark.parametrize("budget", [{"latency": "30%", "params": "60%"}, {"latency": "60%", "params": "25%"},
+                                    {"latency": "45%", "params": "45%", "flops": "40%"}])
+def test_value_pruning_with_several_resources_keeps_the_optimum(budget):
+    """Several resources: the Lagrangian search's multipliers and incumbent prune pairs; the optimum stays."""
+    spec = mdp_opt.examples.make("chain", depth=4, choices=5, params=True, flops=True)
+    result = mdp_opt.solve(spec, budget, backend="dp", presolve=False)
+    pruning = result.stats["value_pruning"]
+    assert pruning["pairs_pruned"] > 0 and set(pruning["multipliers"]) == set(result.budgets)
     assert agree(result, mdp_opt.solve(spec, budget, backend="brute"))
 
 
