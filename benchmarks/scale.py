@@ -81,8 +81,11 @@ def measure(job: dict[str, Any], repeats: int) -> dict[str, Any]:
     runs = []
     for _ in range(repeats):
         env = dict(os.environ, PYTHONHASHSEED="0")
-        done = subprocess.run([sys.executable, __file__, "--child", json.dumps(job)], capture_output=True, text=True,
-                              env=env, timeout=job.get("time_limit", 600) * 3 + 300)
+        try:
+            done = subprocess.run([sys.executable, __file__, "--child", json.dumps(job)], capture_output=True,
+                                  text=True, env=env, timeout=job.get("time_limit", 600) * 3 + 300)
+        except subprocess.TimeoutExpired as e:
+            return {"error": f"did not finish within {e.timeout:.0f} s"}
         if done.returncode != 0:
             return {"error": (done.stderr.strip().splitlines() or ["?"])[-1][:120]}
         runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
