@@ -15,10 +15,11 @@ small:
   more is dropped;
 - limit: a pair whose cost plus the least possible cost of every factor not yet added exceeds the
   limit is dropped;
-- value (one limited resource): a cheap first pass with costs rounded up to 1/256 of the limit
-  gives a feasible incumbent and, from its front, a multiplier lam >= 0; a pair is dropped when
-  value - lam*cost + lam*limit plus, for every other live message, its best value - lam*cost stays
-  below the incumbent (a Lagrangian bound on anything the pair can become).
+- value: a feasible incumbent and multipliers lam >= 0 (one limited resource: from a cheap first
+  pass with costs rounded up to 1/256 of the limit; several: from the core's Lagrangian search,
+  `mdp_opt.presolve.dual`); a pair is dropped when value - lam.cost + lam.limits plus, for every
+  other live message, its best value - lam.cost stays below the incumbent (a Lagrangian bound on
+  anything the pair can become).
 
 The last join is never built: the best pair within a limit is found by binary search in one of
 its two sets, so the final sets answer every budget at once: the backend's one-pass frontier
@@ -41,13 +42,14 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from mdp_opt.backend import Feature, FrontierUnavailable, check_number, register_backend, take_options
 from mdp_opt.deadline import Deadline
 from mdp_opt.factor_graph import SpecGraph, elimination_order
+from mdp_opt.presolve.dual import LagrangianSearch
 from mdp_opt.result import Answer, Status
 from mdp_opt.rounding import answer_from_passes, round_costs, solve_rounded
 from mdp_opt.spec import Spec, SpecError
@@ -102,13 +104,15 @@ class _Node:
         return self.state.nbytes + self.cost.nbytes + self.value.nbytes + sum(a.nbytes for a in self.links)
 
 
-def _pareto(state: np.ndarray, cost: np.ndarray, value: np.ndarray) -> np.ndarray:
-    """Indices of the non-dominated pairs within each state (`state` non-decreasing), ordered by (state, cost)."""
+def _pareto(state: np.ndarray, cost: np.ndarray, value: np.ndarray, check: Callable[[], None] = lambda: None
+            ) -> np.ndarray:
+    """Indices of the non-dominated pairs within each state (`state` non-decreasing), ordered by (state, cost).
+    `check` is called between blocks of the several-resource filter (it raises to stop)."""
     if len(value) == 0:
         return np.zeros(0, dtype=np.int64)
     if cost.shape[1] > 1:
         order = np.lexsort((-value,) + tuple(cost[:, r] for r in range(cost.shape[1] - 1, -1, -1)) + (state,))
-        return order[~_dominated(state[order], cost[order], value[order])]
+        return order[~_dominated(state[order], cost[order], value[order], check)]
     # sort by cost within each state: by cost, then stably by state (a radix sort when states are few)
     order = np.argsort(cost[:, 0])
     segment = state[order]
@@ -126,7 +130,8 @@ def _pareto(state: np.ndarray, cost: np.ndarray, value: np.ndarray) -> np.ndarra
     return order[kept[last]]
 
 
-def _dominated(state: np.ndarray, cost: np.ndarray, value: np.ndarray) -> np.ndarray:
+def _dominated(state: np.ndarray, cost: np.ndarray, value: np.ndarray, check: Callable[[], None] = lambda: None
+               ) -> np.ndarray:
     """For pairs sorted by (state, costs, -value), whether a pair of the same state dominates each.
 
     Several resources. Only an earlier pair in that order can dominate (or duplicate) a pair, and
@@ -140,11 +145,13 @@ def _dominated(state: np.ndarray, cost: np.ndarray, value: np.ndarray) -> np.nda
         c, v = cost[start:start + n], value[start:start + n]
         kept_c, kept_v = c[:0], v[:0]
         for lo in range(0, n, _BLOCK):
+            check()
             bc, bv = c[lo:lo + _BLOCK], v[lo:lo + _BLOCK]
             earlier = np.tri(len(bv), k=-1, dtype=bool).T           # [i, j]: pair i comes before pair j
             dominated = np.any(np.all(bc[:, None] <= bc[None], axis=2) & (bv[:, None] >= bv[None]) & earlier,
                                axis=0)
             for k in range(0, len(kept_v), max(1, _CHUNK_PAIRS // _BLOCK)):
+                check()
                 kc, kv = kept_c[k:k + _CHUNK_PAIRS // _BLOCK], kept_v[k:k + _CHUNK_PAIRS // _BLOCK]
                 dominated |= np.any(np.all(kc[:, None] <= bc[None], axis=2) & (kv[:, None] >= bv[None]), axis=0)
             out[start + lo:start + lo + len(bv)] = dominated
@@ -158,7 +165,7 @@ class _Eliminator:
 
     def __init__(self, sizes: Sequence[int], leaves: list[_Node], caps: np.ndarray, memory_cap: float,
                  deadline: Deadline, names: Sequence[str], max_candidates: float | None = None,
-                 pruning: tuple[float, float] | None = None) -> None:
+                 pruning: tuple[Any, float] | None = None) -> None:
         self.sizes = list(sizes)
         self.names = names
         self.caps = caps          # limits: a pair costing more can never fit
@@ -170,11 +177,17 @@ class _Eliminator:
         self.candidates = 0
         self.max_candidates = max_candidates
         self.leaves = [self._store(self._pruned_leaf(leaf)) for leaf in leaves]
-        # value pruning (one resource): with a multiplier lam >= 0 and the value of a feasible configuration,
-        # a pair can only lead to a better one if value - lam*cost + lam*budget + (the sum over the other
-        # pool messages of their best value - lam*cost) reaches that value (a Lagrangian bound)
-        self.pruning = pruning if pruning is not None and len(caps) == 1 and math.isfinite(caps[0]) else None
-        self.budget = float(self.caps[0])
+        # value pruning: with multipliers lam >= 0 (one per resource; 0 where the cap is infinite) and the
+        # value of a feasible configuration, a pair can only lead to a better one if value - lam.cost +
+        # lam.caps + (the sum over the other pool messages of their best value - lam.cost) reaches that
+        # value (a Lagrangian bound)
+        self.pruning = None
+        if pruning is not None:
+            lam = np.broadcast_to(np.asarray(pruning[0], dtype=np.float64), caps.shape).copy()
+            finite = np.isfinite(caps)
+            if np.all(lam >= 0) and np.all(lam[~finite] == 0):
+                self.pruning = (lam, float(pruning[1]))
+        self.budget = float(self.pruning[0][np.isfinite(caps)] @ caps[np.isfinite(caps)]) if self.pruning else 0.0
         self.reduced: dict[_Node, float] = {}     # nodes hash by identity
         self.pool_reduced = sum(self._reduced(leaf) for leaf in self.leaves) if self.pruning else 0.0
         self.pruned_by_value = 0
@@ -217,7 +230,7 @@ class _Eliminator:
         """max over the node's pairs of value - lam * cost (-inf when it has none), remembered."""
         if node not in self.reduced:
             lam = self.pruning[0]
-            self.reduced[node] = float(np.max(node.value - lam * node.cost[:, 0])) if node.pairs else -math.inf
+            self.reduced[node] = float(np.max(node.value - node.cost @ lam)) if node.pairs else -math.inf
         return self.reduced[node]
 
     def _join_smallest(self, nodes: list[_Node], count: int) -> list[_Node]:
@@ -287,9 +300,9 @@ class _Eliminator:
         if self.pruning is not None:
             lam, incumbent = self.pruning
             outside = self.pool_reduced - sum(self._reduced(p) for p in parts)
-            margin = 1e-9 * (1.0 + abs(incumbent) + lam * abs(self.budget) + abs(outside))
+            margin = 1e-9 * (1.0 + abs(incumbent) + abs(self.budget) + abs(outside))
             if math.isfinite(outside):
-                floor = incumbent - margin - lam * self.budget - outside
+                floor = incumbent - margin - self.budget - outside
         chunks = []
         for lo in range(0, total, _CHUNK_PAIRS):
             self._check_time()
@@ -304,11 +317,11 @@ class _Eliminator:
             value = sum(p.value[link] for p, link in zip(parts, links))
             ok = np.all(cost <= slack, axis=1)
             if floor is not None:
-                promising = value - self.pruning[0] * cost[:, 0] >= floor
+                promising = value - cost @ self.pruning[0] >= floor
                 self.pruned_by_value += int(np.count_nonzero(ok & ~promising))
                 ok &= promising
             state = new_state[u[ok]]
-            keep = _pareto(state, cost[ok], value[ok])
+            keep = _pareto(state, cost[ok], value[ok], self._check_time)
             chunks.append((state[keep], cost[ok][keep], value[ok][keep], [link[ok][keep] for link in links]))
         if chunks:
             state = np.concatenate([c[0] for c in chunks])
@@ -316,7 +329,7 @@ class _Eliminator:
             value = np.concatenate([c[2] for c in chunks])
             links = [np.concatenate([c[3][i] for c in chunks]) for i in range(len(parts))]
             if len(chunks) > 1:
-                keep = _pareto(state, cost, value)
+                keep = _pareto(state, cost, value, self._check_time)
                 state, cost, value, links = state[keep], cost[keep], value[keep], [a[keep] for a in links]
         else:
             state, cost, value = np.zeros(0, dtype=np.int64), np.zeros((0, len(self.caps))), np.zeros(0)
@@ -484,7 +497,8 @@ def _pass(spec: Spec, limits: Mapping[str, float], memory_cap: float, deadline: 
     stats = {"largest_message_pairs": engine.largest, "candidate_pairs": engine.candidates,
              "stored_mib": round(engine.stored / 2**20, 2), "dp_seconds": round(time.perf_counter() - start, 4)}
     if engine.pruning is not None:
-        stats["value_pruning"] = {"multiplier": engine.pruning[0], "incumbent": engine.pruning[1],
+        stats["value_pruning"] = {"multipliers": dict(zip(resources, map(float, engine.pruning[0]))),
+                                  "incumbent": engine.pruning[1],
                                   "pairs_pruned": engine.pruned_by_value}
     return Front(stats, graph, top)
 
@@ -510,7 +524,8 @@ def solve(spec: Spec, limits: Mapping[str, float], options: dict) -> Answer:
     coarse = None
     try:
         if not any(scales.values()):
-            coarse = _coarse_incumbent(spec, limits, memory_cap, deadline)
+            coarse = (_coarse_incumbent(spec, limits, memory_cap, deadline) if len(limits) == 1
+                      else _lagrangian_incumbent(spec, limits, deadline))
             front = _pass(spec, limits, memory_cap, deadline,
                           pruning=None if coarse is None else (coarse[0], coarse[1][0]))
             return exact_answer(front.best(limits[first] if first else math.inf), front.stats)
@@ -522,9 +537,28 @@ def solve(spec: Spec, limits: Mapping[str, float], options: dict) -> Answer:
     except _TimeUp:
         if coarse is None:
             return Answer(Status.TIME_LIMIT_NO_SOLUTION, stats={"message": message})
-        value, choice, active = coarse[1]      # the coarse pass's configuration fits the limit
+        value, choice, active = coarse[1]      # the coarse pass's (or Lagrangian search's) configuration fits
         return Answer(Status.FEASIBLE, choice, active, value, stats={
-            "message": message + "; the configuration is the coarse pass's (costs rounded up)"})
+            "message": message + "; the configuration is the " + (
+                "coarse pass's (costs rounded up)" if len(limits) == 1 else "Lagrangian search's")})
+
+
+def _lagrangian_incumbent(spec: Spec, limits: Mapping[str, float], deadline: Deadline
+                          ) -> tuple[np.ndarray, Best] | None:
+    """(multipliers, a feasible configuration) for value pruning with several resources, from the core's
+    Lagrangian search (`mdp_opt.presolve.dual`) on this spec: its best multipliers and its incumbent; None
+    when it has no feasible configuration or a resource's limit is infinite."""
+    if not limits or not all(math.isfinite(v) for v in limits.values()):
+        return None
+    graph = SpecGraph(spec)
+    search = LagrangianSearch(graph, spec, limits, deadline)
+    if search.run():
+        return None            # infeasible: the exact pass says so
+    found = search.incumbent_configuration()
+    if found is None:
+        return None
+    choice, active, value = found
+    return np.array([search.best_lambdas[r] for r in limits]), (value, choice, active)
 
 
 def _coarse_incumbent(spec: Spec, limits: Mapping[str, float], memory_cap: float,

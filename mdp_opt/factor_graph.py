@@ -110,6 +110,7 @@ class _Step:
     separator: tuple[int, ...]                             # clique variables but `var`, in clique order
     parent: int | None                                     # step that receives this step's message
     parent_axes: tuple[int, ...]                           # parent clique axes not in `separator`
+    gate_axis: int | None = None                           # a separator axis at whose state 0 every input is 0
 
 
 class EliminationPlan:
@@ -123,6 +124,10 @@ class EliminationPlan:
         memory_limit: bytes allowed for one intermediate table; a larger one raises `TableTooLarge`
             here, before any computation.
         names: variable names used in error messages.
+        zero_at: per factor, variables of its scope at whose state 0 the factor's table is 0 everywhere
+            (a block's gate: the block removed adds nothing). A step whose inputs all vanish at state 0
+            of one separator variable computes only the other states: half the work of a gated block.
+            The tables given to `max_sum`/`max_marginals` must keep that promise.
 
     Tables passed to `max_sum`/`max_marginals` whose scope is sorted by `canonical` (the
     scope order of `self.scopes`) are used without copying; others are transposed.
@@ -130,7 +135,7 @@ class EliminationPlan:
 
     def __init__(self, sizes: Sequence[int], scopes: Sequence[Sequence[int]], order: Sequence[int] | None = None,
                  heuristic: str = "min-fill", memory_limit: float = DEFAULT_MEMORY_LIMIT,
-                 names: Sequence[str] | None = None) -> None:
+                 names: Sequence[str] | None = None, zero_at: Sequence[Sequence[int]] | None = None) -> None:
         self.sizes = _check_sizes(sizes)
         n = len(self.sizes)
         self.names = list(names) if names is not None else [f"variable {v}" for v in range(n)]
@@ -146,6 +151,8 @@ class EliminationPlan:
         # canonical axis order: later-eliminated variables first, so each step's variable is its last axis
         self._rank = rank
         self._perms = [tuple(sorted(range(len(s)), key=lambda a, s=s: -rank[s[a]])) for s in self.scopes]
+        self._zero_at = [frozenset(z) & frozenset(s) for z, s in zip(zero_at, self.scopes)] if zero_at is not None \
+            else [frozenset()] * len(self.scopes)
         self.steps = self._build_steps()
 
     def canonical(self, scope: Sequence[int]) -> tuple[int, ...]:
@@ -159,10 +166,15 @@ class EliminationPlan:
                 pending_factors.setdefault(min(s, key=self._rank.__getitem__), []).append(f)
         pending_messages: dict[int, list[int]] = {}
         separators: list[tuple[int, ...]] = []
+        message_zero_at: list[frozenset[int]] = []   # per step, variables at whose state 0 its message is 0
         steps: list[_Step] = []
         for i, v in enumerate(self.order):
             inputs = [self.canonical(self.scopes[f]) for f in pending_factors.get(v, [])]
             inputs += [separators[j] for j in pending_messages.get(v, [])]
+            zero = [self._zero_at[f] for f in pending_factors.get(v, [])]
+            zero += [message_zero_at[j] for j in pending_messages.get(v, [])]
+            common = frozenset.intersection(*zero) - {v} if zero else frozenset()
+            message_zero_at.append(common)
             clique = self.canonical(set().union({v}, *inputs))
             entries = math.prod(self.sizes[u] for u in clique)
             if entries * 8 > self.memory_limit:
@@ -187,7 +199,8 @@ class EliminationPlan:
                 var=v, shape=tuple(self.sizes[u] for u in clique),
                 factors=tuple((f, broadcast(self.canonical(self.scopes[f]))) for f in pending_factors.get(v, [])),
                 messages=tuple((j, broadcast(separators[j])) for j in pending_messages.get(v, [])),
-                separator=separator, parent=None, parent_axes=()))
+                separator=separator, parent=None, parent_axes=(),
+                gate_axis=min((position[u] for u in common), default=None)))
         for j, step in enumerate(steps):
             for child, _ in step.messages:
                 clique = steps[j].separator + (steps[j].var,)
@@ -211,22 +224,56 @@ class EliminationPlan:
             out.append(t if perm == tuple(range(len(perm))) else t.transpose(perm))
         return out, constant
 
-    def _clique(self, step: _Step, tables: list[np.ndarray], messages: list[np.ndarray]) -> np.ndarray:
-        table = np.zeros(step.shape)
-        for f, shape in step.factors:
-            table += tables[f].reshape(shape)
-        for j, shape in step.messages:
-            table += messages[j].reshape(shape)
+    def _inputs(self, step: _Step, tables: list[np.ndarray], messages: list[np.ndarray]) -> list[np.ndarray]:
+        return ([tables[f].reshape(shape) for f, shape in step.factors]
+                + [messages[j].reshape(shape) for j, shape in step.messages])
+
+    @staticmethod
+    def _sum(parts: list[np.ndarray], shape: tuple[int, ...], writable: bool) -> np.ndarray:
+        """The sum of `parts` broadcast to `shape` (a read-only view of a lone part unless `writable`)."""
+        if not parts:
+            return np.zeros(shape)
+        if len(parts) == 1:
+            table = np.broadcast_to(parts[0], shape)
+            return table.copy() if writable else table
+        table = np.add(parts[0], parts[1])
+        if table.shape != shape:
+            table = np.broadcast_to(table, shape).copy()
+        for part in parts[2:]:
+            table += part
         return table
+
+    def _clique(self, step: _Step, tables: list[np.ndarray], messages: list[np.ndarray]) -> np.ndarray:
+        return self._sum(self._inputs(step, tables, messages), step.shape, writable=True)
+
+    def _eliminate(self, step: _Step, tables: list[np.ndarray], messages: list[np.ndarray]
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """(message, argmax) of one step: the clique maximised over its last axis. With a gate axis, only
+        the gate's other states are built; at state 0 the message is 0 and the choice 0."""
+        parts = self._inputs(step, tables, messages)
+        a = step.gate_axis
+        if a is None:
+            table = self._sum(parts, step.shape, writable=False)
+            best = table.argmax(axis=-1)
+            return np.take_along_axis(table, best[..., None], axis=-1)[..., 0], best
+        on = (slice(None),) * a + (slice(1, None),)
+        table = self._sum([p[on] if p.shape[a] > 1 else p for p in parts],
+                          step.shape[:a] + (step.shape[a] - 1,) + step.shape[a + 1:], writable=False)
+        best_on = table.argmax(axis=-1)
+        message = np.zeros(step.shape[:-1])
+        best = np.zeros(step.shape[:-1], dtype=np.int64)
+        message[on] = np.take_along_axis(table, best_on[..., None], axis=-1)[..., 0]
+        best[on] = best_on
+        return message, best
 
     def _upward(self, tables: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Messages (max over each step's variable) and argmax tables, in elimination order."""
         messages: list[np.ndarray] = []
         choices: list[np.ndarray] = []
         for step in self.steps:
-            table = self._clique(step, tables, messages)
-            choices.append(table.argmax(axis=-1))
-            messages.append(table.max(axis=-1))
+            message, best = self._eliminate(step, tables, messages)
+            choices.append(best)
+            messages.append(message)
         return messages, choices
 
     def _backtrack(self, choices: list[np.ndarray]) -> np.ndarray:
@@ -318,6 +365,10 @@ class SpecGraph:
             for r in self.resources:
                 self.cost_tables[r].append(sums.get(r))
         self._constants = [f for f, scope in enumerate(scopes) if not scope]
+        # per factor, the blocks in its scope whose removal (state 0) zeroes every table of the factor
+        self.zero_at = [tuple(v for a, v in enumerate(scope) if v >= len(spec.dims) and all(
+            not np.any(t.take(0, axis=a)) for t in [self.value_tables[f]] + [
+                ts[f] for ts in self.cost_tables.values() if ts[f] is not None])) for f, scope in enumerate(scopes)]
         self._value_scale = sum(float(np.abs(t).max()) for t in self.value_tables)
         self._cost_scale = {r: sum(float(t.max()) for t in ts if t is not None) for r, ts in self.cost_tables.items()}
 
@@ -325,7 +376,7 @@ class SpecGraph:
     def plan(self) -> EliminationPlan:
         """The elimination plan (built on first use; raises `TableTooLarge` beyond the memory limit)."""
         return EliminationPlan(self.sizes, self.scopes, self._order, memory_limit=self._memory_limit,
-                               names=self.variables)
+                               names=self.variables, zero_at=self.zero_at)
 
     def _absorb(self, groups: dict[frozenset[int], list]) -> dict[frozenset[int], list]:
         """Move each group of terms into the smallest group whose scope strictly contains its scope."""

@@ -38,4 +38,5 @@ def assert_never_above_reference(got: Result, expected: Result) -> None:
                           Status.ERROR), got
     if got.has_solution:
         assert expected.status is Status.OPTIMAL
-        assert got.objective <= expected.objective * (1 + 1e-9) + 1e-9, (got.objective, expected.objective)
+        assert got.objective <= expected.objective + 1e-9 * max(1.0, abs(expected.objective)), (
+            got.objective, expected.objective)

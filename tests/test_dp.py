@@ -150,8 +150,19 @@ def test_value_pruning_fires_and_keeps_the_optimum(budget):
     spec = mdp_opt.examples.make("chain", depth=4, choices=6)
     result = mdp_opt.solve(spec, budget, backend="dp", presolve=False)
     pruning = result.stats["value_pruning"]
-    assert pruning["pairs_pruned"] > 0 and pruning["multiplier"] > 0
+    assert pruning["pairs_pruned"] > 0 and pruning["multipliers"]["latency"] > 0
     assert pruning["incumbent"] <= result.objective
+    assert agree(result, mdp_opt.solve(spec, budget, backend="brute"))
+
+
+@pytest.mark.parametrize("budget", [{"latency": "30%", "params": "60%"}, {"latency": "60%", "params": "25%"},
+                                    {"latency": "45%", "params": "45%", "flops": "40%"}])
+def test_value_pruning_with_several_resources_keeps_the_optimum(budget):
+    """Several resources: the Lagrangian search's multipliers and incumbent prune pairs; the optimum stays."""
+    spec = mdp_opt.examples.make("chain", depth=4, choices=5, params=True, flops=True)
+    result = mdp_opt.solve(spec, budget, backend="dp", presolve=False)
+    pruning = result.stats["value_pruning"]
+    assert pruning["pairs_pruned"] > 0 and set(pruning["multipliers"]) == set(result.budgets)
     assert agree(result, mdp_opt.solve(spec, budget, backend="brute"))
 
 
@@ -192,3 +203,20 @@ def knapsack(costs, values, budget, params=None, params_budget=None) -> Spec:
         resources["params"] = tuple(Term((d.name,), np.array([0.0, p])) for d, p in zip(dims, params))
         budgets["params"] = params_budget
     return Spec(dims, objective, resources, budgets=budgets, name="knapsack")
+
+
+def test_the_several_resource_filter_checks_the_deadline_between_blocks():
+    """The dominance filter of several resources is the dp's longest inner loop: it stops there when told."""
+    rng = np.random.default_rng(0)
+    n = 3 * dp._BLOCK
+    state = np.zeros(n, dtype=np.int64)
+    calls = []
+
+    def check():
+        calls.append(1)
+        if len(calls) == 2:
+            raise dp._TimeUp
+    with pytest.raises(dp._TimeUp):
+        dp._pareto(state, rng.random((n, 2)), rng.random(n), check)
+    assert len(calls) == 2
+

@@ -15,9 +15,12 @@ from mdp_opt import examples
 TINY = {
     "resnet50": dict(blocks=(2,), choices=2),
     "resnet101": dict(blocks=(2,), choices=2),
+    "resnet152": dict(blocks=(2,), choices=2),
     "mobilenetv2": dict(stages=2, choices=2),
     "vit12": dict(blocks=1, heads=2, choices=2),
     "vit-tiny": dict(blocks=1, choices=2),
+    "vit-l": dict(blocks=1, heads=2, choices=2),
+    "vit-h": dict(blocks=1, heads=2, choices=2),
     "chain": dict(depth=4, choices=3),
 }
 EXACT = mdp_opt.backends_with(mdp_opt.Feature.EXACT, without=[mdp_opt.Feature.REFERENCE])
@@ -72,7 +75,7 @@ def test_costs_non_decreasing_in_every_width_and_importance_in_kept_count(name):
 
 @pytest.mark.parametrize("name, dims, blocks", [
     ("resnet50", 37, 12), ("resnet101", 71, 29), ("mobilenetv2", 25, 10), ("vit12", 49, 24),
-    ("vit-tiny", 49, 24), ("chain", 16, 0)])
+    ("vit-tiny", 49, 24), ("chain", 16, 0), ("resnet152", 105, 46), ("vit-l", 97, 48), ("vit-h", 129, 64)])
 def test_dim_and_block_counts(name, dims, blocks):
     spec = examples.make(name)
     assert (len(spec.dims), len(spec.blocks)) == (dims, blocks)
@@ -165,3 +168,42 @@ def test_tiny_instances_solve_and_budget_binds(name):
     assert result.objective < full_value     # half the latency cannot keep everything
     for backend in EXACT:
         assert mdp_opt.solve(spec, backend=backend, time_limit=30).objective == pytest.approx(result.objective)
+
+
+def test_flops_is_a_third_resource_that_conflicts_with_params():
+    """FLOPs weigh the early high-resolution layers, parameters the late wide ones: exact counts."""
+    spec = examples.make("resnet50", params=True, flops=True)
+    assert set(spec.costs) == {"latency", "params", "flops"}
+    assert spec.full_cost("flops") == pytest.approx(2 * 4.09e9, rel=0.01)   # ResNet-50: about 4.1 GMAC
+    first = spec.dim("layer1.0.conv1").choices[-1]
+    stem_share = {r: sum(float(t.table.max()) for t in spec.costs[r] if "layer1.0.conv1" in t.dims) /
+                  spec.full_cost(r) for r in ("params", "flops")}
+    assert first == 64 and stem_share["flops"] > 3 * stem_share["params"]
+    assert examples.make("resnet50").replace(name="x") == examples.make(
+        "resnet50", flops=False, monotone=True, ties=False).replace(name="x")
+
+
+def test_non_monotone_latency_and_near_tie_importance():
+    spec = examples.make("resnet50", monotone=False)
+    assert any(np.any(np.diff(t.table, axis=0) < 0) for t in spec.costs["latency"] if t.dims)
+    tied = examples.make("vit12", ties=True)
+    per_channel = [np.diff(np.concatenate([[0.0], t.table])) / np.diff(np.concatenate([[0], tied.dim(t.dims[0]).choices]))
+                   for t in tied.objective if len(t.dims) == 1 and t.dims[0].endswith("mlp_hidden")]
+    spread = [p.max() / p.min() for p in per_channel]
+    assert max(spread) < 1.05            # every channel of a layer worth the same, up to rounding
+
+
+def test_hard_family_budgets_every_resource_tightly_and_stays_feasible():
+    kinds = set()
+    for seed in range(8):
+        spec = examples.make("hard", seed=seed)
+        assert set(spec.budgets) == set(spec.costs) and len(spec.costs) in (2, 3)
+        assert spec.budgets["latency"] <= 0.15 * spec.full_cost("latency")
+        kinds.add((spec.meta["family"], len(spec.costs), len(spec.dims)))
+        narrowest = mdp_opt.evaluate(spec, {d.name: 0 for d in spec.dims}, {b: False for b in spec.block_names},
+                                     spec.budgets)
+        assert narrowest.feasible
+    assert {n for _, n, _ in kinds} == {2, 3} and {d for _, _, d in kinds} == {71, 49}   # ResNet-101 and ViT-B
+    assert examples.make("hard", seed=5) == examples.make("hard", seed=5) != examples.make("hard", seed=6)
+    with pytest.raises(mdp_opt.SpecError, match="only a seed"):
+        examples.make("hard", choices=4)

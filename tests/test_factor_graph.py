@@ -73,6 +73,43 @@ def test_any_given_order_is_exact(graph, random):
         np.testing.assert_allclose(mm.marginals[v], marginals[v], atol=1e-9)
 
 
+@settings(max_examples=60)
+@given(factor_graphs(), st.data())
+def test_gated_steps_compute_only_the_active_half_and_stay_exact(graph, data):
+    """Variables of 2 states declared as gates (every factor naming one is 0 at its state 0) let steps skip
+    that half; values, maximisers and max-marginals still equal brute force."""
+    sizes, scopes, tables = graph
+    gates = {v for v in range(len(sizes)) if sizes[v] == 2 and data.draw(st.booleans())}
+    tables = [t.copy() for t in tables]
+    zero_at = []
+    for t, scope in zip(tables, scopes):
+        mine = tuple(v for v in scope if v in gates)
+        for v in mine:
+            index = [slice(None)] * len(scope)
+            index[scope.index(v)] = 0
+            t[tuple(index)] = 0.0
+        zero_at.append(mine)
+    best, marginals = brute_max_sum(sizes, scopes, tables)
+    plan = EliminationPlan(sizes, scopes, zero_at=zero_at)
+    value, assignment = plan.max_sum(tables)
+    assert value == pytest.approx(best, abs=1e-9)
+    assert total_of(assignment, scopes, tables) == pytest.approx(best, abs=1e-9)
+    mm = plan.max_marginals(tables)
+    for v in range(len(sizes)):
+        np.testing.assert_allclose(mm.marginals[v], marginals[v], atol=1e-9)
+
+
+def test_spec_graph_declares_its_block_gates_and_the_plan_uses_them():
+    spec = mdp_opt.examples.make("resnet50", blocks=(3, 3), choices=4)
+    graph = SpecGraph(spec)
+    n = len(spec.dims)
+    assert any(graph.zero_at) and all(v >= n for z in graph.zero_at for v in z)
+    assert any(step.gate_axis is not None for step in graph.plan.steps)
+    budget = 0.5 * spec.full_cost("latency")
+    assert mdp_opt.solve(spec, budget, backend="dp", presolve=True).objective == pytest.approx(
+        mdp_opt.solve(spec, budget, backend="dp", presolve=False).objective)
+
+
 def test_elimination_order_keeps_chains_and_stars_at_treewidth_one():
     chain = [(i, i + 1) for i in range(9)]
     star = [(0, i) for i in range(1, 10)]

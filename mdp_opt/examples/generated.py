@@ -11,7 +11,12 @@ with one random weight per block so that some blocks matter little. At aggressiv
 budgets (15-30% of full latency) optimal answers remove some blocks. By default every table is rounded to integers
 (as in the MDP authors' solver inputs, so exact backends can prove optimality); pass
 `integer=False` for float data. `params=True` adds an exact parameter count as a second
-resource. The spec's `budgets` holds `budget` (default 0.5) times the full latency.
+resource, `flops=True` an exact FLOP count as another (FLOPs weigh early, high-resolution layers,
+parameters late, wide ones: the tables conflict). `monotone=False` multiplies every latency entry
+by its own random factor (kernels that are slower at some widths than at larger ones), and
+`ties=True` makes every channel, layer and block nearly equally important (near-tie optima). The
+spec's `budgets` holds `budget` (default 0.5) times the full latency. `hard(seed)` draws one
+instance of a family of harder problems (tight budgets over two or three resources).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..evaluate import evaluate
 from ..spec import Dim, Spec, SpecError, Term, importance_table
 
 STAIRCASE = 16             # CPU kernels process channels in blocks of this many
@@ -40,12 +46,20 @@ def _padded(channels: np.ndarray) -> np.ndarray:
 class _Builder:
     """Accumulates dims, blocks and terms; draws every random number from one generator in a fixed order."""
 
-    def __init__(self, seed: int, choices: int, integer: bool, params: bool) -> None:
+    def __init__(self, seed: int, choices: int, integer: bool, params: bool, flops: bool = False,
+                 monotone: bool = True, ties: bool = False) -> None:
         _check_sizes(choices=choices)
+        for key, value in (("params", params), ("flops", flops), ("monotone", monotone), ("ties", ties),
+                           ("integer", integer)):
+            if not isinstance(value, bool):
+                raise SpecError(f"{key}: expected True or False, got {value!r}")
         self.rng = np.random.default_rng(seed)
         self.choices = choices
         self.integer = integer
         self.with_params = params
+        self.with_flops = flops
+        self.monotone = monotone
+        self.ties = ties
         self.dims: list[Dim] = []
         self.widths: dict[str, int] = {}
         self.blocks: list[str] = []
@@ -53,6 +67,7 @@ class _Builder:
         self.objective: list[Term] = []
         self.latency: list[Term] = []
         self.params: list[Term] = []
+        self.flops: list[Term] = []
 
     # ---- structure -------------------------------------------------------------------
     def dim(self, name: str, width: int, choices: int | None = None) -> str:
@@ -66,7 +81,8 @@ class _Builder:
     def block(self, name: str) -> str:
         """A removable unit; its layers' importance shares all carry one random factor (some blocks matter little)."""
         self.blocks.append(name)
-        self.block_weight[name] = float(self.rng.lognormal(0.0, 1.3))
+        self.block_weight[name] = 1.0 + 0.01 * float(self.rng.random()) if self.ties else float(
+            self.rng.lognormal(0.0, 1.3))
         return name
 
     def kept(self, dim: str) -> np.ndarray:
@@ -74,14 +90,19 @@ class _Builder:
 
     # ---- cost terms ------------------------------------------------------------------
     def cost(self, dims: Sequence[str], latency: Callable[..., np.ndarray], params: Callable[..., np.ndarray] | None,
-             block: str | None) -> None:
-        """Latency (and parameter) tables over `dims`, from functions of the kept counts (broadcast grids)."""
+             block: str | None, flops: Callable[..., np.ndarray] | None = None) -> None:
+        """Latency (parameter, FLOP) tables over `dims`, from functions of the kept counts (broadcast grids)."""
         grids = np.meshgrid(*[self.kept(d) for d in dims], indexing="ij") if dims else []
         efficiency = float(self.rng.lognormal(0.0, 1.3))
-        table = OVERHEAD_US + efficiency * latency(*grids)
+        variable = efficiency * np.broadcast_to(latency(*grids), _shape(grids))
+        if not self.monotone:
+            variable = variable * self.rng.lognormal(0.0, 0.3, _shape(grids))
+        table = OVERHEAD_US + variable
         self.latency.append(Term(tuple(dims), self._number(np.broadcast_to(table, _shape(grids))), block))
         if self.with_params and params is not None:
             self.params.append(Term(tuple(dims), np.broadcast_to(params(*grids), _shape(grids)), block))
+        if self.with_flops and flops is not None:
+            self.flops.append(Term(tuple(dims), np.broadcast_to(flops(*grids), _shape(grids)), block))
 
     def conv(self, out: str | int, inp: str | int, kernel: int, hw: int, block: str | None) -> None:
         """A dense k x k convolution producing an hw x hw map; `out`/`inp` name a dim or give a fixed count."""
@@ -100,16 +121,21 @@ class _Builder:
             c_out, c_in = channels(grids)
             return c_out * c_in * kernel * kernel + 2 * c_out  # weights + batch-norm affine
 
-        self.cost(dims, latency, params, block)
+        def flops(*grids: np.ndarray) -> np.ndarray:
+            c_out, c_in = channels(grids)
+            return 2.0 * hw * hw * kernel * kernel * c_out * c_in
+
+        self.cost(dims, latency, params, block, flops)
 
     def classifier(self, inp: str) -> None:
         """The final linear layer from `inp` to the class scores (weights and bias, no batch norm)."""
-        self.cost([inp], lambda c: 2.0 * _padded(c) * CLASSES / THROUGHPUT, lambda c: c * CLASSES + CLASSES, None)
+        self.cost([inp], lambda c: 2.0 * _padded(c) * CLASSES / THROUGHPUT, lambda c: c * CLASSES + CLASSES, None,
+                  lambda c: 2.0 * c * CLASSES)
 
     def depthwise(self, dim: str, kernel: int, hw: int, block: str | None) -> None:
         self.cost([dim], lambda c: 2.0 * hw * hw * kernel * kernel * _padded(c) * DEPTHWISE_SLOWDOWN / THROUGHPUT
                   + 4.0 * hw * hw * 2 * c / BANDWIDTH,
-                  lambda c: c * kernel * kernel + 2 * c, block)
+                  lambda c: c * kernel * kernel + 2 * c, block, lambda c: 2.0 * hw * hw * kernel * kernel * c)
 
     # ---- importance ------------------------------------------------------------------
     def importance(self, dim: str, blocks: Sequence[str | None], units: int | None = None) -> None:
@@ -120,9 +146,10 @@ class _Builder:
         width = units or self.widths[dim]
         shares = []
         for block in blocks:
-            raw = self.rng.lognormal(0.0, 1.2, width)
+            raw = 1.0 + 0.001 * self.rng.random(width) if self.ties else self.rng.lognormal(0.0, 1.2, width)
             weight = self.block_weight.get(block, 1.0) if block is not None else 1.0
-            shares.append(raw / raw.sum() * 30_000.0 * weight * self.rng.lognormal(0.0, 1.3))
+            share = 1.0 + 0.01 * self.rng.random() if self.ties else self.rng.lognormal(0.0, 1.3)
+            shares.append(raw / raw.sum() * 30_000.0 * weight * share)
         choices = [int(k) for k in self.kept(dim)]
         if len(shares) == 1:
             tables = [importance_table(shares[0], choices)]
@@ -142,9 +169,12 @@ class _Builder:
         costs = {"latency": self.latency}
         if self.with_params:
             costs["params"] = self.params
+        if self.with_flops:
+            costs["flops"] = self.flops
         spec = Spec(tuple(self.dims), tuple(self.objective), costs, tuple(self.blocks), name=name,
                     meta={"generator": "mdp_opt.examples", **meta,
                           "units": {"latency": "microseconds (synthetic CPU)", "params": "parameters",
+                                    "flops": "floating-point operations",
                                     "objective": "Taylor-like importance (synthetic)"}})
         limit = budget * spec.full_cost("latency")
         return spec.replace(budgets={"latency": math.floor(limit) if self.integer else limit})
@@ -164,15 +194,15 @@ def _shape(grids: Sequence[np.ndarray]) -> tuple[int, ...]:
 # ---- families -------------------------------------------------------------------------------
 
 def resnet(*, seed: int = 0, blocks: Sequence[int] = (3, 4, 6, 3), choices: int = 16, width: int = 64,
-           image_size: int = 224, integer: bool = True, params: bool = False, budget: float = 0.5,
-           name: str = "resnet") -> Spec:
+           image_size: int = 224, integer: bool = True, params: bool = False, flops: bool = False,
+           monotone: bool = True, ties: bool = False, budget: float = 0.5, name: str = "resnet") -> Spec:
     """Bottleneck ResNet: per stage one residual dim shared by its conv3 outputs and downsample;
     per block conv1/conv2 dims; every block but the first of a stage (projection shortcut) removable."""
     if not isinstance(blocks, (tuple, list)) or not blocks:
         raise SpecError(f"blocks: expected a non-empty list of block counts per stage, got {blocks!r}")
     _check_sizes(**{f"blocks[{s}]": n for s, n in enumerate(blocks)}, width=width)
     _check_sizes(2 ** (len(blocks) + 1), image_size=image_size)   # the last stage's map is at least 1 x 1
-    b = _Builder(seed, choices, integer, params)
+    b = _Builder(seed, choices, integer, params, flops, monotone, ties)
     hw = image_size // 4
     prev = b.dim("stem", width)
     b.conv(prev, 3, 7, image_size // 2, None)
@@ -207,13 +237,14 @@ MOBILENET_V2 = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 
 
 
 def mobilenetv2(*, seed: int = 0, stages: int = 7, choices: int = 16, image_size: int = 224, integer: bool = True,
-                params: bool = False, budget: float = 0.5, name: str = "mobilenetv2") -> Spec:
+                params: bool = False, flops: bool = False, monotone: bool = True, ties: bool = False,
+                budget: float = 0.5, name: str = "mobilenetv2") -> Spec:
     """MobileNet-V2: inverted residuals with an expand dim per block, arity-1 depthwise terms, one output dim
     per stage shared by its residual blocks, which are removable (stride 1 and same width)."""
     if not isinstance(stages, int) or not 1 <= stages <= len(MOBILENET_V2):
         raise SpecError(f"stages: expected 1..{len(MOBILENET_V2)} inverted-residual stages, got {stages!r}")
     _check_sizes(32, image_size=image_size)                  # five stride-2 stages leave at least 1 x 1
-    b = _Builder(seed, choices, integer, params)
+    b = _Builder(seed, choices, integer, params, flops, monotone, ties)
     hw = image_size // 2
     prev = b.dim("stem", 32)
     b.conv(prev, 3, 3, hw, None)
@@ -247,15 +278,16 @@ def mobilenetv2(*, seed: int = 0, stages: int = 7, choices: int = 16, image_size
 
 def vit(*, seed: int = 0, blocks: int = 12, embed: int = 768, heads: int = 12, head_dim: int = 64,
         mlp_ratio: int = 4, tokens: int = 197, choices: int = 16, integer: bool = True, params: bool = False,
-        budget: float = 0.5, name: str = "vit") -> Spec:
+        flops: bool = False, monotone: bool = True, ties: bool = False, budget: float = 0.5, name: str = "vit") -> Spec:
     """Vision transformer: one global embedding dim; per block heads, q/k and v dims per head and MLP hidden;
     arity-3 attention latency over (embedding, heads, head dim); removable attention and MLP sub-blocks."""
     _check_sizes(blocks=blocks, embed=embed, heads=heads, head_dim=head_dim, mlp_ratio=mlp_ratio, tokens=tokens)
-    b = _Builder(seed, choices, integer, params)
+    b = _Builder(seed, choices, integer, params, flops, monotone, ties)
     n = float(tokens)
     e = b.dim("embed", embed)
     b.cost([e], lambda c: 2.0 * n * 3 * 16 * 16 * _padded(c) / THROUGHPUT,        # patch embedding
-           lambda c: 3 * 16 * 16 * c + c + n * c + c, None)                       # + position and class tokens
+           lambda c: 3 * 16 * 16 * c + c + n * c + c, None,                       # + position and class tokens
+           lambda c: 2.0 * n * 3 * 16 * 16 * c)
     embed_shares: list[str | None] = [None]
     for i in range(blocks):
         attn, mlp = b.block(f"block{i}.attn"), b.block(f"block{i}.mlp")
@@ -266,14 +298,16 @@ def vit(*, seed: int = 0, blocks: int = 12, embed: int = 768, heads: int = 12, h
         # scores q k^T and their softmax (one pass in, one out)
         b.cost([e, h, qk], lambda c, h_, d: 2.0 * n * (2 * _padded(c) * _padded(h_ * d) + n * h_ * d) / THROUGHPUT
                + (20.0 * n * c + 8.0 * n * n * h_) / BANDWIDTH,
-               lambda c, h_, d: 2 * (c * h_ * d + h_ * d) + 2 * c, attn)               # + the block's LayerNorm
+               lambda c, h_, d: 2 * (c * h_ * d + h_ * d) + 2 * c, attn,              # + the block's LayerNorm
+               lambda c, h_, d: 2.0 * n * (2 * c * h_ * d + n * h_ * d))
         # v projection, attention-weighted sum and the output projection
         b.cost([e, h, v], lambda c, h_, d: 2.0 * n * (2 * _padded(c) * _padded(h_ * d) + n * h_ * d) / THROUGHPUT,
-               lambda c, h_, d: 2 * c * h_ * d + h_ * d + c, attn)
+               lambda c, h_, d: 2 * c * h_ * d + h_ * d + c, attn,
+               lambda c, h_, d: 2.0 * n * (2 * c * h_ * d + n * h_ * d))
         # LayerNorm and residual add, two linear layers, GELU (one pass in, one out)
         b.cost([e, hidden], lambda c, m: 4.0 * n * _padded(c) * _padded(m) / THROUGHPUT
                + (20.0 * n * c + 8.0 * n * m) / BANDWIDTH,
-               lambda c, m: 2 * c * m + m + c + 2 * c, mlp)
+               lambda c, m: 2 * c * m + m + c + 2 * c, mlp, lambda c, m: 4.0 * n * c * m)
         b.importance(h, [attn], units=heads)
         b.importance(qk, [attn])
         b.importance(v, [attn])
@@ -288,10 +322,11 @@ def vit(*, seed: int = 0, blocks: int = 12, embed: int = 768, heads: int = 12, h
 
 
 def chain(*, seed: int = 0, depth: int = 16, width: int = 256, choices: int = 16, image_size: int = 56,
-          integer: bool = True, params: bool = False, budget: float = 0.5, name: str = "chain") -> Spec:
+          integer: bool = True, params: bool = False, flops: bool = False, monotone: bool = True, ties: bool = False,
+          budget: float = 0.5, name: str = "chain") -> Spec:
     """A plain chain of 3x3 convolutions (VGG-like, no blocks): arity-2 latency between neighbours."""
     _check_sizes(depth=depth, width=width, image_size=image_size)
-    b = _Builder(seed, choices, integer, params)
+    b = _Builder(seed, choices, integer, params, flops, monotone, ties)
     prev: str | int = 3
     for i in range(depth):
         d = b.dim(f"conv{i}", width)
@@ -302,12 +337,36 @@ def chain(*, seed: int = 0, depth: int = 16, width: int = 256, choices: int = 16
                                   "choices": choices, "image_size": image_size})
 
 
+def hard(*, seed: int = 0, name: str = "hard") -> Spec:
+    """One instance of a family of harder problems, every resource budgeted in `spec.budgets`.
+
+    Alternately ResNet-101 (even seeds) and ViT-B shapes (odd seeds), 16 choices per dim; latency and
+    parameters (and FLOPs when seed // 2 is odd), with budgets drawn per seed: latency at 5-15% of its full
+    cost (at least 1.2 times that of the narrowest configuration, so that it stays feasible), parameters at
+    15-50% and FLOPs at 10-40%; non-monotone latency tables when seed % 3 == 1, near-tie importances
+    when seed % 5 == 2."""
+    _check_sizes(0, seed=seed)
+    rng = np.random.default_rng([seed, 18])
+    options = dict(seed=seed, params=True, flops=(seed // 2) % 2 == 1, monotone=seed % 3 != 1, ties=seed % 5 == 2)
+    spec = (resnet(blocks=(3, 4, 23, 3), name=name, **options) if seed % 2 == 0
+            else vit(name=name, **options))
+    narrowest = {d.name: 0 for d in spec.dims}
+    floor = evaluate(spec, narrowest, {b: False for b in spec.block_names}).costs
+    fractions = {"latency": rng.uniform(0.05, 0.15), "params": rng.uniform(0.15, 0.5), "flops": rng.uniform(0.1, 0.4)}
+    budgets = {r: float(math.floor(max(fractions[r] * spec.full_cost(r), 1.2 * floor[r]))) for r in spec.costs}
+    return spec.replace(budgets=budgets, meta={**spec.meta, "family": "hard", "budget_fractions": {
+        r: budgets[r] / spec.full_cost(r) for r in budgets}, "monotone": options["monotone"], "ties": options["ties"]})
+
+
 GENERATORS: dict[str, Callable[..., Spec]] = {
     "resnet50": functools.partial(resnet, blocks=(3, 4, 6, 3)),
     "resnet101": functools.partial(resnet, blocks=(3, 4, 23, 3)),
+    "resnet152": functools.partial(resnet, blocks=(3, 8, 36, 3)),
     "mobilenetv2": functools.partial(mobilenetv2),
     "vit12": functools.partial(vit),
     "vit-tiny": functools.partial(vit, embed=192, heads=3),
+    "vit-l": functools.partial(vit, blocks=24, embed=1024, heads=16),
+    "vit-h": functools.partial(vit, blocks=32, embed=1280, heads=16, head_dim=80),
     "chain": functools.partial(chain),
 }
 NAMES: tuple[str, ...] = tuple(GENERATORS)

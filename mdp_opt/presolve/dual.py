@@ -27,6 +27,7 @@ from .local_search import LocalSearch
 
 MAX_LINE_SEARCH_STEPS = 100
 MAX_SWEEPS = 20
+CLIMB_STARTS = 3
 
 
 class LagrangianSearch:
@@ -100,11 +101,22 @@ class LagrangianSearch:
             if self.closed() or self.deadline.expired or before - self.bound <= 0.01 * remaining:
                 break
         if not self.closed():
-            for x in starts + ([self.incumbent] if self.incumbent is not None else []):
-                if self.deadline.expired:
+            for x in self.best_starts(starts + ([self.incumbent] if self.incumbent is not None else [])):
+                if self.deadline.expired or self.closed():
                     break
                 self.offer(*self.local.climb(x, self.best_lambdas))
         return False
+
+    def best_starts(self, starts: list[np.ndarray]) -> list[np.ndarray]:
+        """The CLIMB_STARTS (per limited resource) distinct starts of highest Lagrangian value at the best
+        multipliers, best first:
+        climbs from far below the limit were measured to take most of the local search's time and never
+        to give the incumbent."""
+        scored = {}
+        for x in starts:
+            value, costs = self.graph.evaluate(x)
+            scored[x.tobytes()] = (value - sum(lam * (costs[r] - self.limits[r]) for r, lam in self.best_lambdas.items()), x)
+        return [x for _, x in sorted(scored.values(), key=lambda item: -item[0])[:CLIMB_STARTS * len(self.limits)]]
 
     def line_search(self, r: str, lambdas: dict[str, float], cheapest: tuple[np.ndarray, float, dict[str, float]]
                     ) -> tuple[float, list[np.ndarray]]:
