@@ -16,7 +16,6 @@ import mdp_opt  # noqa: E402
 from mdp_opt.adapters.torch import MeasuredLatency, build_spec  # noqa: E402
 from mdp_opt.adapters.torch.calibration import (CalibrationPoint, calibrate_latency, calibrated_spec,  # noqa: E402
                                                 configuration, fit, split_costs, uniform_choice)
-from mdp_opt.adapters.torch.vit import build_vit_spec  # noqa: E402
 from mdp_opt.solve import verify  # noqa: E402
 
 from torch_models import VGGLike, small_resnet  # noqa: E402
@@ -49,8 +48,8 @@ def built(kind: str, latency, blocks: str | None = "auto") -> tuple:
     else:
         model, x = TimmStyleViT().eval(), torch.randn(1, 3, 32, 32)
         data = [(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,)))]
-        spec, handle = build_vit_spec(model, x, data=data, loss_fn=F.cross_entropy, latency=latency, step=16,
-                                      head_step=2, head_dim_step=6, blocks=blocks)
+        spec, handle = build_spec(model, x, data=data, loss_fn=F.cross_entropy, latency=latency, step=16,
+                                  head_step=2, head_dim_step=6, blocks=blocks)
     return model, x, spec, handle
 
 
