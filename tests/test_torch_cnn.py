@@ -387,11 +387,41 @@ def test_spec_survives_json(built):
         assert again == spec and dict(again.meta) == json.loads(json.dumps(dict(spec.meta)))
 
 
-def test_layer_with_parameters_and_no_handler_is_refused():
+class _ChannelMix(nn.Module):
+    """A layer the adapter has no rules for: it mixes channels with a matrix."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(c, c))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bchw,cd->bdhw", x, self.weight)
+
+
+def test_layer_with_parameters_and_no_handler_is_refused_or_kept_as_it_is():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), _ChannelMix(8), nn.Conv2d(8, 4, 1))
+    x = torch.randn(1, 3, 8, 8)
+    with pytest.raises(UnsupportedModelError, match="1: _ChannelMix has parameters but no handler; register one.*"
+                                                     "ignore="):
+        build_spec(model, x, importance={model[0]: np.ones(8)}, latency="flops", costs=("params",))
+    spec, _ = build_spec(model, x, importance={model[0]: np.ones(8)}, latency="flops", costs=("params",),
+                         ignore=[model[1]])
+    assert spec.dim("0").choices == (8,) and "1: _ChannelMix is kept as it is" in spec.meta["pinned"]["0"]
+
+
+def test_a_layer_with_one_parameter_per_channel_follows_its_channels():
+    """PReLU (no handler of its own): its per-channel slopes are sliced with the channels they scale."""
+    torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.PReLU(8), nn.Conv2d(8, 4, 1))
-    with pytest.raises(UnsupportedModelError, match="1: PReLU has parameters but no handler; register one"):
-        build_spec(model, torch.randn(1, 3, 8, 8), importance={model[0]: np.ones(8)}, latency="flops",
-                   costs=("params",))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.linspace(0.1, 0.8, 8))
+    x = torch.randn(1, 3, 8, 8)
+    spec, handle = build_spec(model, x, importance={model[0]: torch.arange(8.0)}, latency="flops",
+                              costs=("params",), step=4)
+    small = handle.apply(result_for(spec, kept={"0": 4}))
+    assert torch.equal(small[1].weight, model[1].weight[4:]) and small[1].num_parameters == 4
+    assert sum(p.numel() for p in small.parameters()) == mdp_opt.evaluate(
+        spec, result_for(spec, kept={"0": 4}).choice).costs["params"]
 
 
 class _HardCodedView(nn.Module):

@@ -219,6 +219,9 @@ class SiteHandler(LayerHandler):
                     ctx.spaces.pin_space(self.spaces[kind], site.pinned[kind])
             self.out_space = ctx.new_space(site.out_width, op.name)
         out: Layout = (Segment(self.out_space, site.out_width),)
+        if "embed" in site.pinned:
+            ctx.pin(inp, site.pinned["embed"])
+            ctx.pin(out, site.pinned["embed"])
         if site.mode == IN_PLACE:
             for which in ("q", "k", "v"):
                 ctx.slot(getattr(site, which).module, "weight", 1, inp)

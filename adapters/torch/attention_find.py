@@ -24,6 +24,7 @@ example input. `nn.MultiheadAttention` is recognised by its type (its weights sa
 from __future__ import annotations
 
 import copy
+import itertools
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -39,7 +40,13 @@ MATMULS = {"matmul", "bmm", "__matmul__"}
 SOFTMAX = {"softmax", "_softmax"}
 SDPA = "scaled_dot_product_attention"
 PASS_THROUGH = {"dropout", "to", "type", "contiguous", "float", "half", "clone", "type_as"}
+PERMUTES = {"permute", "transpose"}
 TOLERANCE = 1e-4
+
+
+def _mixes_heads(op: OpRecord) -> bool:
+    """A Linear that keeps its input's shape inside the scores path (talking heads: it mixes the heads)."""
+    return isinstance(op.module, nn.Linear) and op.inputs[0].shape == op.output.shape
 
 
 @dataclass
@@ -167,7 +174,7 @@ def _back_to_matmul(scores: TensorInfo, producer: dict[int, OpRecord]) -> tuple[
         t = frontier.pop(0)
         seen += 1
         op = producer.get(id(t))
-        if op is None or op.module is not None:
+        if op is None or op.module is not None and not _mixes_heads(op):
             continue
         if op.func_name in MATMULS and len(op.inputs) == 2 and all(len(x.shape) >= 3 for x in op.inputs) and \
                 op.output.shape[-2:] == scores.shape[-2:]:
@@ -185,10 +192,13 @@ def _forward_to_matmul(probs: TensorInfo, consumers: dict[int, list[OpRecord]]) 
             return None
         op = users[0]
         if op.module is not None:
-            return None
+            if not _mixes_heads(op):
+                return None
+            t = op.output
+            continue
         if op.func_name in MATMULS and len(op.inputs) == 2 and op.inputs[0] is t:
             return op, dropout
-        if op.func_name not in PASS_THROUGH:
+        if op.func_name not in PASS_THROUGH and not (op.func_name in PERMUTES and len(op.inputs) == 1):
             return None
         if op.func_name == "dropout":
             args, kwargs = op.arguments.fill(op.inputs)
@@ -327,6 +337,10 @@ def _site(model: nn.Module, core: Core, producer: dict[int, OpRecord], consumers
         context = _split_heads(core.context.value, axis, given)
         if any(p is None for p in parts.values()) or context is None:
             continue
+        if parts["q"].shape[0] * parts["q"].shape[2] != parts["k"].shape[0] * parts["k"].shape[2]:
+            raise UnsupportedModelError(
+                f"{name}: its queries cover {parts['q'].shape[2]} tokens and its keys {parts['k'].shape[2]} (class "
+                "attention or cross-attention); keep it as it is with ignore=[module]")
         rows = {w: _match(parts[w], found[w][1].output.value) for w in ("q", "k", "v")}
         cols = _match(context, out[1].inputs[0].value)
         if all(r is not None for r in rows.values()) and cols is not None:
@@ -344,11 +358,14 @@ def _site(model: nn.Module, core: Core, producer: dict[int, OpRecord], consumers
                                     f"{len(call)} times)")
     call = call[0]
     x = call.inputs[0]
-    sources = {found[w][1].inputs[0] is x for w in ("q", "k", "v")}
-    if sources != {True}:
+    read = [found[w][1].inputs[0] for w in ("q", "k", "v")]
+    if not read[0] is read[1] is read[2]:
         raise UnsupportedModelError(
-            f"{name}: its queries, keys and values are not all computed from its first input (cross-attention, or "
-            "a layer inside the attention before the projections); keep it as it is with ignore=[module]")
+            f"{name}: queries, keys and values are projected from different tensors (cross-attention, or class "
+            "attention whose queries come from one token); keep it as it is with ignore=[module]")
+    if read[0].shape[-1] != x.shape[-1] or not x.shape or len(x.shape) < 2:
+        raise UnsupportedModelError(f"{name}: its projections do not read its first input's channels (last axis); "
+                                    "keep it as it is with ignore=[module]")
     n_heads, qk_dim = parts["q"].shape[1], parts["q"].shape[3]
     v_dim = parts["v"].shape[3]
     if parts["k"].shape[3] != qk_dim or parts["k"].shape[2] != parts["v"].shape[2]:
@@ -364,7 +381,7 @@ def _site(model: nn.Module, core: Core, producer: dict[int, OpRecord], consumers
         scale=core.scale if core.scale is not None else qk_dim ** -0.5, in_width=x.shape[-1],
         out_width=call.outputs[0].shape[-1], groups=parts["q"].shape[0], tokens=parts["q"].shape[2],
         input_shape=x.shape, dropout=core.dropout, returns=_returns(call, n_heads))
-    if core.plain and _reproduces(model, site, call):
+    if read[0] is x and core.plain and _reproduces(model, site, call):
         return site
     site.mode = IN_PLACE
     _prepare_in_place(model, site, call)
@@ -480,39 +497,63 @@ def _prepare_in_place(model: nn.Module, site: AttentionSite, call: ModuleCall) -
             site.head_params.append((full, axes[0]))
         elif len(axes) > 1:
             site.pinned["heads"] = f"{full}: more than one axis of {h} (the head count); cannot tell which to slice"
-    roles = {}
+    roles: dict[int, list[str]] = {}
     for value, role in ((h, "heads"), (d, "head_dim"), (h * d, "inner")):
         roles.setdefault(value, []).append(role)
+    candidates = []
     for mod_name, mod in module.named_modules():
-        if isinstance(mod, nn.Linear) or isinstance(mod, nn.modules.conv._ConvNd):
+        if isinstance(mod, (nn.Linear, nn.modules.conv._ConvNd)):
             continue
         for attr, value in vars(mod).items():
-            if attr.startswith("_") or attr == "training" or type(value) is not int or value not in roles:
-                continue
-            if len(roles[value]) > 1:
-                site.pinned["heads"] = site.pinned["head_dim"] = (
-                    f"{site.name}: the head count and the head dim are both {value}, so the attribute "
-                    f"{attr} cannot be updated safely")
-                continue
-            site.attributes.append((f"{prefix}{mod_name}".rstrip("."), attr, roles[value][0]))
+            if not attr.startswith("_") and attr != "training" and type(value) is int and value in roles:
+                owner = f"{prefix}{mod_name}".rstrip(".")
+                candidates += [(owner, attr, role) for role in roles[value]]
     handler = SiteHandler(site, model)
     x = call.inputs[0].value
     every = {"heads": torch.arange(h), "head_dim": torch.arange(d)}
-    if "heads" not in site.pinned and h > 1:
-        keep = dict(every, heads=torch.arange(h - 1))
-        expected = _without_last_head(model, module, site, call)
-        if not _tried(handler, module, keep, site, call, x.shape[-1], expected):
-            site.pinned["heads"] = (f"{site.name}: sliced in place without its last head, it does not compute the "
-                                    "model without that head (a per-head parameter or attribute it did not find)")
-    if "head_dim" not in site.pinned and d > 1:
-        keep = dict(every, head_dim=torch.arange(d - 1))
-        if not _tried(handler, module, keep, site, call, x.shape[-1], None):
-            site.pinned["head_dim"] = f"{site.name}: does not run with fewer channels per head when sliced in place"
+    fewer_heads = dict(every, heads=torch.arange(h - 1))
+    fewer_channels = dict(every, head_dim=torch.arange(d - 1))
+    expected = _without_last_head(module, site, call) if h > 1 and "heads" not in site.pinned else None
+
+    def heads_ok() -> bool:
+        return expected is None or _tried(handler, module, fewer_heads, site, call, x.shape[-1], expected)
+
+    def channels_ok() -> bool:
+        return d == 1 or _tried(handler, module, fewer_channels, site, call, x.shape[-1], None)
+
+    # which integer attributes the forward reads: the largest set (of those equal to the head count, the head
+    # dim or their product, one role each) with which the slimmed module computes the model without a head
+    best, heads_only = None, None
+    for subset in _subsets(candidates):
+        site.attributes = subset
+        if heads_ok():
+            heads_only = heads_only if heads_only is not None else subset
+            if channels_ok():
+                best = subset
+                break
+    site.attributes = best if best is not None else heads_only if heads_only is not None else []
+    if best is None and heads_only is None and "heads" not in site.pinned and h > 1:
+        site.pinned["heads"] = (f"{site.name}: sliced in place without its last head, it does not compute the "
+                                "model without that head (a per-head parameter or attribute it did not find)")
+    if best is None and "head_dim" not in site.pinned and d > 1:
+        site.pinned["head_dim"] = f"{site.name}: does not run with fewer channels per head when sliced in place"
     if x.shape[-1] > 1 and not _tried(handler, module, every, site, call, x.shape[-1] - 1, None):
         site.pinned["embed"] = f"{site.name}: does not run with a narrower input when sliced in place"
 
 
-def _without_last_head(model: nn.Module, module: nn.Module, site: AttentionSite, call: ModuleCall) -> torch.Tensor:
+def _subsets(candidates: list[tuple[str, str, str]]) -> list[list[tuple[str, str, str]]]:
+    """Candidate attribute sets, largest first, each attribute with one role (at most 6 candidates tried)."""
+    candidates = candidates[:6]
+    out = []
+    for size in range(len(candidates), -1, -1):
+        for combo in itertools.combinations(candidates, size):
+            keys = [(o, a) for o, a, _ in combo]
+            if len(set(keys)) == len(keys):
+                out.append(list(combo))
+    return out
+
+
+def _without_last_head(module: nn.Module, site: AttentionSite, call: ModuleCall) -> torch.Tensor:
     """The module's output with the last head's contribution removed (its output-projection columns zeroed)."""
     copy_ = _copy(module)
     o = copy_.get_submodule(site.o.module[len(site.name) + 1:])

@@ -21,6 +21,7 @@ from .layout import Spaces
 from .trace import ModuleCall, OpRecord, TensorInfo, Trace, _Hole
 
 ADDS = {"add", "add_", "__add__", "__iadd__", "__radd__"}
+RESHAPES = {"reshape", "view", "flatten", "contiguous", "view_as", "reshape_as"}
 ACTIVATIONS = {"relu", "relu_", "relu6", "gelu", "silu", "silu_", "hardswish", "leaky_relu", "elu", "hardtanh",
                "hardtanh_", "sigmoid", "tanh", "mish"}
 
@@ -98,16 +99,18 @@ def _chain(t: TensorInfo, x: TensorInfo, producer: dict[int, OpRecord], call: Mo
             if rest is not None:
                 return rest + [branch]
         return None
-    if top and op.module is None and op.func_name in ACTIVATIONS and len(op.inputs) == 1:
-        return _chain(op.inputs[0], x, producer, call, inner, top=False)
+    if op.module is None and len(op.inputs) == 1 and (op.func_name in RESHAPES or top and op.func_name in ACTIVATIONS):
+        return _chain(op.inputs[0], x, producer, call, inner, top=top and op.func_name in RESHAPES)
     return None
 
 
 def _branch(t: TensorInfo, block: ModuleCall, trace: Trace, producer: dict[int, OpRecord]) -> Branch:
     """The module computing a branch (through parameter-free ops and per-channel scales), and its pre-norm."""
     outputs: dict[int, list[tuple[str, ModuleCall | OpRecord]]] = {}
+    with_params = {op.name for op in trace.ops if op.module is not None and any(True for _ in op.module.parameters())}
     for c in trace.calls:
-        if c.output is not None and block.start <= c.start and c.stop <= block.stop and c.name != block.name:
+        if c.output is not None and block.start <= c.start and c.stop <= block.stop and c.name != block.name and \
+                any(n == c.name or n.startswith(c.name + ".") for n in with_params):
             outputs.setdefault(id(c.output), []).append((c.name, c))
     for op in trace.ops:
         if op.module is not None and block.start <= op.index < block.stop:

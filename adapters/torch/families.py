@@ -36,7 +36,7 @@ from torch import nn
 from .attention import REPLACE, SiteHandler
 from .attention_find import find_sites
 from .blocks import Gate, choose_gates, find_residual_blocks
-from .handlers import (DEFAULT_HANDLER, FUNCTION, OpaqueHandler, Sizes, UnsupportedModelError, Workload,
+from .handlers import (CHANNELWISE, DEFAULT_HANDLER, FUNCTION, OpaqueHandler, Sizes, UnsupportedModelError, Workload,
                        handler_for_module)
 from .layout import fixed
 from .modules import RemovedBranch
@@ -90,7 +90,7 @@ class GraphFamily:
             if name in handlers:
                 return handlers[name]
             handler = handler_for_module(module)
-            if name in ignored and handler is DEFAULT_HANDLER:
+            if name in ignored and handler in (DEFAULT_HANDLER, CHANNELWISE):
                 return opaque          # a layer without rules the user keeps as it is
             return handler
 

@@ -304,7 +304,7 @@ class NormHandler(LayerHandler):
         for name, tensor in list(new.named_parameters(recurse=False)) + list(new.named_buffers(recurse=False)):
             if tensor is not None and tensor.dim() == 1 and tensor.shape[0] == width:
                 set_tensor(new, name, tensor.detach()[:c].clone(), tensor)
-        self._set_width(new, c)
+        self.resize(new, op, sizes)
         return new
 
     def resize(self, module: nn.Module, op: OpRecord, sizes: Sizes) -> None:
@@ -323,6 +323,40 @@ class NormHandler(LayerHandler):
     def config(self, op: OpRecord, sizes: Sizes) -> str:
         m = op.module
         return f"{type(m).__name__}({sizes.width(op.output.layout, self.features(m))}, eps={m.eps})"
+
+
+class ChannelwiseHandler(NormHandler):
+    """A layer without rules of its own whose parameters hold one value per channel and whose output has its
+    input's shape (timm's LayerScale, PReLU, a learned scaling): its parameters follow the channels, and its
+    integer attributes equal to the channel count (PReLU's num_parameters) follow the kept count."""
+
+    def features(self, m: nn.Module) -> int:
+        return next(p.shape[0] for p in m.parameters())
+
+    def propagate(self, op: OpRecord, ctx: TraceContext) -> None:
+        m, x = op.module, op.inputs[0]
+        params = list(m.parameters())
+        widths = {p.shape[0] for p in params}
+        if any(p.dim() != 1 for p in params) or len(widths) != 1 or op.output.shape != x.shape or (
+                x.layout is not None and total(x.layout) != widths.pop()):
+            DEFAULT_HANDLER.propagate(op, ctx)
+            return
+        if x.layout is None:
+            return
+        for name, tensor in m.named_parameters():
+            ctx.slot(op.name, name, 0, x.layout)
+        _set_output(op, x.axis, x.layout)
+
+
+    def config(self, op: OpRecord, sizes: Sizes) -> str:
+        return f"{op.module!r}|channels={sizes.width(op.output.layout, self.features(op.module))}"
+
+    def resize(self, module: nn.Module, op: OpRecord, sizes: Sizes) -> None:
+        full = total(op.output.layout) if op.output.layout is not None else None
+        c = sizes.width(op.output.layout, full)
+        for attr, value in vars(module).items():
+            if type(value) is int and not attr.startswith("_") and value == full:
+                setattr(module, attr, c)
 
 
 class FunctionHandler:
@@ -602,7 +636,7 @@ def handler_for_module(module: nn.Module) -> LayerHandler | None:
             return _HANDLERS[cls]
     leaf = not any(True for _ in module.children())
     if leaf and any(True for _ in module.parameters(recurse=False)):
-        return DEFAULT_HANDLER
+        return CHANNELWISE
     return None
 
 
@@ -612,6 +646,8 @@ register_handler(nn.Linear, LinearHandler())
 for _cls in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d,
              nn.InstanceNorm2d, nn.InstanceNorm3d):
     register_handler(_cls, NormHandler())
+
+CHANNELWISE = ChannelwiseHandler()
 
 # the names the previous adapter exported
 BatchNormHandler = NormHandler

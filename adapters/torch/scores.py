@@ -34,7 +34,7 @@ def scored_layers(structure: Structure) -> dict[str, list[tuple[str, np.ndarray,
     for op in structure.atomic_ops():
         if not op.first_call or op.output.layout is None:
             continue
-        norm = isinstance(op.handler, NormHandler) and getattr(op.module, "weight", None) is not None
+        norm = type(op.handler) is NormHandler and getattr(op.module, "weight", None) is not None
         if not (norm or isinstance(op.handler, (ConvHandler, LinearHandler))):
             continue
         for dim, pairs in positions(op.output.layout, structure.spaces, structure.dim_of).items():
@@ -70,10 +70,9 @@ def dim_importances(structure: Structure, model: nn.Module, gates: Iterable[Gate
             home = _home(structure, dim, ops, gate_of)
             add(dim, home, np.arange(len(values)), values)
         for layer, values in by_layer.items():
-            for dim, entries in layers.items():
-                for name, pos, units in entries:
-                    if name == layer:
-                        add(dim, gate_of.get(ops[name].index), units, values[pos])
+            for dim, pairs in positions(ops[layer].output.layout, structure.spaces, structure.dim_of).items():
+                pos, units = (np.array(v) for v in zip(*pairs))
+                add(dim, gate_of.get(ops[layer].index), units, values[pos])
     else:
         names = sorted({name for entries in layers.values() for name, _, _ in entries})
         channel = taylor_scores(model, names, data, loss_fn)
@@ -133,7 +132,8 @@ def _given(structure: Structure, model: nn.Module, importance: Mapping[Any, Any]
             raise ValueError(f"importance[{name}]: expected {expected} finite scores (one per output channel), "
                              f"got shape {arr.shape}")
         by_layer[name] = arr
-    covered = set(by_dim) | {dim for dim, entries in layers.items() for n, _, _ in entries if n in by_layer}
+    covered = set(by_dim) | {dim for n in by_layer
+                             for dim in positions(producing[n].output.layout, structure.spaces, structure.dim_of)}
     for d in structure.dims:
         if d.name in prunable and d.name not in covered:
             where = f"layers {sorted(d.layers)}" if d.layers else f"attention {d.site}"

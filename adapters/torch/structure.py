@@ -109,7 +109,7 @@ class Structure:
         sizes = self.sizes()
         out = []
         for op in self.atomic_ops():
-            if not op.first_call or not isinstance(op.handler, (ConvHandler, LinearHandler, NormHandler)):
+            if not op.first_call or type(op.handler) not in (ConvHandler, LinearHandler, NormHandler):
                 continue
             x, y = op.inputs[0], op.output
             m = op.module
