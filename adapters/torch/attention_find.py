@@ -350,7 +350,7 @@ def _site(model: nn.Module, core: Core, producer: dict[int, OpRecord], consumers
         raise UnsupportedModelError(
             f"{name}: the attention's queries, keys and values cannot be matched to rows of its Linear layers "
             f"(shape {tuple(q.shape)}); if the head count is not the axis before the tokens, pass heads={{module: "
-            "count}}, or keep it as it is with ignore=[module]")
+            "count}, or keep it as it is with ignore=[module]")
     parts, rows, cols = matched
     call = calls.get(name, [])
     if len(call) != 1 or not call[0].inputs:
