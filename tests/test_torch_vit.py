@@ -351,7 +351,8 @@ def test_torchvision_vit_b_16_round_trip():
     models = pytest.importorskip("torchvision.models")
     torch.manual_seed(0)
     model = models.vit_b_16().eval()
-    x = torch.randn(1, 3, 224, 224)
+    torch.nn.init.normal_(model.heads.head.weight, std=0.02)   # torchvision zero-initialises it: no gradient would
+    x = torch.randn(1, 3, 224, 224)                           # reach any other layer, every Taylor score would be 0
     data = [(x, torch.tensor([3]))]
     spec, handle = build_spec(model, x, data=data, loss_fn=F.cross_entropy, latency="flops",
                               costs=("latency", "flops", "params"), step=192, head_step=4, head_dim_step=32)

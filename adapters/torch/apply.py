@@ -89,7 +89,9 @@ class PruningHandle:
             lines += [""] + _table(attn)
         pinned = self.spec.meta.get("pinned", {})
         if pinned:
-            lines.append(f"kept at full width: {', '.join(pinned)} (spec.meta['pinned'] says why)")
+            names = list(pinned)
+            shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+            lines.append(f"kept at full width: {shown} (spec.meta['pinned'] says why)")
         lines.append(f"blocks: {len(self.gates) - len(removed)}/{len(self.gates)} kept"
                      + (f"; removed (now identity): {', '.join(removed)}" if removed else ""))
         full = self.spec.full_costs()

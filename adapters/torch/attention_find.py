@@ -266,7 +266,7 @@ def _match(part: torch.Tensor, full: torch.Tensor) -> tuple[np.ndarray, float] |
     factor = float(factors.median())
     if not bool(((factors - factor).abs() <= 1e-4 * abs(factor)).all()) or factor == 0:
         return None
-    return best.reshape(heads, per_head).numpy(), factor
+    return best.reshape(heads, per_head).cpu().numpy(), factor
 
 
 def _split_heads(t: torch.Tensor, head_axis: int | None, heads: int | None) -> torch.Tensor | None:

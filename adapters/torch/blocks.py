@@ -200,7 +200,6 @@ def choose_gates(model: nn.Module, blocks: list[ResidualBlock], option: str | Se
                 "(x + f(x)) with the same shape, run once per forward, and a branch must be computed by one module")
     for g in gates:
         for other in gates:
-            if other is not g and (g.name.startswith(other.name + ".") or g.ops & other.ops and g.name != other.name
-                                   and (g.branch is None) != (other.branch is None)):
-                raise ValueError(f"blocks: {g.name} overlaps {other.name}; blocks may not nest")
+            if other is not g and (g.name == other.name or g.name.startswith(other.name + ".")):
+                raise ValueError(f"blocks: {g.name} is {other.name} or inside it; blocks may not repeat or nest")
     return gates

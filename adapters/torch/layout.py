@@ -18,7 +18,7 @@ the tracer cannot follow) is *pinned* with a reason; the reason ends up in the s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Mapping
 
 
 @dataclass(frozen=True)
@@ -113,26 +113,6 @@ def describe(layout: Layout) -> str:
     return "[" + ", ".join(f"{s.width}" if s.space is None else f"#{s.space}:{s.width}" for s in layout) + "]"
 
 
-def layout_width(layout: Layout, spaces: Spaces, dim_of: Mapping[int, str], widths: Mapping[str, int]) -> int:
-    """The layout's width when every dim has the kept count in `widths` (dims absent from `widths`: full)."""
-    out = 0
-    for seg in layout:
-        name = dim_of.get(spaces.find(seg.space)) if seg.space is not None else None
-        out += widths.get(name, seg.width) if name is not None else seg.width
-    return out
-
-
-def layout_dims(layout: Layout | None, spaces: Spaces, dim_of: Mapping[int, str]) -> list[str]:
-    """The distinct dims of a layout, in order."""
-    names: list[str] = []
-    for seg in layout or ():
-        if seg.space is not None:
-            name = dim_of.get(spaces.find(seg.space))
-            if name is not None and name not in names:
-                names.append(name)
-    return names
-
-
 def positions(layout: Layout, spaces: Spaces, dim_of: Mapping[int, str]) -> dict[str, list[tuple[int, int]]]:
     """Dim -> (position along the axis, unit of the dim) for every position the dim sizes."""
     out: dict[str, list[tuple[int, int]]] = {}
@@ -145,6 +125,3 @@ def positions(layout: Layout, spaces: Spaces, dim_of: Mapping[int, str]) -> dict
         offset += seg.width
     return out
 
-
-def spaces_of(layouts: Iterable[Layout | None]) -> set[int]:
-    return {seg.space for lay in layouts for seg in (lay or ()) if seg.space is not None}

@@ -17,7 +17,7 @@ slices `apply` makes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -399,10 +399,3 @@ def record(model: nn.Module, example_input: torch.Tensor, atomic: Callable[[str,
     return Trace(recorder.ops, recorder.calls, outputs, ctx.spaces, ctx.slots, recorder.param_users,
                  recorder.leaf_names, ctx.width_attributes)
 
-
-def walk(ops: list[OpRecord], scope: str) -> Iterator[OpRecord]:
-    """The ops run inside module `scope` (at any depth), or that are the module itself."""
-    prefix = scope + "."
-    for op in ops:
-        if op.name == scope or op.name.startswith(prefix) or scope in op.scope:
-            yield op
