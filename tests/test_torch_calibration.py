@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("torch_pruning")
 
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402

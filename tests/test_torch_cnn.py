@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("torch_pruning")
 
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
@@ -460,3 +459,27 @@ def test_a_width_read_from_an_attribute_follows_the_channels():
     spec, handle = build_spec(model, x, importance={model.conv: np.ones(16)}, latency="flops", step=8)
     small = handle.apply(result_for(spec, kept={"conv": 8}))
     assert small.channels == 8 and model.channels == 16 and small(x).shape == (2, 4)
+
+
+class _SharedConv(nn.Module):
+    """One convolution applied twice: both calls read and write the same channels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.shared, self.fc = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1), nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.stem(x))
+        return self.fc(self.shared(F.relu(self.shared(x))).mean((2, 3)))
+
+
+def test_a_layer_called_twice_keeps_one_set_of_channels():
+    torch.manual_seed(0)
+    model, x = _SharedConv(), torch.randn(2, 3, 8, 8)
+    spec, handle = build_spec(model, x, importance={model.stem: torch.rand(16)}, latency="flops",
+                              costs=("flops", "params"), step=8)
+    assert spec.dim_names == ("stem", "fc")      # stem's output, shared's input and its output: one dim
+    result = result_for(spec, kept={"stem": 8})
+    small = handle.apply(result)
+    assert small.shared.weight.shape == (8, 8, 3, 3) and small(x).shape == (2, 4)
+    assert count_flops_params(small, x) == (result.costs["flops"], result.costs["params"])

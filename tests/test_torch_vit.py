@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("torch_pruning")
 
 from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402

@@ -208,11 +208,15 @@ class SiteHandler(LayerHandler):
         self.model = model
         self.spaces: dict[str, int] = {}
         self.out_space: int | None = None
+        self.first_input: Layout = ()
 
     def propagate(self, op: OpRecord, ctx: TraceContext) -> None:
         site = self.site
         inp = _channel_layout(op, ctx, op.inputs[0], -1, "the attention")
-        if not self.spaces:
+        if self.spaces:
+            ctx.unify(self.first_input, inp, f"{op.name} (called again)")
+        else:
+            self.first_input = inp
             for kind in site.kinds:
                 self.spaces[kind] = ctx.new_space(site.width(kind), op.name, kind)
                 if kind in site.pinned:

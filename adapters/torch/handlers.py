@@ -172,9 +172,10 @@ class ConvHandler(LayerHandler):
         m, x = op.module, op.inputs[0]
         inp = _channel_layout(op, ctx, x, 1, type(m).__name__)
         if self.depthwise(m):
-            out = inp
+            out = ctx.layer_layouts(op.name, inp, lambda: inp)
         else:
-            out = (Segment(ctx.new_space(m.out_channels, op.name), m.out_channels),)
+            out = ctx.layer_layouts(op.name, inp, lambda: (Segment(ctx.new_space(m.out_channels, op.name),
+                                                                    m.out_channels),))
             if m.groups != 1:
                 ctx.pin(inp, f"{op.name}: a grouped convolution (groups={m.groups}) keeps its widths")
                 ctx.pin(out, f"{op.name}: a grouped convolution (groups={m.groups}) keeps its widths")
@@ -225,7 +226,8 @@ class LinearHandler(LayerHandler):
     def propagate(self, op: OpRecord, ctx: TraceContext) -> None:
         m, x = op.module, op.inputs[0]
         inp = _channel_layout(op, ctx, x, -1, "Linear")
-        out = (Segment(ctx.new_space(m.out_features, op.name), m.out_features),)
+        out = ctx.layer_layouts(op.name, inp, lambda: (Segment(ctx.new_space(m.out_features, op.name),
+                                                                m.out_features),))
         ctx.slot(op.name, "weight", 1, inp)
         ctx.slot(op.name, "weight", 0, out)
         if m.bias is not None:
@@ -272,19 +274,17 @@ class NormHandler(LayerHandler):
     def propagate(self, op: OpRecord, ctx: TraceContext) -> None:
         m, x = op.module, op.inputs[0]
         width = self.features(m)
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) or isinstance(m, nn.modules.instancenorm._InstanceNorm):
-            layout = _channel_layout(op, ctx, x, 1, type(m).__name__)
+        if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)):
+            axis, layout = 1, _channel_layout(op, ctx, x, 1, type(m).__name__)
         elif x.layout is not None and total(x.layout) == width and x.shape == op.output.shape:
-            layout = x.layout
+            axis, layout = x.axis, x.layout
         else:
-            layout = _channel_layout(op, ctx, x, -1, type(m).__name__)
+            axis, layout = len(x.shape) - 1, _channel_layout(op, ctx, x, -1, type(m).__name__)
+        layout = ctx.layer_layouts(op.name, layout, lambda: layout)
         if isinstance(m, nn.LayerNorm) and len(m.normalized_shape) != 1:
             ctx.pin(layout, f"{op.name}: a LayerNorm over {tuple(m.normalized_shape)} keeps its widths")
         if isinstance(m, nn.GroupNorm) and 1 < m.num_groups < m.num_channels:
             ctx.pin(layout, f"{op.name}: GroupNorm with {m.num_groups} groups keeps its widths")
-        axis = x.axis if x.layout is layout else (1 if isinstance(m, (nn.modules.batchnorm._BatchNorm,
-                                                                      nn.modules.instancenorm._InstanceNorm))
-                                                   else len(x.shape) - 1)
         for name, tensor in list(m.named_parameters(recurse=False)) + list(m.named_buffers(recurse=False)):
             if tensor is not None and tensor.dim() == 1 and tensor.shape[0] == total(layout):
                 ctx.slot(op.name, name, 0, layout)
@@ -343,9 +343,10 @@ class ChannelwiseHandler(NormHandler):
             return
         if x.layout is None:
             return
+        layout = ctx.layer_layouts(op.name, x.layout, lambda: x.layout)
         for name, tensor in m.named_parameters():
-            ctx.slot(op.name, name, 0, x.layout)
-        _set_output(op, x.axis, x.layout)
+            ctx.slot(op.name, name, 0, layout)
+        _set_output(op, x.axis, layout)
 
 
     def config(self, op: OpRecord, sizes: Sizes) -> str:

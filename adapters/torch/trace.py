@@ -202,6 +202,18 @@ class TraceContext:
         self.param_names = {id(p): n for n, p in model.named_parameters()}
         self._param_axes: dict[tuple[str, int], Layout] = {}
         self.width_attributes: list[tuple[str, str, Layout]] = []
+        self._layer_layouts: dict[str, tuple[Layout, Layout]] = {}
+
+    def layer_layouts(self, name: str, inp: Layout, make_out: Callable[[], Layout]) -> Layout:
+        """The output layout of layer `name` reading `inp`: new on its first call; a later call (shared weights)
+        reads and writes the same channels as the first."""
+        if name in self._layer_layouts:
+            first_in, first_out = self._layer_layouts[name]
+            self.unify(first_in, inp, f"{name} (called again)")
+            return first_out
+        out = make_out()
+        self._layer_layouts[name] = (inp, out)
+        return out
 
     def width_attribute(self, scope: tuple[str, ...], value: int, layout: Layout) -> None:
         """A forward passed the channel count `value` to a shape function: the integer attributes of the
