@@ -12,13 +12,14 @@ product with a third (probs @ v), or a call of `scaled_dot_product_attention`. F
   output column of the Linear. That is the same for fused qkv, separate q/k/v and any order;
 - the attention output is followed forward to the output projection, whose input columns are
   matched the same way;
-- the site is the smallest module holding the four Linears and the core; its first input must
-  feed q, k and v (self-attention).
+- the site is the smallest module holding the four Linears and the core; q, k and v must be
+  projected from one tensor (self-attention) holding its first input's channels.
 
-Then the plain formula softmax(scale q k^T) v with these weights is run on the recorded input:
-if it reproduces the module's output, the site is replaced by a `PrunedAttention` when pruned;
-otherwise (a relative position bias, masks) it is sliced in place, after trying that on the
-example input. `nn.MultiheadAttention` is recognised by its type (its weights say everything).
+When the projections read the module's first input, the plain formula softmax(scale q k^T) v
+with these weights is run on the recorded input: if it reproduces the module's output, the site
+is replaced by a `PrunedAttention` when pruned. Otherwise (a relative position bias, masks,
+windows partitioned inside the module, talking heads) it is sliced in place, after trying that
+on the example input. `nn.MultiheadAttention` is recognised by its type (its weights say everything).
 """
 
 from __future__ import annotations
