@@ -17,8 +17,8 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import mdp_opt  # noqa: E402
 from mdp_opt import Answer, Status  # noqa: E402
-from mdp_opt.adapters.torch import (ConvFamily, PrunedAttention, RemovedBranch, UnsupportedModelError,  # noqa: E402
-                                    build_spec, register_family)
+from mdp_opt.adapters.torch import (ConvFamily, PrunedAttention, RemovedBranch, SkippedBlock,  # noqa: E402
+                                    UnsupportedModelError, build_spec, register_family)
 from mdp_opt.adapters.torch import costs as cost_module  # noqa: E402
 from mdp_opt.adapters.torch import families as family_module  # noqa: E402
 from mdp_opt.solve import verify  # noqa: E402
@@ -280,6 +280,18 @@ def test_attention_layouts_are_read_from_the_weights(built, kind, q):
     assert isinstance(attn, PrunedAttention) and (attn.num_heads, attn.qk_dim, attn.v_dim) == (2, 4, 8)
     if kind == "hf-vit":      # the replacement returns what the HF module returned: a tuple
         assert isinstance(attn(torch.randn(2, 17, 48)), tuple)
+
+
+def test_a_removed_block_returns_what_the_block_returned(built):
+    """HF layers return `(hidden,)` and their caller takes `[0]`: a removed one must return a tuple too."""
+    model, x, spec, handle = built["hf-vit"]
+    assert spec.block_names == ("encoder.layer.0", "encoder.layer.1")   # its MLP branch is not one module
+    small = handle.apply(configuration(spec, removed=("encoder.layer.1",)))
+    assert isinstance(small.encoder.layer[1], SkippedBlock)
+    reference = copy.deepcopy(model)
+    reference.encoder.layer = reference.encoder.layer[:1]
+    with torch.no_grad():
+        assert_same_output(small(x), reference(x))
 
 
 def test_folded_heads_need_the_head_count_and_say_so():

@@ -18,7 +18,7 @@ from .families import (ConvFamily, Declined, Family, GraphFamily, TransformerFam
 from .handlers import (BatchNormHandler, ConvHandler, FunctionHandler, LayerHandler, LinearHandler, NormHandler,
                        OpaqueHandler, UnsupportedModelError, Workload, register_handler)
 from .latency import MeasuredLatency, measure_latency
-from .modules import PrunedAttention, RemovedBranch
+from .modules import PrunedAttention, RemovedBranch, SkippedBlock
 from .spec_builder import build_spec
 from .structure import DimInfo, LayerWidths, Options, Structure
 from .vit import ViTPruningHandle, build_vit_spec
@@ -28,7 +28,7 @@ ViTStructureError = UnsupportedModelError   # the former transformer-only refusa
 __all__ = [
     "BatchNormHandler", "ConvFamily", "ConvHandler", "Declined", "DimInfo", "Family", "FunctionHandler",
     "GraphFamily", "LayerHandler", "LayerWidths", "LinearHandler", "MeasuredLatency", "NormHandler", "OpaqueHandler",
-    "Options", "PrunedAttention", "PruningHandle", "RemovedBranch", "Structure", "TransformerFamily",
+    "Options", "PrunedAttention", "PruningHandle", "RemovedBranch", "SkippedBlock", "Structure", "TransformerFamily",
     "UnsupportedModelError", "ViTPruningHandle", "ViTStructureError", "Workload", "build_spec", "build_vit_spec",
     "measure_latency", "recognise", "register_family", "register_handler",
 ]

@@ -41,6 +41,7 @@ class ResidualBlock:
     name: str
     branches: list[Branch]
     ops: frozenset[int] = field(default_factory=frozenset)
+    returns: Any = "tensor"       # the structure the block returned: "tensor", or a tuple of "out" / None
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class Gate:
     block: str
     branch: Branch | None
     ops: frozenset[int]
+    returns: Any = "tensor"       # what the whole block returned (for a whole block)
 
 
 def _same_channels(a: TensorInfo, b: TensorInfo, spaces: Spaces) -> bool:
@@ -80,8 +82,8 @@ def find_residual_blocks(trace: Trace) -> list[ResidualBlock]:
     outer = [(c, b) for c, b in found if not any(o.start <= c.start and c.stop <= o.stop and o is not c
                                                  for o, _ in found)]
     outer.sort(key=lambda cb: cb[0].start)
-    return [ResidualBlock(c.name, [_branch(t, c, trace, producer) for t in b], frozenset(range(c.start, c.stop)))
-            for c, b in outer]
+    return [ResidualBlock(c.name, [_branch(t, c, trace, producer) for t in b], frozenset(range(c.start, c.stop)),
+                          _returns(c)) for c, b in outer]
 
 
 def _chain(t: TensorInfo, x: TensorInfo, producer: dict[int, OpRecord], call: ModuleCall,
@@ -178,7 +180,7 @@ def choose_gates(model: nn.Module, blocks: list[ResidualBlock], option: str | Se
         for b in blocks:
             split = option == "auto" and len(b.branches) > 1 and all(br.module for br in b.branches)
             gates += ([Gate(br.module, b.name, br, br.ops) for br in b.branches] if split
-                      else [Gate(b.name, b.name, None, b.ops)])
+                      else [Gate(b.name, b.name, None, b.ops, b.returns)])
         return gates
     if not isinstance(option, Sequence):
         raise ValueError(f"blocks: expected 'auto', 'whole', a list of modules or None, got {option!r}")
@@ -191,7 +193,7 @@ def choose_gates(model: nn.Module, blocks: list[ResidualBlock], option: str | Se
         whole = next((b for b in blocks if b.name == name), None)
         half = next(((b, br) for b in blocks for br in b.branches if br.module == name), None)
         if whole is not None:
-            gates.append(Gate(name, name, None, whole.ops))
+            gates.append(Gate(name, name, None, whole.ops, whole.returns))
         elif half is not None:
             gates.append(Gate(name, half[0].name, half[1], half[1].ops))
         else:

@@ -39,7 +39,7 @@ from .blocks import Gate, choose_gates, find_residual_blocks
 from .handlers import (CHANNELWISE, DEFAULT_HANDLER, FUNCTION, OpaqueHandler, Sizes, UnsupportedModelError, Workload,
                        handler_for_module)
 from .layout import fixed
-from .modules import RemovedBranch
+from .modules import RemovedBranch, SkippedBlock
 from .slicing import kept_positions, set_submodule, slice_slots
 from .structure import DimInfo, Options, Structure
 from .trace import OpRecord, Trace, record
@@ -146,7 +146,7 @@ class GraphFamily:
         gone: list[str] = []
         for gate in removed:
             if gate.branch is None:
-                set_submodule(small, gate.name, nn.Identity())
+                set_submodule(small, gate.name, nn.Identity() if gate.returns == "tensor" else SkippedBlock(gate.returns))
             else:
                 set_submodule(small, gate.branch.module, RemovedBranch(gate.branch.returns))
                 if gate.branch.norm is not None:

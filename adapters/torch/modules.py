@@ -9,6 +9,8 @@ and returns the same structure (a tensor, or a tuple with the output first).
 
 `RemovedBranch` replaces the module of a removed residual branch (an attention or MLP half
 of a transformer block): it returns zeros shaped like its input, so `x + branch(x)` is `x`.
+`SkippedBlock` replaces a removed residual block that returned a tuple (Hugging Face layers
+return `(hidden,)`); a block that returned a tensor becomes `nn.Identity`.
 """
 
 from __future__ import annotations
@@ -84,3 +86,15 @@ class RemovedBranch(nn.Module):
         if self.returns == "tensor":
             return zeros
         return tuple(zeros if r == "out" else None for r in self.returns)
+
+
+class SkippedBlock(nn.Module):
+    """A removed residual block: its first input, in the structure (`returns`, as in `PrunedAttention`) the
+    block returned."""
+
+    def __init__(self, returns: Any) -> None:
+        super().__init__()
+        self.returns = returns
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        return tuple(x if r == "out" else None for r in self.returns)
