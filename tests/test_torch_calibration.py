@@ -8,8 +8,6 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import mdp_opt  # noqa: E402
 from mdp_opt.adapters.torch import MeasuredLatency, build_spec  # noqa: E402
@@ -17,6 +15,7 @@ from mdp_opt.adapters.torch.calibration import (CalibrationPoint, calibrate_late
                                                 configuration, fit, split_costs, uniform_choice)
 from mdp_opt.solve import verify  # noqa: E402
 
+from flops import counted_macs as macs  # noqa: E402
 from torch_models import VGGLike, small_resnet  # noqa: E402
 from vit_models import TimmStyleViT  # noqa: E402
 
@@ -28,13 +27,6 @@ def exact_backend() -> str:
         if name in mdp_opt.installed_backends():
             return name
     pytest.skip("no exact backend installed (milp, cpsat or dp)")
-
-
-def macs(model: nn.Module, x: torch.Tensor) -> int:
-    """Multiply-accumulates of every matmul and convolution, as PyTorch's flop counter sees them."""
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model.eval()(x)
-    return counter.get_total_flops() // 2
 
 
 def built(kind: str, latency, blocks: str | None = "auto") -> tuple:

@@ -13,7 +13,6 @@ torch = pytest.importorskip("torch")
 
 from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import mdp_opt  # noqa: E402
 from mdp_opt.adapters.torch import (MeasuredLatency, PrunedAttention, RemovedBranch, UnsupportedModelError,  # noqa
@@ -21,6 +20,7 @@ from mdp_opt.adapters.torch import (MeasuredLatency, PrunedAttention, RemovedBra
 from mdp_opt.result import Answer, Status  # noqa: E402
 from mdp_opt.solve import verify  # noqa: E402
 
+from flops import counted_macs  # noqa: E402
 from vit_models import TimmStyleViT, TorchvisionStyleViT  # noqa: E402
 
 LAYOUTS = [TimmStyleViT, TorchvisionStyleViT]
@@ -48,13 +48,6 @@ def build(model: nn.Module, **kwargs):
                    **GRANULARITY)
     options.update(kwargs)
     return build_spec(model, torch.randn(2, 3, 32, 32), **options)
-
-
-def counted_macs(model: nn.Module, x: torch.Tensor) -> int:
-    """Multiply-accumulates of every matmul and convolution, as PyTorch's own flop counter sees them."""
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(x)
-    return counter.get_total_flops() // 2
 
 
 def result_for(spec: mdp_opt.Spec, kept: dict[str, int], active: dict[str, bool] | None = None) -> mdp_opt.Result:
