@@ -96,7 +96,7 @@ def run(name: str, factory: Callable[[], nn.Module], size: int, options: dict, a
         for p in model.parameters():
             if p.dim() > 1 and not p.any():    # a zero-initialised head stops every Taylor score
                 p.normal_(0, 0.02)
-            elif p.dim() == 1 and p.numel() > 1 and bool((p == p[0]).all()) and 0 < abs(float(p[0])) < 1e-3:
+            elif p.numel() > 1 and bool((p == p.flatten()[0]).all()) and 0 < abs(float(p.flatten()[0])) < 1e-3:
                 p.fill_(0.1)                   # a layer scale initialised to 1e-6 makes its block worth ~0
     x = torch.randn(1, 3, size, size)
     data = [(torch.randn(4, 3, size, size), torch.randint(0, 10, (4,))) for _ in range(2)]
