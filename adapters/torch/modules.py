@@ -61,26 +61,15 @@ class PrunedAttention(nn.Module):
         return self.proj(out)
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        weights = self.returns != "tensor" and any(r in ("probs", "mean_probs") for r in self.returns)
-        if not weights and self.qk_dim == self.v_dim:
-            # torch's fused kernel: the same result, faster on equal head dims (measured on CPU, batch 1:
-            # 15-20% faster there, and as much slower on unequal ones, where it falls back to a math kernel)
-            out = self._fused(x)
-            return out if self.returns == "tensor" else tuple(out if r == "out" else None for r in self.returns)
+        # explicitly, as its two cost parts are timed: torch's fused kernel measured 15-20% faster here on equal
+        # q/k and v head dims but as much slower on unequal ones, and tables that time another computation than
+        # the one that runs mispredicted pruned ViTs by 6-15% (benchmarks/RESULTS.md)
         probs = self.attention_probs(x)
         out = self.attend(x, probs)
         if self.returns == "tensor":
             return out
         parts = {"out": out, None: None, "probs": probs, "mean_probs": probs.mean(dim=-3)}
         return tuple(parts[r] for r in self.returns)
-
-    def _fused(self, x: torch.Tensor) -> torch.Tensor:
-        *lead, n, _ = x.shape
-        q, k = self.qk(x).reshape(*lead, n, 2, self.num_heads, self.qk_dim).movedim(-3, 0).unbind(0)
-        v = self.v(x).reshape(*lead, n, self.num_heads, self.v_dim)
-        out = F.scaled_dot_product_attention(q.transpose(-3, -2), k.transpose(-3, -2), v.transpose(-3, -2),
-                                             dropout_p=self.dropout if self.training else 0.0, scale=self.scale)
-        return self.proj(out.transpose(-3, -2).reshape(*lead, n, self.num_heads * self.v_dim))
 
     def extra_repr(self) -> str:
         return (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, qk_dim={self.qk_dim}, "
