@@ -5,7 +5,7 @@
 
 Builds a spec with raw measured tables (attention over embedding x heads x head dim, MLP over
 embedding x hidden; calibrate=False, timed as "table build"), calibrates it exactly as
-build_vit_spec does by default (timed separately), solves it exactly at several latency
+build_spec does by default (timed separately), solves it exactly at several latency
 budgets, slims the model and measures it like the tables are measured (`measure_latency`,
 in alternation with the full model). Per budget: the calibrated prediction, the measurement,
 their error, whether the model is within its budget, and the errors of the raw tables, the
@@ -23,8 +23,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from mdp_opt.adapters.torch import MeasuredLatency
-from mdp_opt.adapters.torch.vit import build_vit_spec
+from mdp_opt.adapters.torch import MeasuredLatency, build_spec
 from latency_report import report  # benchmarks/
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -63,9 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         timer = MeasuredLatency(repeats=args.repeats, cache_dir=args.cache_dir or tmp, flush_mb=args.flush_mb,
                                 calibrate=False)
         start = time.perf_counter()
-        raw, handle = build_vit_spec(model, x, data=data, loss_fn=F.cross_entropy, latency=timer,
-                                     costs=("latency", "flops"), step=args.step, mlp_step=args.mlp_step,
-                                     head_dim_step=args.head_dim_step)
+        raw, handle = build_spec(model, x, data=data, loss_fn=F.cross_entropy, latency=timer,
+                                 costs=("latency", "flops"), step=args.step, mlp_step=args.mlp_step,
+                                 head_dim_step=args.head_dim_step)
         build_time = time.perf_counter() - start
     print(f"model: ViT embed 192, 3 heads, {args.depth} blocks, MLP 768, 224x224 patch 16, batch 1, CPU, 1 thread; "
           f"cache flush {timer.flush_mb} MB")

@@ -6,19 +6,16 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("torch_pruning")
 
 import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import mdp_opt  # noqa: E402
 from mdp_opt.adapters.torch import MeasuredLatency, build_spec  # noqa: E402
 from mdp_opt.adapters.torch.calibration import (CalibrationPoint, calibrate_latency, calibrated_spec,  # noqa: E402
                                                 configuration, fit, split_costs, uniform_choice)
-from mdp_opt.adapters.torch.vit import build_vit_spec  # noqa: E402
 from mdp_opt.solve import verify  # noqa: E402
 
+from flops import counted_macs as macs  # noqa: E402
 from torch_models import VGGLike, small_resnet  # noqa: E402
 from vit_models import TimmStyleViT  # noqa: E402
 
@@ -32,13 +29,6 @@ def exact_backend() -> str:
     pytest.skip("no exact backend installed (milp, cpsat or dp)")
 
 
-def macs(model: nn.Module, x: torch.Tensor) -> int:
-    """Multiply-accumulates of every matmul and convolution, as PyTorch's flop counter sees them."""
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model.eval()(x)
-    return counter.get_total_flops() // 2
-
-
 def built(kind: str, latency, blocks: str | None = "auto") -> tuple:
     torch.manual_seed(0)
     if kind == "cnn":
@@ -49,8 +39,8 @@ def built(kind: str, latency, blocks: str | None = "auto") -> tuple:
     else:
         model, x = TimmStyleViT().eval(), torch.randn(1, 3, 32, 32)
         data = [(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,)))]
-        spec, handle = build_vit_spec(model, x, data=data, loss_fn=F.cross_entropy, latency=latency, step=16,
-                                      head_step=2, head_dim_step=6, blocks=blocks)
+        spec, handle = build_spec(model, x, data=data, loss_fn=F.cross_entropy, latency=latency, step=16,
+                                  head_step=2, head_dim_step=6, blocks=blocks)
     return model, x, spec, handle
 
 

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("torch_pruning")
 
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
@@ -365,11 +364,20 @@ def test_grouped_conv_keeps_its_widths_and_the_rest_is_pruned():
     assert count_flops_params(small, x) == (result.costs["flops"], result.costs["params"])
 
 
-def test_concatenated_channels_are_refused_with_a_fix():
+def test_concatenated_channels_are_one_input_axis_per_producer():
+    """c reads cat([a, b]): its cost table has one axis per producer, and apply keeps c's input columns in
+    the order of the concatenation (a's kept channels, then b's)."""
+    torch.manual_seed(0)
     model, x = _ConcatNet(), torch.randn(1, 3, 8, 8)
-    with pytest.raises(UnsupportedModelError, match="c: cannot follow its input channels.*ignore="):
-        build_spec(model, x, importance={model.a: np.ones(8), model.b: np.ones(8), model.c: np.ones(8)},
-                   latency="flops", costs=("params",))
+    importance = {model.a: torch.arange(8.0), model.b: -torch.arange(8.0), model.c: torch.ones(8)}
+    spec, handle = build_spec(model, x, importance=importance, latency="flops", costs=("flops", "params"), step=4)
+    flops = {t.dims: t.table for t in spec.costs["flops"]}
+    assert flops[("a", "b", "c")].shape == (2, 2, 1)   # c's table: a x b x c (the model output: one choice)
+    small = handle.apply(result_for(spec, kept={"a": 4, "b": 4}))
+    a_kept, b_kept = [4, 5, 6, 7], [0, 1, 2, 3]
+    assert torch.equal(small.c.weight, model.c.weight[:, a_kept + [8 + i for i in b_kept]])
+    assert count_flops_params(small, x) == (mdp_opt.evaluate(spec, result_for(spec, kept={"a": 4, "b": 4}).choice
+                                                             ).costs["flops"], sum(p.numel() for p in small.parameters()))
 
 
 def test_spec_survives_json(built):
@@ -378,11 +386,41 @@ def test_spec_survives_json(built):
         assert again == spec and dict(again.meta) == json.loads(json.dumps(dict(spec.meta)))
 
 
-def test_layer_with_parameters_and_no_handler_is_refused():
+class _ChannelMix(nn.Module):
+    """A layer the adapter has no rules for: it mixes channels with a matrix."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(c, c))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bchw,cd->bdhw", x, self.weight)
+
+
+def test_layer_with_parameters_and_no_handler_is_refused_or_kept_as_it_is():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), _ChannelMix(8), nn.Conv2d(8, 4, 1))
+    x = torch.randn(1, 3, 8, 8)
+    with pytest.raises(UnsupportedModelError, match="1: _ChannelMix has parameters but no handler; register one.*"
+                                                     "ignore="):
+        build_spec(model, x, importance={model[0]: np.ones(8)}, latency="flops", costs=("params",))
+    spec, _ = build_spec(model, x, importance={model[0]: np.ones(8)}, latency="flops", costs=("params",),
+                         ignore=[model[1]])
+    assert spec.dim("0").choices == (8,) and "1: _ChannelMix is kept as it is" in spec.meta["pinned"]["0"]
+
+
+def test_a_layer_with_one_parameter_per_channel_follows_its_channels():
+    """PReLU (no handler of its own): its per-channel slopes are sliced with the channels they scale."""
+    torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.PReLU(8), nn.Conv2d(8, 4, 1))
-    with pytest.raises(UnsupportedModelError, match="1: PReLU has parameters but no handler; register one"):
-        build_spec(model, torch.randn(1, 3, 8, 8), importance={model[0]: np.ones(8)}, latency="flops",
-                   costs=("params",))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.linspace(0.1, 0.8, 8))
+    x = torch.randn(1, 3, 8, 8)
+    spec, handle = build_spec(model, x, importance={model[0]: torch.arange(8.0)}, latency="flops",
+                              costs=("params",), step=4)
+    small = handle.apply(result_for(spec, kept={"0": 4}))
+    assert torch.equal(small[1].weight, model[1].weight[4:]) and small[1].num_parameters == 4
+    assert sum(p.numel() for p in small.parameters()) == mdp_opt.evaluate(
+        spec, result_for(spec, kept={"0": 4}).choice).costs["params"]
 
 
 class _HardCodedView(nn.Module):
@@ -394,12 +432,54 @@ class _HardCodedView(nn.Module):
         return self.fc(self.conv(x).mean((2, 3)).reshape(-1, 16))
 
 
-def test_untimeable_width_names_the_operation(tmp_path):
+def test_a_width_hard_coded_in_the_forward_is_named_when_applying(tmp_path):
+    """`reshape(-1, 16)` with a literal: the tables follow the width (the size argument is the channel count),
+    but the slimmed model cannot, and apply says so."""
     model = _HardCodedView()
-    timer = MeasuredLatency(repeats=1, warmup=0, cache_dir=tmp_path, progress=False)
+    timer = MeasuredLatency(repeats=1, warmup=0, cache_dir=tmp_path, progress=False, calibrate=False)
     x = torch.randn(1, 3, 4, 4)
-    with pytest.raises(RuntimeError, match="latency: cannot run .*reshape.*ignore="):
-        build_spec(model, x, importance={model.conv: np.ones(16)}, latency=timer, step=8)
-    spec, handle = build_spec(model, x, importance={model.conv: np.ones(16)}, latency="flops", step=8)
+    spec, handle = build_spec(model, x, importance={model.conv: np.ones(16)}, latency=timer, step=8)
+    assert spec.dim("conv").choices == (8, 16)
     with pytest.raises(RuntimeError, match="the slimmed model fails on the example input.*ignore="):
         handle.apply(result_for(spec, kept={"conv": 8}))
+
+
+class _WidthFromAttribute(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.channels = 16
+        self.conv, self.fc = nn.Conv2d(3, 16, 3, padding=1), nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(x).mean((2, 3)).reshape(-1, self.channels))
+
+
+def test_a_width_read_from_an_attribute_follows_the_channels():
+    model, x = _WidthFromAttribute(), torch.randn(2, 3, 4, 4)
+    spec, handle = build_spec(model, x, importance={model.conv: np.ones(16)}, latency="flops", step=8)
+    small = handle.apply(result_for(spec, kept={"conv": 8}))
+    assert small.channels == 8 and model.channels == 16 and small(x).shape == (2, 4)
+
+
+class _SharedConv(nn.Module):
+    """One convolution applied twice: both calls read and write the same channels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.shared, self.fc = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1), nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.stem(x))
+        return self.fc(self.shared(F.relu(self.shared(x))).mean((2, 3)))
+
+
+def test_a_layer_called_twice_keeps_one_set_of_channels():
+    torch.manual_seed(0)
+    model, x = _SharedConv(), torch.randn(2, 3, 8, 8)
+    spec, handle = build_spec(model, x, importance={model.stem: torch.rand(16)}, latency="flops",
+                              costs=("flops", "params"), step=8)
+    assert spec.dim_names == ("stem", "fc")      # stem's output, shared's input and its output: one dim
+    result = result_for(spec, kept={"stem": 8})
+    small = handle.apply(result)
+    assert small.shared.weight.shape == (8, 8, 3, 3) and small(x).shape == (2, 4)
+    assert count_flops_params(small, x) == (result.costs["flops"], result.costs["params"])

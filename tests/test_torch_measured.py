@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("torch_pruning")
 
 import mdp_opt  # noqa: E402
 from mdp_opt.adapters.torch import MeasuredLatency, measure_latency  # noqa: E402

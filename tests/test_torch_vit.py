@@ -1,4 +1,5 @@
-"""ViT adapter: spec construction, exact flops/params, physical slimming, both attention layouts."""
+"""Vision transformers through `build_spec`: spec construction, exact flops/params, physical slimming, both
+attention layouts (timm's fused qkv and nn.MultiheadAttention)."""
 
 from __future__ import annotations
 
@@ -9,20 +10,17 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("torch_pruning")
 
 from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import mdp_opt  # noqa: E402
-from mdp_opt.adapters.torch import MeasuredLatency, ViTPruningHandle, build_spec  # noqa: E402
-from mdp_opt.adapters.torch.vit import build_vit_spec  # noqa: E402
-from mdp_opt.adapters.torch.vit_modules import PrunedAttention, PrunedBlock  # noqa: E402
-from mdp_opt.adapters.torch.vit_structure import ViTStructureError  # noqa: E402
+from mdp_opt.adapters.torch import (MeasuredLatency, PrunedAttention, RemovedBranch, UnsupportedModelError,  # noqa
+                                    ViTPruningHandle, ViTStructureError, build_spec, build_vit_spec)
 from mdp_opt.result import Answer, Status  # noqa: E402
 from mdp_opt.solve import verify  # noqa: E402
 
+from flops import counted_macs  # noqa: E402
 from vit_models import TimmStyleViT, TorchvisionStyleViT  # noqa: E402
 
 LAYOUTS = [TimmStyleViT, TorchvisionStyleViT]
@@ -49,14 +47,7 @@ def build(model: nn.Module, **kwargs):
     options = dict(data=batches(), loss_fn=F.cross_entropy, latency="flops", costs=("latency", "flops", "params"),
                    **GRANULARITY)
     options.update(kwargs)
-    return build_vit_spec(model, torch.randn(2, 3, 32, 32), **options)
-
-
-def counted_macs(model: nn.Module, x: torch.Tensor) -> int:
-    """Multiply-accumulates of every matmul and convolution, as PyTorch's own flop counter sees them."""
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(x)
-    return counter.get_total_flops() // 2
+    return build_spec(model, torch.randn(2, 3, 32, 32), **options)
 
 
 def result_for(spec: mdp_opt.Spec, kept: dict[str, int], active: dict[str, bool] | None = None) -> mdp_opt.Result:
@@ -84,20 +75,24 @@ def test_round_trip_exact_costs_and_widths(cls, percent):
     patch = small.patch_embed.proj if cls is TimmStyleViT else small.conv_proj
     head = small.head if cls is TimmStyleViT else small.heads.head
     assert patch.out_channels == embed and head.in_features == embed
-    for name, block in small.named_modules():
-        if not isinstance(block, PrunedBlock):
-            continue
-        if block.attn is None:
-            assert not result.active[f"{name}.attn"]
+    blocks = small.blocks if cls is TimmStyleViT else small.encoder.layers
+    prefix = "blocks" if cls is TimmStyleViT else "encoder.layers"
+    for i, block in enumerate(blocks):
+        name = f"{prefix}.{i}"
+        attn, mlp = (block.attn, block.mlp) if cls is TimmStyleViT else (block.self_attention, block.mlp)
+        attn_half, mlp_half = spec.block_names[2 * i], spec.block_names[2 * i + 1]
+        if isinstance(attn, RemovedBranch):
+            assert not result.active[attn_half]
         else:
-            a = block.attn
-            assert (a.num_heads, a.qk_dim, a.v_dim, a.embed_dim) == tuple(
+            assert isinstance(attn, PrunedAttention)
+            assert (attn.num_heads, attn.qk_dim, attn.v_dim, attn.embed_dim) == tuple(
                 result.kept[f"{name}.{k}"] for k in ("heads", "qk_dim", "v_dim")) + (embed,)
-            assert a.qk.out_features == 2 * a.num_heads * a.qk_dim and a.proj.in_features == a.num_heads * a.v_dim
-        if block.mlp is None:
-            assert not result.active[f"{name}.mlp"]
+            assert attn.qk.out_features == 2 * attn.num_heads * attn.qk_dim
+            assert attn.proj.in_features == attn.num_heads * attn.v_dim
+        if isinstance(mlp, RemovedBranch):
+            assert not result.active[mlp_half]
         else:
-            fc1 = [m for m in block.mlp.modules() if isinstance(m, nn.Linear)][0]
+            fc1 = [m for m in mlp.modules() if isinstance(m, nn.Linear)][0]
             assert (fc1.in_features, fc1.out_features) == (embed, result.kept[f"{name}.mlp_hidden"])
     after = model.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
@@ -118,7 +113,7 @@ def test_keeping_everything_reproduces_the_output(cls):
     model = make(cls)
     spec, handle = build(model)
     small = handle.apply(result_for(spec, {}))
-    assert all(isinstance(m.attn, PrunedAttention) for m in small.modules() if isinstance(m, PrunedBlock))
+    assert sum(isinstance(m, PrunedAttention) for m in small.modules()) == 2
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(small(x), model(x), rtol=1e-5, atol=1e-5)
@@ -142,19 +137,21 @@ def test_dims_choices_and_blocks():
     assert build(model, blocks="whole")[0].block_names == ("blocks.0", "blocks.1")
     assert build(model, blocks=None)[0].block_names == ()
     assert build(model, blocks=[model.blocks[1].mlp])[0].block_names == ("blocks.1.mlp",)
-    pinned = {d.name: d.choices for d in build(model, ignore=[model.blocks[0].attn, model.head])[0].dims}
+    pinned = {d.name: d.choices for d in build(model, ignore=[model.blocks[0].attn, model.patch_embed.proj])[0].dims}
     assert pinned["blocks.0.heads"] == (4,) and pinned["blocks.0.qk_dim"] == (12,) and pinned["embed"] == (48,)
     assert len(pinned["blocks.1.heads"]) == 2
 
 
 @pytest.mark.parametrize("cls", LAYOUTS)
-def test_build_spec_dispatches_vits_to_the_vit_adapter(cls):
+def test_build_vit_spec_is_a_deprecated_name_for_build_spec(cls):
     model = make(cls)
     x = torch.randn(2, 3, 32, 32)
-    kwargs = dict(data=batches(), loss_fn=F.cross_entropy, latency="flops", costs=("latency", "params"), step=16)
+    kwargs = dict(data=batches(), loss_fn=F.cross_entropy, latency="flops", costs=("latency", "params"), step=16,
+                  head_dim_step=6)
     spec, handle = build_spec(model, x, **kwargs)
-    assert isinstance(handle, ViTPruningHandle)
-    assert spec == build_vit_spec(model, x, **kwargs)[0]
+    assert isinstance(handle, ViTPruningHandle) and spec.meta["family"] == "transformer"
+    with pytest.deprecated_call():
+        assert spec == build_vit_spec(model, x, **kwargs)[0]
     small = handle.apply(mdp_opt.solve(spec, "50%", backend=exact_backend()))
     assert small(x).shape == (2, 10)
 
@@ -191,7 +188,7 @@ def test_apply_keeps_the_highest_scored_heads_and_channels(cls):
     orig = model.get_submodule(blk)
     w = (orig.attn.qkv.weight if cls is TimmStyleViT else orig.self_attention.in_proj_weight).detach()
     q_w, _, v_w = w.reshape(3, 4, 12, 48)
-    attn = small.get_submodule(blk).attn
+    attn = small.get_submodule(blk).attn if cls is TimmStyleViT else small.get_submodule(blk).self_attention
     expected_q = q_w[heads][:, qk][:, :, emb].reshape(12, 32)
     assert torch.equal(attn.qk.weight[:12], expected_q)
     assert torch.equal(attn.v.weight, v_w[heads][:, v][:, :, emb].reshape(12, 32))
@@ -211,7 +208,7 @@ def test_removed_blocks_are_gone():
     result = mdp_opt.solve(spec, {"latency": "60%"}, backend=exact_backend())
     assert result.active == {"blocks.0": True, "blocks.1": False}
     small = handle.apply(result)
-    assert isinstance(small.blocks[1], nn.Identity) and isinstance(small.blocks[0], PrunedBlock)
+    assert isinstance(small.blocks[1], nn.Identity) and isinstance(small.blocks[0].attn, PrunedAttention)
     assert all(result.kept[f"blocks.1.{k}"] == 0 for k in ("heads", "qk_dim", "v_dim", "mlp_hidden"))
     x = torch.randn(2, 3, 32, 32)
     assert counted_macs(small, x) == result.costs["flops"]
@@ -232,8 +229,10 @@ def test_removing_a_sub_block_removes_its_embedding_share():
 def test_callable_latency_gets_every_part_workload():
     model = make(TimmStyleViT)
     spec, _ = build(model, latency=lambda w: float(w.macs), costs=("latency", "flops"))
-    for lat, flops in zip(spec.costs["latency"], spec.costs["flops"]):
-        assert lat.dims == flops.dims and np.array_equal(lat.table, flops.table)
+    latency = {(t.dims, t.block): t.table for t in spec.costs["latency"]}
+    flops = {(t.dims, t.block): t.table for t in spec.costs["flops"]}
+    assert set(flops) <= set(latency) and all(np.array_equal(latency[k], flops[k]) for k in flops)
+    assert all(not t.any() for k, t in latency.items() if k not in flops)
 
 
 def test_measured_latency_tables_are_cached(tmp_path):
@@ -243,10 +242,14 @@ def test_measured_latency_tables_are_cached(tmp_path):
     spec, handle = build(model, **kwargs)
     (cache,) = tmp_path.iterdir()
     entries = json.loads(cache.read_text())
-    # outside: 2 embeds; attention q/k and v sides: 2 x 2 x 2 each; MLP: 2 x 4 (both blocks share shapes)
-    assert len(entries) == 2 + 8 + 8 + 8
-    assert all(t.table.min() > 0 for t in spec.costs["latency"])
+    # attention q/k and v sides: 2 embeds x 2 head counts x 2 head dims each, shared by both blocks
+    assert sum(key.startswith("attention.qk|") for key in entries) == 8
+    assert sum(key.startswith("attention.v|") for key in entries) == 8
+    latency = {t.dims: t.table for t in spec.costs["latency"]}
+    assert latency[("embed", "encoder.layers.0.heads", "encoder.layers.0.qk_dim")].min() > 0
+    before = cache.read_text()
     again, _ = build(model, **kwargs)
+    assert cache.read_text() == before      # nothing timed again
     assert all(np.array_equal(a.table, b.table) for a, b in zip(spec.costs["latency"], again.costs["latency"]))
     small = handle.apply(mdp_opt.solve(spec, "60%", backend=exact_backend()))
     assert small(torch.randn(2, 3, 32, 32)).shape == (2, 10)
@@ -256,7 +259,7 @@ class LayerScaleBlock(nn.Module):
     def __init__(self, block: nn.Module) -> None:
         super().__init__()
         self.norm1, self.attn, self.norm2, self.mlp = block.norm1, block.attn, block.norm2, block.mlp
-        self.gamma = nn.Parameter(torch.ones(48))
+        self.gamma = nn.Parameter(torch.linspace(0.5, 1.5, 48))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.gamma * self.attn(self.norm1(x))
@@ -273,20 +276,55 @@ class PostNormBlock(nn.Module):
         return self.norm2(x + self.mlp(x))
 
 
-class TwoAttentionBlock(PostNormBlock):
-    def __init__(self, block: nn.Module) -> None:
-        super().__init__(block)
-        self.cross = copy.deepcopy(block.attn)
-
-
-@pytest.mark.parametrize("wrapper, message", [(LayerScaleBlock, "blocks.1.gamma"),
-                                              (PostNormBlock, "blocks.1: its output is not"),
-                                              (TwoAttentionBlock, "blocks.1: a block with two attention")])
-def test_unsupported_blocks_are_refused_by_name(wrapper, message):
+@pytest.mark.parametrize("wrapper", [LayerScaleBlock, PostNormBlock])
+def test_blocks_the_previous_adapter_refused_now_prune(wrapper):
+    """Layer scale (a parameter of the block) follows the embedding; a post-norm block prunes too, though it is
+    not removable (its output is a norm, not x + f(x))."""
     model = make(TimmStyleViT)
     model.blocks[1] = wrapper(model.blocks[1])
-    with pytest.raises(ViTStructureError, match=message):
+    spec, handle = build(model)
+    assert ("blocks.1.attn" in spec.block_names) == (wrapper is LayerScaleBlock)
+    result = mdp_opt.solve(spec, {"latency": "50%"}, backend=exact_backend())
+    small = handle.apply(result)
+    x = torch.randn(2, 3, 32, 32)
+    assert counted_macs(small, x) == result.costs["flops"]
+    assert sum(p.numel() for p in small.parameters()) == result.costs["params"]
+    if wrapper is LayerScaleBlock:
+        assert small.blocks[1].gamma.shape == (result.kept["embed"],)
+    with torch.no_grad():
+        full = handle.apply(result_for(spec, {}))
+        assert torch.allclose(full(x), model(x), atol=1e-5)
+
+
+class CrossAttention(nn.Module):
+    """Queries from the tokens, keys and values from a learned memory: not self-attention."""
+
+    def __init__(self, attn: nn.Module) -> None:
+        super().__init__()
+        self.inner = attn
+        self.memory = nn.Parameter(torch.randn(1, 17, 48))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.inner
+        b, n, _ = x.shape
+        q = a.qkv(x)[..., :48].reshape(b, n, 4, 12).transpose(1, 2)
+        kv = a.qkv(self.memory.expand(b, -1, -1))
+        k = kv[..., 48:96].reshape(b, n, 4, 12).transpose(1, 2)
+        v = kv[..., 96:].reshape(b, n, 4, 12).transpose(1, 2)
+        out = ((q @ k.transpose(-2, -1)) * a.scale).softmax(-1) @ v
+        return a.proj(out.transpose(1, 2).reshape(b, n, 48))
+
+
+def test_an_attention_it_cannot_slim_is_refused_by_name_with_the_fix():
+    model = make(TimmStyleViT)
+    model.blocks[1].attn = CrossAttention(model.blocks[1].attn)
+    with pytest.raises(ViTStructureError, match="blocks.1.attn: .*keep it as it is with ignore="):
         build(model)
+    spec, handle = build(model, ignore=[model.blocks[1].attn])      # kept as it is; the rest prunes
+    assert "blocks.1.heads" not in spec.dim_names and "blocks.0.heads" in spec.dim_names
+    small = handle.apply(mdp_opt.solve(spec, {"latency": "70%"}, backend=exact_backend()))
+    assert small(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert ViTStructureError is UnsupportedModelError
 
 
 def test_bad_arguments_name_the_field():
@@ -305,10 +343,11 @@ def test_torchvision_vit_b_16_round_trip():
     models = pytest.importorskip("torchvision.models")
     torch.manual_seed(0)
     model = models.vit_b_16().eval()
-    x = torch.randn(1, 3, 224, 224)
+    torch.nn.init.normal_(model.heads.head.weight, std=0.02)   # torchvision zero-initialises it: no gradient would
+    x = torch.randn(1, 3, 224, 224)                           # reach any other layer, every Taylor score would be 0
     data = [(x, torch.tensor([3]))]
-    spec, handle = build_vit_spec(model, x, data=data, loss_fn=F.cross_entropy, latency="flops",
-                                  costs=("latency", "flops", "params"), step=192, head_step=4, head_dim_step=32)
+    spec, handle = build_spec(model, x, data=data, loss_fn=F.cross_entropy, latency="flops",
+                              costs=("latency", "flops", "params"), step=192, head_step=4, head_dim_step=32)
     assert spec.full_costs()["params"] == sum(p.numel() for p in model.parameters())
     backend = exact_backend()
     if backend == "brute":
@@ -323,12 +362,12 @@ def test_torchvision_vit_b_16_round_trip():
 
 def test_taylor_scores_follow_the_head_major_layout():
     """Head score = (sum of w*g over the head's q/k/v rows)^2 + (sum over its output-projection columns)^2."""
-    from mdp_opt.adapters.torch.vit_importance import taylor_scores
+    from mdp_opt.adapters.torch.scores import _site_scores
 
     model = make(TimmStyleViT)
     _, handle = build(model)
     data = batches(n=1)
-    scores = taylor_scores(model, handle.structure, data, F.cross_entropy)
+    scores = _site_scores(model, handle.structure.sites, data, F.cross_entropy)
     inputs, targets = data[0]
     attn = model.blocks[1].attn
     params = [attn.qkv.weight, attn.qkv.bias, attn.proj.weight]
@@ -336,10 +375,10 @@ def test_taylor_scores_follow_the_head_major_layout():
     qkv_w, qkv_b, proj_w = ((p.detach() * g).double() for p, g in zip(params, grads))
     rows = qkv_w.reshape(3, 4, 12, 48).sum(dim=(0, 2, 3)) + qkv_b.reshape(3, 4, 12).sum(dim=(0, 2))
     cols = proj_w.reshape(48, 4, 12).sum(dim=(0, 2))
-    assert np.allclose(scores[("blocks.1", "heads")], (rows ** 2 + cols ** 2).numpy(), rtol=1e-6)
+    assert np.allclose(scores["blocks.1.attn.heads"], (rows ** 2 + cols ** 2).numpy(), rtol=1e-6)
     v_rows = qkv_w.reshape(3, 4, 12, 48)[2].sum(dim=2) + qkv_b.reshape(3, 4, 12)[2]
     v_cols = proj_w.reshape(48, 4, 12).sum(dim=0)
-    assert np.allclose(scores[("blocks.1", "v")], (v_rows ** 2 + v_cols ** 2).sum(dim=0).numpy(), rtol=1e-6)
+    assert np.allclose(scores["blocks.1.attn.v_dim"], (v_rows ** 2 + v_cols ** 2).sum(dim=0).numpy(), rtol=1e-6)
 
 
 def test_describe_prints_kept_widths(capsys):
@@ -348,10 +387,12 @@ def test_describe_prints_kept_widths(capsys):
     result = result_for(spec, {"blocks.0.heads": 2, "embed": 32}, {"blocks.1.mlp": False})
     text = handle.describe(result)
     assert text == capsys.readouterr().out.rstrip("\n")
-    lines = text.splitlines()
-    assert lines[2].split() == ["blocks.0", "kept", "4", "->", "2", "12", "12", "kept", "96"]
-    assert lines[3].split() == ["blocks.1", "kept", "4", "12", "12", "removed", "-"]
-    assert "embedding: 48 -> 32" in text
+    rows = {line.split()[0]: line.split()[1:] for line in text.splitlines() if line.strip()}
+    assert rows["blocks.0.attn"] == ["replaced", "4", "->", "2", "12", "12"]
+    assert rows["blocks.1.attn"] == ["replaced", "4", "12", "12"]
+    assert rows["blocks.0.mlp.fc1"] == ["Linear", "96", "48", "->", "32"]
+    assert "blocks.1.mlp.fc1" not in rows             # removed with its branch
+    assert "removed (now identity): blocks.1.mlp" in text
 
 
 def test_apply_keeps_the_training_flags():
@@ -363,23 +404,28 @@ def test_apply_keeps_the_training_flags():
 
 
 class WidthInForward(TorchvisionStyleViT):
-    """Reads the embedding width from an attribute the adapter does not know about."""
+    """Reads the embedding width from an attribute of its own (`width`) and, optionally, a literal."""
 
-    def __init__(self) -> None:
+    def __init__(self, literal: bool = False) -> None:
         super().__init__()
         self.width = self.hidden_dim
+        self.literal = literal
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
-        x = self.conv_proj(x).reshape(n, self.width, -1).permute(0, 2, 1)
+        x = self.conv_proj(x).reshape(n, 48 if self.literal else self.width, -1).permute(0, 2, 1)
         x = torch.cat([self.class_token.expand(n, -1, -1), x], dim=1)
         return self.heads(self.encoder(x)[:, 0])
 
 
-def test_apply_checks_that_the_slimmed_model_runs():
+def test_apply_follows_width_attributes_and_checks_that_the_slimmed_model_runs():
     torch.manual_seed(0)
     model = WidthInForward().eval()
     spec, handle = build(model)
+    small = handle.apply(result_for(spec, {"embed": 32}))
+    assert small.width == small.hidden_dim == 32 and model.width == 48
+    model = WidthInForward(literal=True).eval()
+    spec, handle = build(model)
     handle.apply(result_for(spec, {}))
-    with pytest.raises(RuntimeError, match="attribute other than"):
+    with pytest.raises(RuntimeError, match="slimmed model fails on the example input.*ignore="):
         handle.apply(result_for(spec, {"embed": 32}))

@@ -1,5 +1,6 @@
-"""PyTorch adapter: a CNN -> an mdp-opt spec (importance, latency tables, removable blocks)
--> a physically slimmed model.
+"""PyTorch adapter: a model -> an mdp-opt spec (importance, latency tables, removable blocks)
+-> a physically slimmed model. One entry point for every family of models (CNNs, concatenations,
+layer scale, transformers with any attention layout, hierarchical transformers, hybrids).
 
     from mdp_opt.adapters.torch import build_spec, measure_latency
     spec, handle = build_spec(model, example_input, data=batches, loss_fn=loss,
@@ -8,20 +9,26 @@
     small = handle.apply(result)
     ms = measure_latency(small, example_input)
 
-Needs `pip install 'mdp-opt[torch]'` (torch, torch-pruning, tqdm).
+Needs `pip install 'mdp-opt[torch]'` (torch, tqdm).
 """
 
-from .apply import LayerWidths, PruningHandle
-from .handlers import (BatchNormHandler, ConvHandler, FunctionHandler, LayerHandler, LinearHandler,
-                       UnsupportedModelError, Workload, register_handler)
+from .apply import PruningHandle
+from .families import (ConvFamily, Declined, Family, GraphFamily, TransformerFamily, recognise,
+                       register_family)
+from .handlers import (BatchNormHandler, ConvHandler, FunctionHandler, LayerHandler, LinearHandler, NormHandler,
+                       OpaqueHandler, UnsupportedModelError, Workload, register_handler)
 from .latency import MeasuredLatency, measure_latency
+from .modules import PrunedAttention, RemovedBranch, SkippedBlock
 from .spec_builder import build_spec
+from .structure import DimInfo, LayerWidths, Options, Structure
 from .vit import ViTPruningHandle, build_vit_spec
-from .vit_modules import PrunedAttention, PrunedBlock
-from .vit_structure import ViTStructureError
+
+ViTStructureError = UnsupportedModelError   # the former transformer-only refusal; every refusal is this type now
 
 __all__ = [
-    "BatchNormHandler", "ConvHandler", "FunctionHandler", "LayerHandler", "LayerWidths", "LinearHandler",
-    "MeasuredLatency", "PrunedAttention", "PrunedBlock", "PruningHandle", "UnsupportedModelError", "ViTPruningHandle",
-    "ViTStructureError", "Workload", "build_spec", "build_vit_spec", "measure_latency", "register_handler",
+    "BatchNormHandler", "ConvFamily", "ConvHandler", "Declined", "DimInfo", "Family", "FunctionHandler",
+    "GraphFamily", "LayerHandler", "LayerWidths", "LinearHandler", "MeasuredLatency", "NormHandler", "OpaqueHandler",
+    "Options", "PrunedAttention", "PruningHandle", "RemovedBranch", "SkippedBlock", "Structure", "TransformerFamily",
+    "UnsupportedModelError", "ViTPruningHandle", "ViTStructureError", "Workload", "build_spec", "build_vit_spec",
+    "measure_latency", "recognise", "register_family", "register_handler",
 ]

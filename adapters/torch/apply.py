@@ -1,146 +1,168 @@
-"""`PruningHandle`: turn a solved spec back into a physically slimmed copy of the model."""
+"""`PruningHandle`: turn a solved spec back into a physically slimmed copy of the model (every family)."""
 
 from __future__ import annotations
 
-import copy
 import sys
-from dataclasses import dataclass
-from typing import TextIO
+from typing import Any, Mapping, Sequence, TextIO
 
 import numpy as np
 import torch
 from torch import nn
 
-from mdp_opt.result import Result
-from mdp_opt.spec import Spec
+from mdp_opt import Result, Spec
 
+from .attention import REPLACE
+from .blocks import Gate
 from .checks import check_result_for
-from .graph import ChannelDim, dependency_graph
-
-
-@dataclass(frozen=True)
-class LayerWidths:
-    """A conv, linear or BN layer and the dims that size its output and input channels (None: fixed)."""
-
-    name: str
-    kind: str
-    out_dim: str | None
-    in_dim: str | None
-    out_width: int
-    in_width: int
+from .modules import PrunedAttention
+from .structure import DimInfo, LayerWidths, Structure
 
 
 class PruningHandle:
-    """Made by `build_spec`; keeps what is needed to slim the model for any result of the spec."""
+    """Made by `build_spec`; keeps what is needed to slim the model for any result of the spec.
 
-    def __init__(self, model: nn.Module, example_input: torch.Tensor, spec: Spec, dims: list[ChannelDim],
-                 orders: dict[str, np.ndarray], blocks: list[str], layers: list[LayerWidths]) -> None:
+    `dims` (name -> DimInfo: width, kind, layers), `layers` (conv/linear/norm layers and the dims
+    sizing them), `blocks` (the spec's removable units) and `structure` describe what was found.
+    """
+
+    def __init__(self, model: nn.Module, example_input: torch.Tensor, spec: Spec, family: Any,
+                 structure: Structure, orders: Mapping[str, np.ndarray], gates: Sequence[Gate]) -> None:
         self.model = model
         self.example_input = example_input
         self.spec = spec
-        self.dims = {d.name: d for d in dims}
-        self.orders = orders
-        self.blocks = list(blocks)
-        self.layers = list(layers)
+        self.family = family
+        self.structure = structure
+        self.orders = dict(orders)
+        self.gates = list(gates)
+        self.dims: dict[str, DimInfo] = {d.name: d for d in structure.dims}
+        self.layers: list[LayerWidths] = structure.layers()
+        self.blocks = [g.name for g in gates]
 
     def kept_channels(self, result: Result) -> dict[str, np.ndarray]:
-        """Dim name -> indices (in its root layer's coordinates) of the channels `apply` keeps, best first."""
+        """Dim name -> the units (channels, heads, channels per head) `apply` keeps, best first."""
         self._check(result)
         return {name: self.orders[name][:k] for name, k in result.kept.items() if k > 0}
 
     def apply(self, result: Result) -> nn.Module:
-        """A new model with each dim cut to its kept channels and each removed block replaced by the identity.
+        """A new model with each dim cut to its kept units and each removed block gone.
 
-        The user's model is not modified. Channels are kept by decreasing importance, in the same
-        ranking the objective was built from.
+        The user's model is not modified. Units are kept by decreasing importance, in the same
+        ranking the objective was built from. A removed residual block becomes the identity; a
+        removed branch (an attention or MLP half) returns zeros and its pre-norm becomes the identity.
+        Recognised plain attentions become `PrunedAttention`s; others are sliced in place.
         """
         self._check(result)
-        flags = {n: m.training for n, m in self.model.named_modules()}
-        small = copy.deepcopy(self.model)
-        for block, active in result.active.items():
-            if not active:
-                small.set_submodule(block, nn.Identity())
-        graph = dependency_graph(small, self.example_input)
-        modules = dict(small.named_modules())
-        for name, k in result.kept.items():
-            dim = self.dims[name]
-            if k == 0 or k == dim.width:
-                continue
-            root = next((n for n in dim.producers if n in modules and modules[n] in graph.module2node), None)
-            if root is None:
-                raise RuntimeError(f"dim {name}: none of its layers {sorted(dim.producers)} is left in the model, "
-                                   f"yet the result keeps {k} channels")
-            keep = set(self.orders[name][:k].tolist())
-            drop = [i for i, r in enumerate(dim.producers[root]) if r not in keep]
-            pruner = graph.get_pruner_of_module(modules[root])
-            graph.get_pruning_group(modules[root], pruner.prune_out_channels, drop).prune()
+        kept = {name: torch.as_tensor(np.sort(self.orders[name][:k]), dtype=torch.long)
+                for name, k in result.kept.items() if 0 < k < self.dims[name].width}
+        removed = [g for g in self.gates if not result.active[g.name]]
+        small = self.family.apply(self.model, self.structure, kept, removed)
         self._check_runs(small)
-        for n, m in small.named_modules():
-            m.training = flags.get(n, self.model.training)
         self._check_widths(small, result)
         return small
 
     def describe(self, result: Result, file: TextIO | None = None) -> str:
-        """Print (to `file`, default stdout) and return a per-layer table: original -> kept channels, removed blocks."""
+        """Print (to `file`, default stdout) and return a table: per layer original -> kept channels, per attention
+        original -> kept heads and channels per head, removed blocks, pinned widths and costs."""
         self._check(result)
         removed = [b for b, a in result.active.items() if not a]
+        gone = self._gone(result)
+
+        def change(full: int, kept: int) -> str:
+            return str(full) if full == kept else f"{full} -> {kept}"
+
         rows = [("layer", "type", "out channels", "in channels")]
         for layer in self.layers:
-            if any(layer.name.startswith(b + ".") for b in removed):
+            if gone(layer.name):
                 continue
-            out_k, in_k = self._kept(layer.out_dim, layer.out_width, result), self._kept(layer.in_dim, layer.in_width,
-                                                                                          result)
-            rows.append((layer.name, layer.kind, _change(layer.out_width, out_k), _change(layer.in_width, in_k)))
-        widths = [max(len(r[i]) for r in rows) for i in range(4)]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        lines.append(f"blocks: {len(self.blocks) - len(removed)}/{len(self.blocks)} kept"
+            rows.append((layer.name, layer.kind, change(layer.out_width, self._width(layer.out_layout, result)),
+                         change(layer.in_width, self._width(layer.in_layout, result))))
+        lines = _table(rows)
+        sites = [(n, h) for n, h in self.structure.sites.items() if not gone(n)]
+        if sites:
+            attn = [("attention", "slimmed", "heads", "q/k dim", "v dim")]
+            for name, handler in sites:
+                widths = {k: (handler.site.width(k), result.kept[self._dim_of(handler, k)]) for k in handler.site.kinds}
+                qk = widths.get("qk_dim", widths.get("head_dim"))
+                v = widths.get("v_dim", widths.get("head_dim"))
+                attn.append((name, "replaced" if handler.site.mode == REPLACE else "in place",
+                             change(*widths["heads"]), change(*qk), change(*v)))
+            lines += [""] + _table(attn)
+        pinned = self.spec.meta.get("pinned", {})
+        if pinned:
+            names = list(pinned)
+            shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+            lines.append(f"kept at full width: {shown} (spec.meta['pinned'] says why)")
+        lines.append(f"blocks: {len(self.gates) - len(removed)}/{len(self.gates)} kept"
                      + (f"; removed (now identity): {', '.join(removed)}" if removed else ""))
-        lines.append("costs: " + ", ".join(f"{r} {c:.6g} ({100 * c / f:.1f}% of {f:.6g})" if f else f"{r} {c:.6g}"
-                                           for (r, c), f in zip(result.costs.items(),
-                                                                (self.spec.full_costs()[r] for r in result.costs))))
+        full = self.spec.full_costs()
+        lines.append("costs: " + ", ".join(f"{r} {c:.6g} ({100 * c / full[r]:.1f}% of {full[r]:.6g})" if full[r]
+                                           else f"{r} {c:.6g}" for r, c in result.costs.items()))
         text = "\n".join(lines)
         print(text, file=file or sys.stdout)
         return text
 
     # ---- internals -------------------------------------------------------------------------------
-    @staticmethod
-    def _kept(dim: str | None, width: int, result: Result) -> int:
-        return width if dim is None else result.kept[dim]
+    def _dim_of(self, handler: Any, kind: str) -> str:
+        return self.structure.dim_of[self.structure.spaces.find(handler.spaces[kind])]
+
+    def _width(self, layout: Any, result: Result) -> int:
+        return self.structure.sizes(dict(result.kept)).width(layout)
+
+    def _gone(self, result: Result):
+        units = [g.branch.module if g.branch is not None else g.name for g in self.gates if not result.active[g.name]]
+        units += [g.branch.norm for g in self.gates if not result.active[g.name] and g.branch is not None
+                  and g.branch.norm]
+        return lambda name: any(name == u or name.startswith(u + ".") for u in units)
 
     def _check(self, result: Result) -> None:
         check_result_for(self.spec, result, "build_spec")
 
     def _check_runs(self, small: nn.Module) -> None:
         """Run the slimmed model (in eval mode) once on the example input."""
-        small.eval()
+        flags = {m: m.training for m in small.modules()}
         try:
             with torch.no_grad():
-                small(self.example_input)
-        except RuntimeError as e:
-            raise RuntimeError(f"the slimmed model fails on the example input ({e}); a shape hard-coded in the "
-                               "forward pass cannot change: pin the layers that produce it with ignore=") from e
+                small.eval()(self.example_input)
+        except (RuntimeError, ValueError, IndexError) as e:
+            raise RuntimeError(f"the slimmed model fails on the example input ({e}); a width that the forward pass "
+                               "hard-codes cannot change: pin the layers that produce it with ignore=") from e
+        finally:
+            for m, flag in flags.items():
+                m.training = flag
 
     def _check_widths(self, small: nn.Module, result: Result) -> None:
         modules = dict(small.named_modules())
-        removed = [b for b, a in result.active.items() if not a]
+        gone = self._gone(result)
         for layer in self.layers:
-            if any(layer.name.startswith(b + ".") for b in removed):
+            if gone(layer.name):
                 continue
+            want = (self._width(layer.out_layout, result), self._width(layer.in_layout, result))
             got = _widths(modules[layer.name])
-            want = (self._kept(layer.out_dim, layer.out_width, result),
-                    self._kept(layer.in_dim, layer.in_width, result))
             if got != want:
                 raise RuntimeError(f"{layer.name}: slimmed to (out, in) = {got} channels, but the result says {want}")
+        for name, handler in self.structure.sites.items():
+            if gone(name) or handler.site.mode != REPLACE:
+                continue
+            attn = modules[name]
+            want = tuple(result.kept[self._dim_of(handler, k)] for k in ("heads", "qk_dim", "v_dim"))
+            if not isinstance(attn, PrunedAttention) or (attn.num_heads, attn.qk_dim, attn.v_dim) != want:
+                raise RuntimeError(f"{name}: slimmed to {attn}, but the result says heads, q/k and v dims {want}")
 
 
 def _widths(m: nn.Module) -> tuple[int, int]:
     if isinstance(m, nn.Linear):
         return m.out_features, m.in_features
-    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+    if isinstance(m, nn.LayerNorm):
+        return m.normalized_shape[-1], m.normalized_shape[-1]
+    if isinstance(m, nn.GroupNorm):
+        return m.num_channels, m.num_channels
+    if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)):
         return m.num_features, m.num_features
     return m.out_channels, m.in_channels
 
 
-def _change(before: int, after: int) -> str:
-    return str(before) if before == after else f"{before} -> {after}"
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines

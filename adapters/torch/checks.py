@@ -7,8 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mdp_opt.result import Result
-from mdp_opt.spec import Spec
+from mdp_opt import Result, Spec
 
 from .calibration import calibrate_latency
 from .latency import MeasuredLatency
