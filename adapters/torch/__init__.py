@@ -8,20 +8,26 @@
     small = handle.apply(result)
     ms = measure_latency(small, example_input)
 
+Latency can be measured on another runtime: `MeasuredLatency(runtime="onnxruntime")` and
+`measure_latency(small, example_input, runtime="onnxruntime")` (see `runtimes`).
+
 Needs `pip install 'mdp-opt[torch]'` (torch, torch-pruning, tqdm).
 """
 
 from .apply import LayerWidths, PruningHandle
 from .handlers import (BatchNormHandler, ConvHandler, FunctionHandler, LayerHandler, LinearHandler,
                        UnsupportedModelError, Workload, register_handler)
+from .importance_check import ImportanceWarning
 from .latency import MeasuredLatency, measure_latency
+from .runtimes import Compiled, EagerRuntime, OnnxRuntime, Runtime
 from .spec_builder import build_spec
 from .vit import ViTPruningHandle, build_vit_spec
 from .vit_modules import PrunedAttention, PrunedBlock
 from .vit_structure import ViTStructureError
 
 __all__ = [
-    "BatchNormHandler", "ConvHandler", "FunctionHandler", "LayerHandler", "LayerWidths", "LinearHandler",
-    "MeasuredLatency", "PrunedAttention", "PrunedBlock", "PruningHandle", "UnsupportedModelError", "ViTPruningHandle",
-    "ViTStructureError", "Workload", "build_spec", "build_vit_spec", "measure_latency", "register_handler",
+    "BatchNormHandler", "Compiled", "ConvHandler", "EagerRuntime", "FunctionHandler", "ImportanceWarning",
+    "LayerHandler", "LayerWidths", "LinearHandler", "MeasuredLatency", "OnnxRuntime", "PrunedAttention",
+    "PrunedBlock", "PruningHandle", "Runtime", "UnsupportedModelError", "ViTPruningHandle", "ViTStructureError",
+    "Workload", "build_spec", "build_vit_spec", "measure_latency", "register_handler",
 ]

@@ -18,6 +18,7 @@ from .graph import CHANNEL_LAYERS, ChannelDim, coupled_dims, dependency_graph
 from .handlers import UnsupportedModelError, Workload, handler_for
 from .checks import calibrate_if_measured, check_build_arguments
 from .importance import dim_importance, normalized, objective_terms, scored_layers, taylor_scores, user_scores
+from .importance_check import scores_by_halves, with_importance_check
 from .latency import MeasuredLatency
 from .trace import OpRecord, Trace, record_forward
 from .vit import build_vit_spec
@@ -77,12 +78,15 @@ def build_spec(model: nn.Module, example_input: torch.Tensor, *, data: Iterable[
     choices = {d.name: _choices(d, step, _dim_minimum(model, d, min_channels), d.name in pinned) for d in dims}
     spec_dims = tuple(Dim(d.name, choices[d.name]) for d in dims)
 
+    scoring = None
     if importance is not None:
         prunable = [d for d in dims if len(choices[d.name]) > 1]
         scores = user_scores(model, importance, out_labels, prunable)
     else:
         scorer = copy.deepcopy(model)
-        scores = normalized(taylor_scores(scorer, scored_layers(scorer, dims), data, loss_fn))
+        layers = scored_layers(scorer, dims)
+        scoring = scores_by_halves(lambda batches: taylor_scores(scorer, layers, batches, loss_fn), data)
+        scores = normalized(scoring.totals)
         del scorer
     dim_imps = {d.name: dim_importance(d, scores, block_of) for d in dims}
     objective = [t for d in dims for t in objective_terms(d.name, choices[d.name], dim_imps[d.name])]
@@ -93,6 +97,7 @@ def build_spec(model: nn.Module, example_input: torch.Tensor, *, data: Iterable[
                 meta={"source": "mdp_opt.adapters.torch", "model": type(model).__name__, "step": step,
                       "latency": _describe_latency(latency), "input_shape": list(example_input.shape),
                       "pinned": pinned})
+    spec = with_importance_check(spec, scores, scoring)
     handle = PruningHandle(model, example_input, spec, dims, {n: imp.order for n, imp in dim_imps.items()},
                            block_names, _layers(trace))
     return calibrate_if_measured(spec, handle, latency, costs, example_input), handle

@@ -29,6 +29,7 @@ from mdp_opt.spec import Dim, Spec, Term
 
 from .checks import calibrate_if_measured, check_build_arguments, check_result_for
 from .importance import DimImportance, normalized, objective_terms
+from .importance_check import scores_by_halves, with_importance_check
 from .latency import MeasuredLatency
 from .vit_costs import Grid, block_tables, block_workload, outside_tables, outside_workload, removed_everywhere
 from .vit_importance import OUTSIDE, given_scores, taylor_scores
@@ -44,6 +45,11 @@ LatencyArg = Union[str, MeasuredLatency, Callable[[Any], float]]
 
 def dim_name(key: DimKey) -> str:
     return "embed" if key == (OUTSIDE, "embed") else f"{key[0]}.{KINDS[key[1]]}"
+
+
+def _unit_name(key: DimKey) -> str:
+    """A scored unit's name: its dim, or the embedding share of a sub-block ("<block>.embed_attn")."""
+    return dim_name(key) if key == (OUTSIDE, "embed") or key[1] in KINDS else f"{key[0]}.{key[1]}"
 
 
 def build_vit_spec(model: nn.Module, example_input: torch.Tensor, *, data: Iterable[Any] | None = None,
@@ -89,10 +95,12 @@ def build_vit_spec(model: nn.Module, example_input: torch.Tensor, *, data: Itera
     choices = _all_choices(structure, pinned, step, mlp_step, head_step, head_dim_step, minimum)
     names = {key: dim_name(key) for key in choices}
 
+    scoring = None
     if importance is not None:
         scores = given_scores(structure, importance, names)
     else:
-        scores = normalized(taylor_scores(model, structure, data, loss_fn))
+        scoring = scores_by_halves(lambda batches: taylor_scores(model, structure, batches, loss_fn), data)
+        scores = normalized(scoring.totals)
     imps = _dim_importances(structure, scores, gates)
     objective = [t for key, imp in imps.items() for t in objective_terms(names[key], choices[key], imp)]
 
@@ -104,6 +112,7 @@ def build_vit_spec(model: nn.Module, example_input: torch.Tensor, *, data: Itera
                       "mlp_step": mlp_step, "head_step": head_step, "head_dim_step": head_dim_step,
                       "latency": latency if isinstance(latency, str) else type(latency).__name__,
                       "input_shape": list(example_input.shape), "tokens": structure.tokens})
+    spec = with_importance_check(spec, scores, scoring, _unit_name)
     handle = ViTPruningHandle(model, example_input, spec, structure, names,
                               {k: imp.order for k, imp in imps.items()}, gates)
     return calibrate_if_measured(spec, handle, latency, costs, example_input), handle
