@@ -176,6 +176,24 @@ def vit_tiny(scale: float = 1.0, num_classes: int = 1000, image_size: int = 224)
                         num_classes=num_classes)
 
 
+def settle_batchnorm(model: nn.Module, inputs: list[torch.Tensor]) -> nn.Module:
+    """Set every BatchNorm's running statistics to those of `inputs` (as training would), then eval mode.
+
+    A randomly initialised network in eval mode keeps BatchNorm's initial statistics (mean 0,
+    variance 1), which do not normalise anything: activations grow or vanish with depth, ReLU6 and
+    sigmoid saturate, and most Taylor scores become exactly 0. Settled statistics give the
+    activations a trained network has, without training."""
+    batchnorms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in batchnorms:
+        m.reset_running_stats()
+        m.momentum = None            # a cumulative average over the batches
+    model.train()
+    with torch.no_grad():
+        for x in inputs:
+            model(x)
+    return model.eval()
+
+
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "resnet18": resnet18, "resnet50": resnet50, "mobilenet_v2": mobilenet_v2, "vgg11": vgg11,
     "efficientnet_b0": efficientnet_b0, "vit_tiny": vit_tiny}

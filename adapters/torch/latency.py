@@ -34,6 +34,7 @@ from .handlers import Workload
 from .runtimes import Compiled, EagerRuntime, ExportError, Runtime, get_runtime
 
 CALIBRATION_REPEATS = 10
+CALIBRATION_RUNS = 30
 FIRST_RUNS = 3
 DEFAULT_CACHE_DIR = Path(os.environ.get("MDP_OPT_CACHE", Path.home() / ".cache" / "mdp-opt")) / "latency"
 
@@ -48,17 +49,19 @@ class MeasuredLatency:
             on the development machine 7 repetitions left pruned models 5-9% slower than
             predicted after calibration, 21 repetitions 1-4% (at 2-3x the table build time).
         cache_dir: where measured shapes are stored (one JSON file per device, dtype, batch
-            size, thread count and torch version); None for `$MDP_OPT_CACHE/latency` or
-            `~/.cache/mdp-opt/latency`.
+            size, thread count, torch version and runtime with its version); None for
+            `$MDP_OPT_CACHE/latency` or `~/.cache/mdp-opt/latency`.
         progress: show a tqdm progress bar with the time left.
         flush_mb: megabytes written before each repetition to push the weights out of cache
             (None: 8x the L2 cache); part of the cache key.
         calibrate: after the tables are built, fit them to whole models built by the handle and
-            measured with `measure_latency` (see `calibration`), so the spec predicts what slimmed
-            models really measure: True or "factor" (every entry times measured / predicted of
-            the full model), "parts" (fixed and variable parts fitted apart, on the full model and
-            one slimmed to half its widths), or False (the raw sums of the parts timed alone).
-            The fit is recorded in `spec.meta["latency_calibration"]`.
+            measured like `measure_latency` (see `calibration`), so the spec predicts what slimmed
+            models really measure: True or "affine" (tables scaled per group of terms plus a fixed
+            cost, fitted to the full model, uniformly slimmed ones and ones with blocks removed:
+            `latency_model`), "factor" (every entry times measured / predicted of the full model),
+            "parts" (fixed and variable parts fitted apart), or False (the raw sums of the parts
+            timed alone). The fit is recorded in `spec.meta["latency_calibration"]`.
+        calibration_runs: runs of each reference model (all taken in turn, run by run) for "affine".
         runtime: what runs the layers and the whole models: "eager" (PyTorch, the default),
             "onnxruntime" (ONNX Runtime, CPU execution provider; needs the `onnx` extra), or a
             `runtimes.Runtime` (e.g. `OnnxRuntime(optimization="extended")`, or one you write).
@@ -68,17 +71,18 @@ class MeasuredLatency:
 
     def __init__(self, threads: int = 1, repeats: int = 21, warmup: int = 2, cache_dir: str | Path | None = None,
                  progress: bool = True, flush_mb: int | None = None, calibrate: bool | str = True,
-                 runtime: str | Runtime = "eager") -> None:
+                 runtime: str | Runtime = "eager", calibration_runs: int = CALIBRATION_RUNS) -> None:
         flush_mb = default_flush_mb() if flush_mb is None else flush_mb
         for name, value, low in (("threads", threads, 1), ("repeats", repeats, 1), ("warmup", warmup, 0),
-                                 ("flush_mb", flush_mb, 0)):
+                                 ("flush_mb", flush_mb, 0), ("calibration_runs", calibration_runs, 1)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
         if not (isinstance(calibrate, bool) or calibrate in METHODS):
             raise ValueError(f"calibrate: expected True, False or one of {sorted(METHODS)}, got {calibrate!r}")
         self.threads, self.repeats, self.warmup, self.progress = threads, repeats, warmup, progress
         self.flush_mb = flush_mb
-        self.calibrate: str | None = "factor" if calibrate is True else (calibrate or None)
+        self.calibrate: str | None = "affine" if calibrate is True else (calibrate or None)
+        self.calibration_runs = calibration_runs
         self.cache_dir = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
         self.runtime = get_runtime(runtime)
         self._compiled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -154,7 +158,7 @@ class MeasuredLatency:
     def describe(self) -> str:
         """How whole models are timed, for the spec's meta."""
         return (f"measure_latency: runtime {self.runtime.key()}, threads={self.threads}, cache flushed "
-                f"({self.flush_mb} MB) before each run, median of {CALIBRATION_REPEATS} runs per round")
+                f"({self.flush_mb} MB) before each run")
 
     def compiled(self, model: nn.Module, example_input: torch.Tensor) -> Compiled:
         """`model` compiled by the runtime for `example_input`, kept while the model lives (compiled again
@@ -175,6 +179,16 @@ class MeasuredLatency:
         with threads_ctx(self.threads), eval_mode(model):
             return time_compiled(self.compiled(model, example_input), example_input.device, repeats, 3,
                                  self.flush_mb)
+
+    def measure_interleaved(self, models: Sequence[nn.Module], example_input: torch.Tensor, runs: int,
+                            warmup: int = 2) -> list[list[float]]:
+        """Milliseconds of `runs` runs of each model, the models taken in turn run by run (A B C A B C ...),
+        so a slow phase of the machine falls on all of them alike; one list of samples per model."""
+        compiled = [self.compiled(m, example_input) for m in models]
+        with threads_ctx(self.threads), contextlib.ExitStack() as stack:
+            for m in models:
+                stack.enter_context(eval_mode(m))
+            return interleaved_samples(compiled, example_input.device, runs, warmup, self.flush_mb)
 
 
 def measure_latency(model: nn.Module, example_input: torch.Tensor, threads: int = 1, repeats: int = 20,
@@ -219,24 +233,32 @@ def time_samples(compiled: Compiled, device: torch.device, repeats: int, warmup:
                  twin: Compiled | None = None) -> list[float]:
     """Milliseconds of each of `repeats` runs of `compiled.run()` after `warmup` untimed ones.
 
-    On one CPU thread the clock is the thread's CPU time (robust to other processes); otherwise wall
-    time. CUDA runs are synchronised before the clock starts and before it stops (`Compiled.run` waits)."""
+    Before every run the cache is flushed (`flush_mb` megabytes written; not on CUDA), `twin` runs
+    (when given) and the inputs are read. On one CPU thread the clock is the thread's CPU time
+    (robust to other processes); otherwise wall time. CUDA runs synchronise before the clock stops
+    (`Compiled.run` waits), and `touch` synchronises before it starts."""
+    return interleaved_samples([compiled], device, repeats, warmup, flush_mb, twin)[0]
+
+
+def interleaved_samples(compiled: Sequence[Compiled], device: torch.device, runs: int, warmup: int, flush_mb: int,
+                        twin: Compiled | None = None) -> list[list[float]]:
+    """`time_samples` of several computations, one run of each in turn."""
     cuda = device.type == "cuda"
-    single_thread_cpu = not cuda and torch.get_num_threads() == 1
-    clock = time.thread_time_ns if single_thread_cpu else time.perf_counter_ns
-    samples = []
+    clock = time.thread_time_ns if not cuda and torch.get_num_threads() == 1 else time.perf_counter_ns
+    samples: list[list[float]] = [[] for _ in compiled]
     with torch.no_grad():
-        for i in range(warmup + repeats):
-            if not cuda and flush_mb:
-                _flush_buffer(flush_mb).fill_(1.0)
-            if twin is not None:
-                twin.run()
-            compiled.touch()            # the inputs are in cache, as after the layer that wrote them
-            start = clock()
-            compiled.run()
-            stop = clock()
-            if i >= warmup:
-                samples.append((stop - start) / 1e6)
+        for i in range(warmup + runs):
+            for c, out in zip(compiled, samples):
+                if not cuda and flush_mb:
+                    _flush_buffer(flush_mb).fill_(1.0)
+                if twin is not None:
+                    twin.run()
+                c.touch()            # the inputs are in cache, as after the layer that wrote them
+                start = clock()
+                c.run()
+                stop = clock()
+                if i >= warmup:
+                    out.append((stop - start) / 1e6)
     return samples
 
 

@@ -16,7 +16,7 @@ from .apply import LayerWidths, PruningHandle
 from .blocks import find_blocks
 from .graph import CHANNEL_LAYERS, ChannelDim, coupled_dims, dependency_graph
 from .handlers import UnsupportedModelError, Workload, handler_for
-from .checks import calibrate_if_measured, check_build_arguments
+from .checks import calibrate_if_measured, calibration_costs, check_build_arguments
 from .importance import dim_importance, normalized, objective_terms, scored_layers, taylor_scores, user_scores
 from .importance_check import scores_by_halves, with_importance_check
 from .latency import MeasuredLatency
@@ -91,7 +91,8 @@ def build_spec(model: nn.Module, example_input: torch.Tensor, *, data: Iterable[
     dim_imps = {d.name: dim_importance(d, scores, block_of) for d in dims}
     objective = [t for d in dims for t in objective_terms(d.name, choices[d.name], dim_imps[d.name])]
 
-    cost_terms = _cost_terms(work, trace, choices, block_names, costs, latency, example_input)
+    cost_terms = _cost_terms(work, trace, choices, block_names, calibration_costs(costs, latency), latency,
+                             example_input)
     spec = Spec(dims=spec_dims, objective=tuple(objective), costs=cost_terms, blocks=tuple(block_names),
                 name=name or type(model).__name__,
                 meta={"source": "mdp_opt.adapters.torch", "model": type(model).__name__, "step": step,

@@ -27,7 +27,7 @@ from torch import nn
 from mdp_opt.result import Result
 from mdp_opt.spec import Dim, Spec, Term
 
-from .checks import calibrate_if_measured, check_build_arguments, check_result_for
+from .checks import calibrate_if_measured, calibration_costs, check_build_arguments, check_result_for
 from .importance import DimImportance, normalized, objective_terms
 from .importance_check import scores_by_halves, with_importance_check
 from .latency import MeasuredLatency
@@ -104,7 +104,8 @@ def build_vit_spec(model: nn.Module, example_input: torch.Tensor, *, data: Itera
     imps = _dim_importances(structure, scores, gates)
     objective = [t for key, imp in imps.items() for t in objective_terms(names[key], choices[key], imp)]
 
-    cost_terms = _cost_terms(model, structure, choices, names, gates, costs, latency, example_input)
+    cost_terms = _cost_terms(model, structure, choices, names, gates, calibration_costs(costs, latency), latency,
+                             example_input)
     spec = Spec(dims=tuple(Dim(names[k], choices[k]) for k in choices), objective=tuple(objective),
                 costs=cost_terms, blocks=tuple(dict.fromkeys(g for g in gates.values() if g is not None)),
                 name=name or type(model).__name__,
