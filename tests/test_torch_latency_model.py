@@ -57,7 +57,7 @@ def test_the_affine_fit_recovers_a_known_device_and_predicts_every_configuration
     spec, fitted = calibrate_latency(raw, handle, measure, "known device", method="affine")
     assert isinstance(fitted, AffineFit) and not fitted.note
     assert fitted.factors["params"] == pytest.approx(MS_PER_PARAM, rel=1e-6)
-    assert fitted.factors["dense"] == pytest.approx(MS_PER_MAC, rel=1e-6)
+    assert fitted.factors["tables"] == pytest.approx(MS_PER_MAC, rel=1e-6)
     record = spec.meta["latency_calibration"]
     names = [p["model"] for p in record["points"]]
     assert record["method"] == "affine" and names[:len(reference_configurations(raw))] == [
@@ -104,8 +104,8 @@ def test_features_count_only_what_a_choice_can_remove():
     full_choice, active = raw.full_configuration()
     small = {d.name: 0 for d in raw.dims}
     full, least = features(raw, full_choice, active), features(raw, small, {b: False for b in active})
-    assert set(full) == {"dense", "light", "params"}
-    assert all(v >= 0 for v in least.values()) and full["dense"] > least["dense"]
+    assert set(full) == {"tables", "params"}
+    assert all(v >= 0 for v in least.values()) and full["tables"] > least["tables"]
     assert full["params"] > least["params"]
 
 
