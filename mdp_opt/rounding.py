@@ -16,7 +16,6 @@ configuration. Every configuration is valued and checked on the true spec in `li
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 

@@ -10,7 +10,6 @@ import pytest
 import mdp_opt
 from mdp_opt import bench, cli, examples
 from mdp_opt.plots import plot_bench
-from mdp_opt.reports import bench_markdown
 from reference import EXACT, REFERENCE
 
 TINY = ["example:chain,depth=4,choices=3", "example:resnet50,blocks=[2],choices=2",

@@ -122,16 +122,20 @@ def test_a_known_latency_proportional_to_macs_is_met_by_one_factor(kind):
 
 @pytest.mark.parametrize("kind", ["cnn", "vit"])
 def test_measured_latency_is_calibrated_by_default_and_can_be_turned_off(kind, tmp_path):
-    timer = MeasuredLatency(repeats=1, warmup=0, cache_dir=tmp_path, progress=False)
+    timer = MeasuredLatency(repeats=1, warmup=0, cache_dir=tmp_path, progress=False, calibration_runs=2)
     _, _, spec, handle = built(kind, timer)
     record = spec.meta["latency_calibration"]
-    (full,) = record["points"]
-    assert record["measured_with"].startswith("factor: measure_latency") and handle.spec is spec
-    assert spec.full_cost("latency") == pytest.approx(full["measured_ms"], rel=1e-9) and full["measured_ms"] > 0
+    assert record["method"] == "affine" and handle.spec is spec            # the default (see test_torch_latency_model)
+    full = next(p for p in record["points"] if p["model"] == "full")
     _, _, raw, _ = built(kind, MeasuredLatency(repeats=1, warmup=0, cache_dir=tmp_path, progress=False,
                                                calibrate=False))
     assert "latency_calibration" not in raw.meta
     assert raw.full_cost("latency") == pytest.approx(full["tables_ms"], rel=1e-12)   # same cached tables
+    _, _, factor, _ = built(kind, MeasuredLatency(repeats=1, warmup=0, cache_dir=tmp_path, progress=False,
+                                                  calibrate="factor"))
+    (full,) = factor.meta["latency_calibration"]["points"]
+    assert factor.meta["latency_calibration"]["measured_with"].startswith("factor: measure_latency")
+    assert factor.full_cost("latency") == pytest.approx(full["measured_ms"], rel=1e-9) and full["measured_ms"] > 0
     with pytest.raises(ValueError, match="calibrate"):
         MeasuredLatency(calibrate="yes")
 

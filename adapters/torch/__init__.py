@@ -9,7 +9,10 @@ layer scale, transformers with any attention layout, hierarchical transformers, 
     small = handle.apply(result)
     ms = measure_latency(small, example_input)
 
-Needs `pip install 'mdp-opt[torch]'` (torch, tqdm).
+Latency can be measured on another runtime: `MeasuredLatency(runtime="onnxruntime")` and
+`measure_latency(small, example_input, runtime="onnxruntime")` (see `runtimes`).
+
+Needs `pip install 'mdp-opt[torch]'` (torch, tqdm); `mdp-opt[onnx]` for ONNX Runtime.
 """
 
 from .apply import PruningHandle
@@ -17,8 +20,10 @@ from .families import (ConvFamily, Declined, Family, GraphFamily, TransformerFam
                        register_family)
 from .handlers import (BatchNormHandler, ConvHandler, FunctionHandler, LayerHandler, LinearHandler, NormHandler,
                        OpaqueHandler, UnsupportedModelError, Workload, register_handler)
+from .importance_check import ImportanceWarning
 from .latency import MeasuredLatency, measure_latency
 from .modules import PrunedAttention, RemovedBranch, SkippedBlock
+from .runtimes import Compiled, EagerRuntime, OnnxRuntime, Runtime
 from .spec_builder import build_spec
 from .structure import DimInfo, LayerWidths, Options, Structure
 from .vit import ViTPruningHandle, build_vit_spec
@@ -26,9 +31,10 @@ from .vit import ViTPruningHandle, build_vit_spec
 ViTStructureError = UnsupportedModelError   # the former transformer-only refusal; every refusal is this type now
 
 __all__ = [
-    "BatchNormHandler", "ConvFamily", "ConvHandler", "Declined", "DimInfo", "Family", "FunctionHandler",
-    "GraphFamily", "LayerHandler", "LayerWidths", "LinearHandler", "MeasuredLatency", "NormHandler", "OpaqueHandler",
-    "Options", "PrunedAttention", "PruningHandle", "RemovedBranch", "SkippedBlock", "Structure", "TransformerFamily",
-    "UnsupportedModelError", "ViTPruningHandle", "ViTStructureError", "Workload", "build_spec", "build_vit_spec",
-    "measure_latency", "recognise", "register_family", "register_handler",
+    "BatchNormHandler", "Compiled", "ConvFamily", "ConvHandler", "Declined", "DimInfo", "EagerRuntime", "Family",
+    "FunctionHandler", "GraphFamily", "ImportanceWarning", "LayerHandler", "LayerWidths", "LinearHandler",
+    "MeasuredLatency", "NormHandler", "OnnxRuntime", "OpaqueHandler", "Options", "PrunedAttention", "PruningHandle",
+    "RemovedBranch", "Runtime", "SkippedBlock", "Structure", "TransformerFamily", "UnsupportedModelError",
+    "ViTPruningHandle", "ViTStructureError", "Workload", "build_spec", "build_vit_spec", "measure_latency",
+    "recognise", "register_family", "register_handler",
 ]

@@ -1,28 +1,24 @@
 """Calibrating measured latency tables against whole models.
 
-Parts timed alone do not add up to the network they came from: on the development
-machine the per-layer tables of a ResNet-50 summed 13-19% below the measured forward
-pass (a ViT-Tiny's 0-12%), and more so for large models than for small ones. Calibration
-measures reference models built with the handle's own `apply`, timed in alternation so
-a slow phase of the machine hits them all, and rewrites the latency tables; the spec
+Parts timed alone do not add up to the network they came from (see `latency_model`).
+Calibration measures reference models built with the handle's own `apply`, in alternation
+so a slow phase of the machine hits them all, and rewrites the latency tables; the spec
 stays a plain spec and `spec.meta["latency_calibration"]` records the fit and the
-measurements. Two methods:
+measurements. Three methods:
 
-- "factor" (the default): the full configuration alone; every entry is multiplied by
-  measured / predicted. Budgets in percent select the same models as the raw tables.
+- "affine" (the default of `MeasuredLatency`): tables scaled per group of terms plus a fixed
+  cost, fitted to the full model, uniformly slimmed models and models with blocks removed
+  (`latency_model`). A fixed cost is what one factor cannot express: pruned models then
+  measured 10-35% slower than "factor" predicted (benchmarks/RESULTS.md).
+- "factor": the full configuration alone; every entry is multiplied by measured / predicted.
+  Budgets in percent select the same models as the raw tables.
 - "parts": also the model slimmed uniformly to half its widths. Each entry is split into
   its table's smallest entry (the *fixed* part: the part at its narrowest) and the rest
   (the *variable* part), and `measured = variable_factor x variable + fixed_factor x fixed`
   is fitted (least squares of relative error, both factors >= 0); every entry becomes
-  `variable_factor x (entry - min) + fixed_factor x min`, so none is negative.
-
-Measured (benchmarks/RESULTS.md, "Latency prediction"; 21 repetitions per entry, 5
-budgets): "factor" predicted pruned ResNet-50 / ViT-Tiny models within 4.8% / 6.6% on
-average and kept 9 of 10 within budget plus noise, overestimating small models by
-10-18%; "parts" predicted ResNet-50 within 1.7% but pruned ViTs 4-8% too fast, and it
-extrapolates badly when removing blocks changes the fixed parts (the reference models
-keep every block): on examples/digits.py (tiny CNN, batch 32) it let a model measure
-47.7% of the dense latency at a 40% budget, where "factor" kept within 10%.
+  `variable_factor x (entry - min) + fixed_factor x min`, so none is negative. It
+  extrapolates badly when removing blocks changes the fixed parts (the reference models
+  keep every block).
 """
 
 from __future__ import annotations
@@ -36,15 +32,21 @@ from torch import nn
 
 from mdp_opt.evaluate import evaluate
 from mdp_opt.result import Answer, Result, Status
+from mdp_opt import solve
 from mdp_opt.solve import verify
 from mdp_opt.spec import Spec, Term
 
-METHODS = {"factor": (), "parts": (0.5,)}   # method -> uniform keep ratios of the slimmed reference models
+from .latency_model import (AffineFit, Reference, affine_spec, as_result, distinct, fit_affine,
+                            reference_configurations)
+
+METHODS = {"affine": (), "factor": (), "parts": (0.5,)}   # method -> uniform keep ratios ("parts", "factor")
 DEFAULT_ROUNDS = 5
+ANSWER_BUDGETS = (0.2, 0.4, 0.6, 0.8)     # "affine": the solver's answers at these budgets join the references
+MeasureMany = Callable[[Sequence[nn.Module]], Sequence[Sequence[float]]]
 
 
 class Slimmer(Protocol):
-    """A handle made by `build_spec` / `build_vit_spec`."""
+    """A handle made by `build_spec`."""
 
     def apply(self, result: Result) -> nn.Module: ...
 
@@ -176,17 +178,70 @@ def calibrated_spec(spec: Spec, calibration: Calibration, measured_with: str, re
 
 
 def calibrate_latency(spec: Spec, handle: Slimmer, measure: Callable[[nn.Module], float], measured_with: str,
-                      method: str = "factor", rounds: int = DEFAULT_ROUNDS, resource: str = "latency"
-                      ) -> tuple[Spec, Calibration]:
+                      method: str = "factor", rounds: int = DEFAULT_ROUNDS, resource: str = "latency",
+                      measure_many: MeasureMany | None = None) -> tuple[Spec, Calibration | AffineFit]:
     """Measure the reference models with `measure(model) -> ms`, fit, and return the calibrated spec.
 
-    `method`: "factor" (the full model alone: every entry times measured / predicted; budgets in
-    percent select the same models as the raw tables) or "parts" (also the model slimmed to half
-    its widths: fixed and variable parts fitted apart).
+    `method`: "affine" (scaled tables, weights and a fixed cost, see `latency_model` and
+    `calibrate_affine`), "factor" (the full model alone: every entry times measured / predicted;
+    budgets in percent select the same models as the raw tables) or "parts" (also the model slimmed
+    to half its widths: fixed and variable parts fitted apart). "affine" measures with
+    `measure_many(models) -> samples per model` when given (all models run by run in alternation),
+    else with `measure` in `rounds` alternating rounds.
     """
     if method not in METHODS:
         raise ValueError(f"calibrate: expected one of {sorted(METHODS)}, True or False, got {method!r}")
+    if rounds < 1:
+        raise ValueError(f"calibration rounds: expected at least 1, got {rounds!r}")
+    if method == "affine":
+        many = measure_many or _alternating(measure, rounds)
+        return calibrate_affine(spec, handle, many, measured_with, resource=resource)
     points = reference_points(spec, handle, measure, METHODS[method], rounds, resource)
     calibration = fit(points)
     how = f"{method}: {measured_with}; {rounds} rounds in alternation, median"
     return calibrated_spec(spec, calibration, how, resource), calibration
+
+
+def calibrate_affine(spec: Spec, handle: Slimmer, measure_many: MeasureMany, measured_with: str,
+                     budgets: Sequence[float] = ANSWER_BUDGETS, resource: str = "latency") -> tuple[Spec, AffineFit]:
+    """Fit the affine model in two stages and return the calibrated spec.
+
+    1. The reference configurations (`latency_model.reference_configurations`) are measured and fitted.
+    2. The spec so fitted is solved at `budgets` (fractions of its full latency): a solver picks
+       configurations unlike uniform ones (it strips what the model calls expensive), which is where a
+       model fitted to uniform ones errs most. Every reference and those answers are measured again,
+       together, run by run in alternation, and the final fit uses them all.
+    The user's budgets play no part: the fitted model serves every budget."""
+    configs = reference_configurations(spec)
+    first = fit_affine(spec, _measured(spec, handle, configs, measure_many), resource)
+    draft = affine_spec(spec, first, measured_with, resource)
+    answers = []
+    for b in budgets:
+        result = solve(draft, {resource: b * draft.full_cost(resource)})
+        if result.has_solution:
+            answers.append((f"solver answer at {b:.0%}", result.choice, result.active))
+    references = _measured(spec, handle, distinct(configs + answers), measure_many)
+    fitted = fit_affine(spec, references, resource)
+    runs = len(references[0].samples)
+    how = (f"affine: {measured_with}; {len(references)} reference models (uniform, half-slimmed, blocks removed, "
+           f"and the solver's answers at {', '.join(f'{b:.0%}' for b in budgets)} of a first fit), "
+           f"{runs} runs each in alternation, median")
+    return affine_spec(spec, fitted, how, resource), fitted
+
+
+def _measured(spec: Spec, handle: Slimmer, configs: Sequence[tuple[str, dict[str, int], dict[str, bool]]],
+              measure_many: MeasureMany) -> list[Reference]:
+    models = [handle.apply(as_result(spec, choice, active, "calibration")) for _, choice, active in configs]
+    samples = measure_many(models)
+    return [Reference(name, choice, active, tuple(s)) for (name, choice, active), s in zip(configs, samples)]
+
+
+def _alternating(measure: Callable[[nn.Module], float], rounds: int) -> MeasureMany:
+    """`measure_many` from a one-model `measure`: `rounds` rounds, the models taken in turn."""
+    def many(models: Sequence[nn.Module]) -> list[list[float]]:
+        samples: list[list[float]] = [[] for _ in models]
+        for _ in range(rounds):
+            for model, out in zip(models, samples):
+                out.append(measure(model))
+        return samples
+    return many

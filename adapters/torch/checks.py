@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -45,10 +45,22 @@ def check_result_for(spec: Spec, result: Any, builder: str) -> None:
                          f"{builder} returned with this handle")
 
 
+def calibration_costs(costs: Sequence[str], latency: Any) -> tuple[str, ...]:
+    """The resources a builder computes: `costs`, plus "params" when measured latency is calibrated with
+    the affine model (its weight-streaming term; dropped again by `calibrate_if_measured`)."""
+    costs = tuple(costs)
+    wanted = "latency" in costs and isinstance(latency, MeasuredLatency) and latency.calibrate == "affine"
+    return costs + ("params",) if wanted and "params" not in costs else costs
+
+
 def calibrate_if_measured(spec: Spec, handle: Any, latency: Any, costs: Any, example_input: torch.Tensor) -> Spec:
-    """The spec with measured latency tables calibrated against whole models (when asked), set on the handle too."""
+    """The spec with measured latency tables calibrated against whole models (when asked), and only the
+    resources in `costs`; set on the handle too."""
     if "latency" in costs and isinstance(latency, MeasuredLatency) and latency.calibrate:
         spec, _ = calibrate_latency(spec, handle, lambda m: latency.measure(m, example_input), latency.describe(),
-                                    latency.calibrate)
-        handle.spec = spec
+                                    latency.calibrate, measure_many=lambda models: latency.measure_interleaved(
+                                        models, example_input, latency.calibration_runs))
+    if set(spec.costs) != set(costs):
+        spec = spec.replace(costs={r: ts for r, ts in spec.costs.items() if r in costs})
+    handle.spec = spec
     return spec

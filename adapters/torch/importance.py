@@ -2,10 +2,10 @@
 
 MDP's criterion: first-order Taylor scores per channel, taken on the BN that follows a
 layer when there is one (`(gamma * dL/dgamma + beta * dL/dbeta)^2`, summed over batches),
-else on the layer's weights; scaled so the whole model's scores sum to 1. A coupled dim's
-score is the sum over its layers; each block's share of it becomes its own objective term,
-so removing a block removes exactly its share. Every share is read through the SAME
-ranking (the dim's total score), which is the ranking `apply` keeps channels by.
+else on the layer's weights; scaled so the whole model's scores sum to 1 (`scores` adds them up
+per dim and block). Each block's share of a dim becomes its own objective term, so removing a
+block removes exactly its share. Every share is read through the SAME ranking (the dim's total
+score), which is the ranking `apply` keeps channels by.
 """
 
 from __future__ import annotations
@@ -19,21 +19,6 @@ from torch import nn
 
 from mdp_opt.spec import Term
 
-from .graph import ChannelDim
-
-_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-
-
-def scored_layers(model: nn.Module, dims: Iterable[ChannelDim]) -> dict[str, str]:
-    """Layer name -> dim name for the layers whose channels carry the score of each dim
-    (its affine BNs when it has any, else its conv/linear producers)."""
-    modules = dict(model.named_modules())
-    out: dict[str, str] = {}
-    for d in dims:
-        bns = [n for n in d.producers if isinstance(modules[n], _BN) and modules[n].affine]
-        for n in bns or [n for n in d.producers if not isinstance(modules[n], _BN)]:
-            out[n] = d.name
-    return out
 
 
 def taylor_scores(model: nn.Module, layers: Iterable[str], data: Iterable[Any],
@@ -81,33 +66,6 @@ def normalized(scores: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {n: s / total for n, s in scores.items()}
 
 
-def user_scores(model: nn.Module, importance: Mapping[Any, Any], producer_dims: Mapping[str, str],
-                dims: Iterable[ChannelDim]) -> dict[str, np.ndarray]:
-    """Check user-given per-channel scores (keys: modules or their names) and return them by layer name."""
-    names = {m: n for n, m in model.named_modules()}
-    modules = dict(model.named_modules())
-    out: dict[str, np.ndarray] = {}
-    for key, scores in importance.items():
-        name = key if isinstance(key, str) else names.get(key)
-        if name is None or name not in modules:
-            raise ValueError(f"importance: {key!r} is not a submodule of the model")
-        if name not in producer_dims:
-            raise ValueError(f"importance[{name}]: this layer's output channels are not prunable; give scores "
-                             "for conv, linear or BN layers whose outputs can be pruned")
-        arr = np.asarray(scores.detach().cpu() if isinstance(scores, torch.Tensor) else scores, dtype=np.float64)
-        expected = _channels(modules[name])
-        if arr.shape != (expected,) or not np.all(np.isfinite(arr)):
-            raise ValueError(f"importance[{name}]: expected {expected} finite scores (one per output channel), "
-                             f"got shape {arr.shape}")
-        out[name] = arr
-    scored_dims = {producer_dims[n] for n in out}
-    for d in dims:
-        if len(d.producers) and d.name not in scored_dims:
-            raise ValueError(f"importance: no scores for dim {d.name} (layers {sorted(d.producers)}); "
-                             "give scores for one of them, or pin it with ignore=")
-    return out
-
-
 @dataclass(frozen=True)
 class DimImportance:
     """`order`: the dim's channels (root indices) by decreasing total score;
@@ -115,18 +73,6 @@ class DimImportance:
 
     order: np.ndarray
     shares: dict[str | None, np.ndarray]
-
-
-def dim_importance(dim: ChannelDim, scores: Mapping[str, np.ndarray], block_of: Callable[[str], str | None]
-                   ) -> DimImportance:
-    shares: dict[str | None, np.ndarray] = {}
-    for layer, local_to_root in dim.producers.items():
-        if layer in scores:
-            share = shares.setdefault(block_of(layer), np.zeros(dim.width))
-            np.add.at(share, local_to_root, scores[layer])
-    total = sum(shares.values(), np.zeros(dim.width))
-    order = np.argsort(-total, kind="stable")
-    return DimImportance(order, shares)
 
 
 def objective_terms(dim_name: str, choices: tuple[int, ...], imp: DimImportance) -> list[Term]:

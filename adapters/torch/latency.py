@@ -1,6 +1,7 @@
 """Timing: measured latency tables with a disk cache, and `measure_latency` for whole models.
 
-Both time the same way, so predictions and measurements agree: one thread by default,
+Both time the same way, on the same runtime (eager PyTorch by default, or ONNX Runtime, see
+`runtimes`), so predictions and measurements agree: one thread by default,
 the cache flushed before every repetition (a buffer of `flush_mb`, default 8x the L2
 size, is written) and the inputs read back into cache (as they are when the previous
 layer has just written them), thread CPU time on a single CPU thread (robust to other
@@ -21,6 +22,7 @@ import os
 import platform
 import statistics
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -29,8 +31,11 @@ from torch import nn
 
 from .calibration import METHODS
 from .handlers import Workload
+from .runtimes import Compiled, EagerRuntime, ExportError, Runtime, get_runtime
 
 CALIBRATION_REPEATS = 10
+CALIBRATION_RUNS = 30
+FIRST_RUNS = 3
 DEFAULT_CACHE_DIR = Path(os.environ.get("MDP_OPT_CACHE", Path.home() / ".cache" / "mdp-opt")) / "latency"
 
 
@@ -44,36 +49,49 @@ class MeasuredLatency:
             on the development machine 7 repetitions left pruned models 5-9% slower than
             predicted after calibration, 21 repetitions 1-4% (at 2-3x the table build time).
         cache_dir: where measured shapes are stored (one JSON file per device, dtype, batch
-            size, thread count and torch version); None for `$MDP_OPT_CACHE/latency` or
-            `~/.cache/mdp-opt/latency`.
+            size, thread count, torch version and runtime with its version); None for
+            `$MDP_OPT_CACHE/latency` or `~/.cache/mdp-opt/latency`.
         progress: show a tqdm progress bar with the time left.
         flush_mb: megabytes written before each repetition to push the weights out of cache
             (None: 8x the L2 cache); part of the cache key.
         calibrate: after the tables are built, fit them to whole models built by the handle and
-            measured with `measure_latency` (see `calibration`), so the spec predicts what slimmed
-            models really measure: True or "factor" (every entry times measured / predicted of
-            the full model), "parts" (fixed and variable parts fitted apart, on the full model and
-            one slimmed to half its widths), or False (the raw sums of the parts timed alone).
-            The fit is recorded in `spec.meta["latency_calibration"]`.
+            measured like `measure_latency` (see `calibration`), so the spec predicts what slimmed
+            models really measure: True or "affine" (tables scaled per group of terms plus a fixed
+            cost, fitted to the full model, uniformly slimmed ones and ones with blocks removed:
+            `latency_model`), "factor" (every entry times measured / predicted of the full model),
+            "parts" (fixed and variable parts fitted apart), or False (the raw sums of the parts
+            timed alone). The fit is recorded in `spec.meta["latency_calibration"]`.
+        calibration_runs: runs of each reference model (all taken in turn, run by run) for "affine".
+        runtime: what runs the layers and the whole models: "eager" (PyTorch, the default),
+            "onnxruntime" (ONNX Runtime, CPU execution provider; needs the `onnx` extra), or a
+            `runtimes.Runtime` (e.g. `OnnxRuntime(optimization="extended")`, or one you write).
+            Deploy with the runtime the tables were measured on: a table of one runtime
+            mispredicts another.
     """
 
     def __init__(self, threads: int = 1, repeats: int = 21, warmup: int = 2, cache_dir: str | Path | None = None,
-                 progress: bool = True, flush_mb: int | None = None, calibrate: bool | str = True) -> None:
+                 progress: bool = True, flush_mb: int | None = None, calibrate: bool | str = True,
+                 runtime: str | Runtime = "eager", calibration_runs: int = CALIBRATION_RUNS) -> None:
         flush_mb = default_flush_mb() if flush_mb is None else flush_mb
         for name, value, low in (("threads", threads, 1), ("repeats", repeats, 1), ("warmup", warmup, 0),
-                                 ("flush_mb", flush_mb, 0)):
+                                 ("flush_mb", flush_mb, 0), ("calibration_runs", calibration_runs, 1)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
         if not (isinstance(calibrate, bool) or calibrate in METHODS):
             raise ValueError(f"calibrate: expected True, False or one of {sorted(METHODS)}, got {calibrate!r}")
         self.threads, self.repeats, self.warmup, self.progress = threads, repeats, warmup, progress
         self.flush_mb = flush_mb
-        self.calibrate: str | None = "factor" if calibrate is True else (calibrate or None)
+        self.calibrate: str | None = "affine" if calibrate is True else (calibrate or None)
+        self.calibration_runs = calibration_runs
         self.cache_dir = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
+        self.runtime = get_runtime(runtime)
+        self._compiled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def cache_file(self, device: torch.device, dtype: torch.dtype, batch: int) -> Path:
+        """One JSON file per device, dtype, batch size, thread count, flush size, torch version and runtime
+        (with its version and settings)."""
         parts = [_device_name(device), str(dtype).replace("torch.", ""), f"batch{batch}", f"threads{self.threads}",
-                 f"flush{self.flush_mb}MB", f"torch{torch.__version__}"]
+                 f"flush{self.flush_mb}MB", f"torch{torch.__version__}", self.runtime.key()]
         stem = "-".join(parts)
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)
         return self.cache_dir / f"{safe[:120]}-{hashlib.sha1(stem.encode()).hexdigest()[:8]}.json"
@@ -81,17 +99,22 @@ class MeasuredLatency:
     def __call__(self, workloads: Sequence[Workload], device: torch.device, dtype: torch.dtype, batch: int
                  ) -> list[float]:
         """Milliseconds for each workload; equal keys are timed once, cached ones not at all."""
+        self.runtime.check(device)
         path = self.cache_file(device, dtype, batch)
         cache = _read_cache(path)
         todo = list(dict.fromkeys(w.key for w in workloads if w.key not in cache))
         first = {w.key: w for w in reversed(workloads)}
+        overheads: dict[tuple, float] = {}
         if todo:
-            bar = _progress(todo, self.progress, f"timing {len(todo)} layer shapes on {_device_name(device)}")
+            bar = _progress(todo, self.progress, f"timing {len(todo)} layer shapes on {_device_name(device)} "
+                                                 f"({self.runtime.name})")
             with threads_ctx(self.threads):
                 for i, key in enumerate(bar, 1):
                     try:
-                        fn, inputs = first[key].setup(device, dtype)
-                        cache[key] = time_call(fn, inputs, device, self.repeats, self.warmup, self.flush_mb)
+                        cache[key] = self.time_workload(first[key], device, dtype, overheads)
+                    except ExportError:
+                        _write_cache(path, cache)
+                        raise
                     except RuntimeError as e:
                         _write_cache(path, cache)
                         raise RuntimeError(f"latency: cannot run {key} at this width ({e}); a layer whose shape "
@@ -102,57 +125,149 @@ class MeasuredLatency:
             _write_cache(path, cache)
         return [cache[w.key] for w in workloads]
 
+    def time_workload(self, workload: Workload, device: torch.device, dtype: torch.dtype,
+                      overheads: dict[tuple, float] | None = None) -> float:
+        """Milliseconds of one workload on this runtime, as it costs inside a whole model.
+
+        Before each timed run the cache is flushed and a twin of the workload (the same computation
+        with its own weights and inputs) runs once: the code path is warm, as it is when the layer
+        runs after others in a model, while this copy's weights come from beyond the L2 cache.
+        (Flushing alone also evicts the framework's code and data: on the development machine
+        every layer then read 10-30 us slow at batch 1, twice the whole small model.) The same
+        measurement of the runtime's cheapest call (`Runtime.call_overhead`: the timing loop, and a
+        session call for ONNX Runtime) is subtracted: a model pays it once, not once per layer.
+        `overheads` caches that measurement per input shapes."""
+        fn, inputs = workload.setup(device, dtype)
+        twin_fn, twin_inputs = workload.setup(device, dtype)
+        compiled = self.runtime.compile(fn, inputs, device, self.threads)
+        twin = self.runtime.compile(twin_fn, twin_inputs, device, self.threads)
+        ms = time_compiled(compiled, device, self.repeats, self.warmup, self.flush_mb, twin)
+        return max(0.0, ms - self._call_overhead(inputs, device, {} if overheads is None else overheads))
+
+    def _call_overhead(self, inputs: Sequence[torch.Tensor], device: torch.device,
+                       seen: dict[tuple, float]) -> float:
+        """Median time of the runtime's cheapest call on inputs of these shapes, timed like a workload
+        (once per shape set)."""
+        shapes = tuple(tuple(t.shape) for t in inputs)
+        if shapes not in seen:
+            empty = self.runtime.call_overhead(inputs, device, self.threads)
+            twin = self.runtime.call_overhead(inputs, device, self.threads)
+            seen[shapes] = time_compiled(empty, device, self.repeats, self.warmup, self.flush_mb, twin)
+        return seen[shapes]
+
     def describe(self) -> str:
         """How whole models are timed, for the spec's meta."""
-        return (f"measure_latency: threads={self.threads}, cache flushed ({self.flush_mb} MB) before each run, "
-                f"median of {CALIBRATION_REPEATS} runs per round")
+        return (f"measure_latency: runtime {self.runtime.key()}, threads={self.threads}, cache flushed "
+                f"({self.flush_mb} MB) before each run")
 
-    def measure(self, model: nn.Module, example_input: torch.Tensor) -> float:
-        """`model(example_input)` in milliseconds, timed like the tables (used by calibration)."""
-        return measure_latency(model, example_input, threads=self.threads, repeats=CALIBRATION_REPEATS,
-                               flush_mb=self.flush_mb)
+    def compiled(self, model: nn.Module, example_input: torch.Tensor) -> Compiled:
+        """`model` compiled by the runtime for `example_input`, kept while the model lives (compiled again
+        when its parameter shapes or the input shape change)."""
+        signature = (tuple(example_input.shape), tuple(tuple(p.shape) for p in model.parameters()))
+        held = self._compiled.get(model)
+        if held is None or held[0] != signature:
+            compiled = _compile_model(self.runtime, model, example_input, self.threads)
+            with threads_ctx(self.threads), eval_mode(model), torch.no_grad():
+                for _ in range(FIRST_RUNS):        # memory pools and caches grow on the first runs
+                    compiled.run()
+            held = (signature, compiled)
+            self._compiled[model] = held
+        return held[1]
+
+    def measure(self, model: nn.Module, example_input: torch.Tensor, repeats: int = CALIBRATION_REPEATS) -> float:
+        """`model(example_input)` in milliseconds on this runtime, timed like the tables (used by calibration)."""
+        with threads_ctx(self.threads), eval_mode(model):
+            return time_compiled(self.compiled(model, example_input), example_input.device, repeats, 3,
+                                 self.flush_mb)
+
+    def measure_interleaved(self, models: Sequence[nn.Module], example_input: torch.Tensor, runs: int,
+                            warmup: int = 2) -> list[list[float]]:
+        """Milliseconds of `runs` runs of each model, the models taken in turn run by run (A B C A B C ...),
+        so a slow phase of the machine falls on all of them alike; one list of samples per model."""
+        compiled = [self.compiled(m, example_input) for m in models]
+        with threads_ctx(self.threads), contextlib.ExitStack() as stack:
+            for m in models:
+                stack.enter_context(eval_mode(m))
+            return interleaved_samples(compiled, example_input.device, runs, warmup, self.flush_mb)
 
 
 def measure_latency(model: nn.Module, example_input: torch.Tensor, threads: int = 1, repeats: int = 20,
-                    warmup: int = 3, flush_mb: int | None = None) -> float:
+                    warmup: int = 3, flush_mb: int | None = None, runtime: str | Runtime = "eager") -> float:
     """Median latency of `model(example_input)` in milliseconds, timed like the latency tables
-    (`flush_mb` as in `MeasuredLatency`).
+    (`flush_mb` and `runtime` as in `MeasuredLatency`; with runtime="onnxruntime" the model is exported
+    to ONNX whole and timed in an ONNX Runtime session).
 
     The model runs in eval mode without gradients; its training flags are restored afterwards.
     """
+    runtime = get_runtime(runtime)
+    runtime.check(example_input.device)
+    with threads_ctx(threads), eval_mode(model):
+        compiled = _compile_model(runtime, model, example_input, threads)
+        return time_compiled(compiled, example_input.device, repeats, warmup,
+                             default_flush_mb() if flush_mb is None else flush_mb)
+
+
+def _compile_model(runtime: Runtime, model: nn.Module, example_input: torch.Tensor, threads: int) -> Compiled:
+    return runtime.compile(model, [example_input], example_input.device, threads)
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """`model` in eval mode inside the block; its training flags restored afterwards."""
     flags = {m: m.training for m in model.modules()}
     model.eval()
     try:
-        with threads_ctx(threads):
-            return time_call(model, [example_input], example_input.device, repeats, warmup,
-                             default_flush_mb() if flush_mb is None else flush_mb)
+        yield
     finally:
         for m, flag in flags.items():
             m.training = flag
 
 
+def time_compiled(compiled: Compiled, device: torch.device, repeats: int, warmup: int, flush_mb: int,
+                  twin: Compiled | None = None) -> float:
+    """Median milliseconds of `compiled.run()`, cache flushed and inputs re-read before each repetition."""
+    return statistics.median(time_samples(compiled, device, repeats, warmup, flush_mb, twin))
+
+
+def time_samples(compiled: Compiled, device: torch.device, repeats: int, warmup: int, flush_mb: int,
+                 twin: Compiled | None = None) -> list[float]:
+    """Milliseconds of each of `repeats` runs of `compiled.run()` after `warmup` untimed ones.
+
+    Before every run the cache is flushed (`flush_mb` megabytes written; not on CUDA), `twin` runs
+    (when given) and the inputs are read. On one CPU thread the clock is the thread's CPU time
+    (robust to other processes); otherwise wall time. CUDA runs synchronise before the clock stops
+    (`Compiled.run` waits), and `touch` synchronises before it starts."""
+    return interleaved_samples([compiled], device, repeats, warmup, flush_mb, twin)[0]
+
+
+def interleaved_samples(compiled: Sequence[Compiled], device: torch.device, runs: int, warmup: int, flush_mb: int,
+                        twin: Compiled | None = None) -> list[list[float]]:
+    """`time_samples` of several computations, one run of each in turn."""
+    cuda = device.type == "cuda"
+    clock = time.thread_time_ns if not cuda and torch.get_num_threads() == 1 else time.perf_counter_ns
+    samples: list[list[float]] = [[] for _ in compiled]
+    with torch.no_grad():
+        for i in range(warmup + runs):
+            for c, out in zip(compiled, samples):
+                if not cuda and flush_mb:
+                    _flush_buffer(flush_mb).fill_(1.0)
+                if twin is not None:
+                    twin.run()
+                c.touch()            # the inputs are in cache, as after the layer that wrote them
+                start = clock()
+                c.run()
+                stop = clock()
+                if i >= warmup:
+                    out.append((stop - start) / 1e6)
+    return samples
+
+
 def time_call(fn: Callable[..., Any], inputs: list[torch.Tensor], device: torch.device, repeats: int,
               warmup: int, flush_mb: int) -> float:
-    """Median milliseconds of `fn(*inputs)`, cache flushed and inputs re-read before each repetition."""
-    cuda = device.type == "cuda"
-    single_thread_cpu = not cuda and torch.get_num_threads() == 1
-    clock = time.thread_time_ns if single_thread_cpu else time.perf_counter_ns
-    samples = []
-    with torch.no_grad():
-        for i in range(warmup + repeats):
-            if not cuda and flush_mb:
-                _flush_buffer(flush_mb).fill_(1.0)
-            for t in inputs:
-                t.sum()            # the inputs are in cache, as after the layer that wrote them
-            if cuda:
-                torch.cuda.synchronize(device)
-            start = clock()
-            fn(*inputs)
-            if cuda:
-                torch.cuda.synchronize(device)
-            if i >= warmup:
-                samples.append((clock() - start) / 1e6)
-    return statistics.median(samples)
+    """Median milliseconds of `fn(*inputs)` in eager PyTorch, cache flushed and inputs re-read before each
+    repetition."""
+    return time_compiled(EagerRuntime().compile(fn, inputs, device, torch.get_num_threads()), device, repeats,
+                         warmup, flush_mb)
 
 
 @contextlib.contextmanager

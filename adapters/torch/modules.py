@@ -48,16 +48,19 @@ class PrunedAttention(nn.Module):
     def attention_probs(self, x: torch.Tensor) -> torch.Tensor:
         """softmax(q k^T * scale), shape (..., heads, tokens, tokens): the q/k side of the cost."""
         *lead, n, _ = x.shape
-        q, k = self.qk(x).reshape(*lead, n, 2, self.num_heads, self.qk_dim).movedim(-3, 0).unbind(0)
-        q, k = q.transpose(-3, -2), k.transpose(-3, -2)
-        probs = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
+        # non-negative axes: the ONNX exporter writes movedim / transpose over negative axes as invalid perms
+        r = len(lead)
+        q, k = self.qk(x).reshape(*lead, n, 2, self.num_heads, self.qk_dim).unbind(r + 1)
+        q, k = q.transpose(r, r + 1), k.transpose(r, r + 1)
+        probs = ((q @ k.transpose(r + 1, r + 2)) * self.scale).softmax(dim=-1)
         return F.dropout(probs, self.dropout, self.training)
 
     def attend(self, x: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
         """proj(probs @ v): the v side of the cost."""
         *lead, n, _ = x.shape
-        v = self.v(x).reshape(*lead, n, self.num_heads, self.v_dim).transpose(-3, -2)
-        out = (probs @ v).transpose(-3, -2).reshape(*lead, n, self.num_heads * self.v_dim)
+        r = len(lead)
+        v = self.v(x).reshape(*lead, n, self.num_heads, self.v_dim).transpose(r, r + 1)
+        out = (probs @ v).transpose(r, r + 1).reshape(*lead, n, self.num_heads * self.v_dim)
         return self.proj(out)
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:

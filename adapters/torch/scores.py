@@ -24,6 +24,7 @@ from .attention import SiteHandler
 from .blocks import Gate
 from .handlers import ConvHandler, LinearHandler, NormHandler
 from .importance import DimImportance, normalized, taylor_scores
+from .importance_check import Scoring, scores_by_halves
 from .layout import positions
 from .structure import Structure
 
@@ -49,8 +50,11 @@ def scored_layers(structure: Structure) -> dict[str, list[tuple[str, np.ndarray,
 
 def dim_importances(structure: Structure, model: nn.Module, gates: Iterable[Gate], prunable: set[str],
                     data: Iterable[Any] | None, loss_fn: Callable[[Any, Any], torch.Tensor] | None,
-                    importance: Mapping[Any, Any] | None) -> dict[str, DimImportance]:
-    """Per dim: its units by decreasing total score, and each block's share (None: outside every block)."""
+                    importance: Mapping[Any, Any] | None
+                    ) -> tuple[dict[str, DimImportance], dict[str, np.ndarray], Scoring | None]:
+    """Per dim: its units by decreasing total score, and each block's share (None: outside every block);
+    with the per-layer (or per-unit) scores and, for Taylor scores, how they split over the data's two
+    halves (for `importance_check`)."""
     gate_of: dict[int, str] = {}
     for g in sorted(gates, key=lambda g: g.branch is not None):
         for i in g.ops:
@@ -64,8 +68,10 @@ def dim_importances(structure: Structure, model: nn.Module, gates: Iterable[Gate
         share = shares[dim].setdefault(gate, np.zeros(structure.dim(dim).width))
         np.add.at(share, units, values)
 
+    scoring: Scoring | None = None
     if importance is not None:
         by_layer, by_dim = _given(structure, model, importance, layers, prunable)
+        scores = {**by_dim, **by_layer}
         for dim, values in by_dim.items():
             home = _home(structure, dim, ops, gate_of)
             add(dim, home, np.arange(len(values)), values)
@@ -75,10 +81,14 @@ def dim_importances(structure: Structure, model: nn.Module, gates: Iterable[Gate
                 add(dim, gate_of.get(ops[layer].index), units, values[pos])
     else:
         names = sorted({name for entries in layers.values() for name, _, _ in entries})
-        channel = taylor_scores(model, names, data, loss_fn)
-        attention = _site_scores(model, structure.sites, data, loss_fn)
-        scaled = normalized({**{f"layer:{k}": v for k, v in channel.items()},
-                             **{f"site:{k}": v for k, v in attention.items()}})
+
+        def score(batches: list[Any]) -> dict[str, np.ndarray]:
+            return {**{f"layer:{k}": v for k, v in taylor_scores(model, names, batches, loss_fn).items()},
+                    **{f"site:{k}": v for k, v in _site_scores(model, structure.sites, batches, loss_fn).items()}}
+
+        scoring = scores_by_halves(score, data)
+        scaled = normalized(scoring.totals)
+        scores = scaled
         for dim, entries in layers.items():
             if dim in site_dims:
                 continue
@@ -93,7 +103,12 @@ def dim_importances(structure: Structure, model: nn.Module, gates: Iterable[Gate
     for d in structure.dims:
         total = sum(shares[d.name].values(), np.zeros(d.width))
         out[d.name] = DimImportance(np.argsort(-total, kind="stable"), shares[d.name])
-    return out
+    return out, scores, scoring
+
+
+def score_name(key: str) -> str:
+    """The name a scored unit is shown under: its layer, attention part or dim (without the key's prefix)."""
+    return key.split(":", 1)[1] if key.startswith(("layer:", "site:")) else key
 
 
 def _home(structure: Structure, dim: str, ops: Mapping[str, Any], gate_of: Mapping[int, str]) -> str | None:

@@ -16,13 +16,14 @@ from torch import nn
 from mdp_opt import Dim, Spec
 
 from .apply import PruningHandle
-from .checks import calibrate_if_measured, check_build_arguments
+from .checks import calibrate_if_measured, calibration_costs, check_build_arguments
 from .costs import cost_terms
 from .families import recognise
 from .handlers import Workload
 from .importance import objective_terms
+from .importance_check import with_importance_check
 from .latency import MeasuredLatency
-from .scores import dim_importances
+from .scores import dim_importances, score_name
 from .structure import DimInfo, Options, Structure, module_names
 
 LatencyArg = Union[str, MeasuredLatency, Callable[[Workload], float]]
@@ -92,9 +93,10 @@ def build_spec(model: nn.Module, example_input: torch.Tensor, *, data: Iterable[
     choices = {d.name: _choices(d, options.granularity(d.kind), minimum[d.name], d.name in pinned)
                for d in structure.dims}
     prunable = {n for n, c in choices.items() if len(c) > 1}
-    imps = dim_importances(structure, model, gates, prunable, data, loss_fn, importance)
+    imps, scores, scoring = dim_importances(structure, model, gates, prunable, data, loss_fn, importance)
     objective = [t for d in structure.dims for t in objective_terms(d.name, choices[d.name], imps[d.name])]
-    terms, decomposed = cost_terms(fam, structure, model, choices, gates, costs, latency, example_input)
+    terms, decomposed = cost_terms(fam, structure, model, choices, gates,
+                                   calibration_costs(costs, latency), latency, example_input)
     meta: dict[str, Any] = {
         "source": "mdp_opt.adapters.torch", "model": type(model).__name__, "family": fam.name, "step": step,
         "mlp_step": mlp_step, "head_step": head_step, "head_dim_step": head_dim_step,
@@ -105,6 +107,7 @@ def build_spec(model: nn.Module, example_input: torch.Tensor, *, data: Iterable[
         meta["decomposed"] = decomposed
     spec = Spec(dims=tuple(Dim(d.name, choices[d.name]) for d in structure.dims), objective=tuple(objective),
                 costs=terms, blocks=tuple(g.name for g in gates), name=name or type(model).__name__, meta=meta)
+    spec = with_importance_check(spec, scores, scoring, score_name)
     handle = PruningHandle(model, example_input, spec, fam, structure, {n: imp.order for n, imp in imps.items()},
                            gates)
     return calibrate_if_measured(spec, handle, latency, costs, example_input), handle

@@ -1,0 +1,230 @@
+"""The latency model a spec carries, fitted to whole models: scaled tables, weights and a fixed cost.
+
+Latency tables time every layer alone. A whole model costs more or less than their sum, by
+amounts the tables cannot carry: Python and framework work between layers and the calls of
+container modules (a fixed cost), weights that a whole model streams from memory while a
+layer timed alone finds them in a cache (a cost per parameter), operators a runtime fuses away
+(ONNX Runtime folds BatchNorm into the convolution before it and runs activations inside it).
+Scaling every entry by one factor (measured / predicted of the full model) turns the fixed and
+per-parameter costs into proportional ones: pruned models then measure slower than predicted,
+more so the more is pruned.
+
+The model here is affine. With T the table cost of a configuration and P its parameter count,
+both counted above the smallest entries of the terms that are always present (what no choice
+removes),
+
+    latency = a * T  +  m * P  +  c,        a, m, c >= 0.
+
+`c` is the fixed cost of the model: the always-present minimum plus whatever the runtime spends
+outside the tables. The coefficients are fitted by non-negative least squares of relative error
+to reference models that span what a solver can pick (`reference_configurations`), measured run
+by run in alternation. The spec stays a plain spec: the latency tables times `a`, the parameter
+tables times `m` (both with their ungated tables shifted down by their smallest entry), and `c`
+as one constant term, so every backend sees the same model.
+
+Measured on the development machine (benchmarks/RESULTS.md): at 64 px, batch 1, on six
+architectures in eager PyTorch and ONNX Runtime, this predicted the solver's answers at
+30-90% budgets within 5.8% (3.6% on average of the worst case per model), where one factor
+erred by up to 48% and tables + constant by up to 29%; a split of the tables into dense and
+light terms (4 coefficients) did no better (worst 7.9%), nor did a cost per removable block.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from mdp_opt import Result, Spec, Status, Term, evaluate, kept_counts
+
+RATIOS = (0.75, 0.5, 0.25)
+COMPONENTS = {"tables": "latency tables (ms per ms of table)",
+              "params": "parameters kept (ms per parameter: weights streamed from memory)"}
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A reference configuration and its whole-model measurements (ms)."""
+
+    name: str
+    choice: Mapping[str, int]
+    active: Mapping[str, bool]
+    samples: tuple[float, ...] = ()
+
+    @property
+    def measured_ms(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def spread(self) -> float:
+        """Spread of the medians of five interleaved subsets of the samples, over their median (the noise floor)."""
+        return noise_spread(self.samples)
+
+
+def noise_spread(samples: Sequence[float], parts: int = 5) -> float:
+    """(max - min) / median of the medians of `parts` interleaved subsets of `samples` (0 for too few)."""
+    if len(samples) < 2 * parts:
+        return 0.0
+    medians = [statistics.median(samples[i::parts]) for i in range(parts)]
+    return (max(medians) - min(medians)) / statistics.median(medians)
+
+
+@dataclass(frozen=True)
+class AffineFit:
+    """`latency = sum over components of factors[c] * (cost_c - its ungated minimum) + constant` (ms),
+    fitted to `references` (`features` and `tables_ms`: the references' component costs and raw tables)."""
+
+    factors: dict[str, float]
+    constant: float
+    references: tuple[Reference, ...] = ()
+    features: tuple[dict[str, float], ...] = ()
+    tables_ms: tuple[float, ...] = ()
+    note: str = ""
+
+    def predict(self, features: Mapping[str, float]) -> float:
+        return self.constant + sum(self.factors[c] * features.get(c, 0.0) for c in self.factors)
+
+    def as_meta(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "method": "affine", "factors": dict(self.factors), "constant_ms": self.constant,
+            "components": {k: v for k, v in COMPONENTS.items() if k in self.factors},
+            "points": [{"model": r.name, "tables_ms": t, "measured_ms": r.measured_ms,
+                        "predicted_ms": self.predict(f), "noise_spread": r.spread, "runs": len(r.samples)}
+                       for r, f, t in zip(self.references, self.features, self.tables_ms)]}
+        if self.note:
+            out["note"] = self.note
+        return out
+
+
+def reference_configurations(spec: Spec, ratios: Sequence[float] = RATIOS) -> list[tuple[str, dict[str, int],
+                                                                                          dict[str, bool]]]:
+    """(name, choice, active) of the reference models: full; uniformly slimmed to each ratio; the first
+    half of the dims slimmed to 0.25 and the rest full, and the other way round (early layers cost
+    compute, late ones weights: the two tell the components apart); and when the spec has blocks, every
+    block removed (full and half widths) and every other block removed at 0.75. Duplicates are dropped."""
+    def uniform(ratio: float) -> dict[str, int]:
+        return {d.name: max([i for i, c in enumerate(d.choices) if c <= ratio * d.choices[-1]], default=0)
+                for d in spec.dims}
+
+    def half(ratio: float, front: bool) -> dict[str, int]:
+        slim, full, cut = uniform(ratio), uniform(1.0), len(spec.dims) // 2
+        return {d.name: slim[d.name] if (i < cut) == front else full[d.name] for i, d in enumerate(spec.dims)}
+
+    def blocks(keep: Callable[[int], bool]) -> dict[str, bool]:
+        return {b: keep(i) for i, b in enumerate(spec.block_names)}
+
+    every = blocks(lambda i: True)
+    candidates = [("full", uniform(1.0), every)]
+    candidates += [(f"uniform {r:g}", uniform(r), every) for r in ratios]
+    candidates += [("front half 0.25", half(0.25, True), every), ("back half 0.25", half(0.25, False), every)]
+    if spec.block_names:
+        candidates += [("no blocks", uniform(1.0), blocks(lambda i: False)),
+                       ("no blocks, uniform 0.5", uniform(0.5), blocks(lambda i: False)),
+                       ("every other block, uniform 0.75", uniform(0.75), blocks(lambda i: i % 2 == 0))]
+    return distinct(candidates)
+
+
+def distinct(configs: Sequence[tuple[str, dict[str, int], dict[str, bool]]]
+             ) -> list[tuple[str, dict[str, int], dict[str, bool]]]:
+    """The configurations without repeats (the first name is kept)."""
+    out, seen = [], []
+    for name, choice, active in configs:
+        if (choice, active) not in seen:
+            seen.append((choice, active))
+            out.append((name, choice, active))
+    return out
+
+
+def as_result(spec: Spec, choice: Mapping[str, int], active: Mapping[str, bool], name: str) -> Result:
+    """A configuration of `spec` as a Result that `handle.apply` accepts."""
+    ev = evaluate(spec, choice, active)
+    return Result(status=Status.FEASIBLE, objective=ev.value, bound=None, gap=None,
+                  kept=kept_counts(spec, choice, active), active=dict(active), costs=ev.costs, backend=name,
+                  wall_time=0.0, choice=dict(choice))
+
+
+def components(spec: Spec, resource: str = "latency") -> dict[str, list[Term]]:
+    """The parts of the model, each with its terms: the latency tables ("tables"), and the parameter
+    count ("params") when the spec has that resource."""
+    out = {"tables": list(spec.costs[resource])}
+    if "params" in spec.costs and resource != "params":
+        out["params"] = list(spec.costs["params"])
+    return {name: terms for name, terms in out.items() if terms}
+
+
+def _above_minimum(terms: Sequence[Term]) -> tuple[Term, ...]:
+    """The terms with every ungated table shifted down by its smallest entry (what no choice removes)."""
+    return tuple(Term(t.dims, t.table - (t.table.min() if t.block is None else 0.0), t.block) for t in terms)
+
+
+def features(spec: Spec, choice: Mapping[str, int], active: Mapping[str, bool], resource: str = "latency"
+             ) -> dict[str, float]:
+    """Per component: its cost for the configuration above the smallest entries of its ungated terms."""
+    out = {}
+    for name, terms in components(spec, resource).items():
+        sub = spec.replace(costs={"part": _above_minimum(terms)})
+        out[name] = evaluate(sub, choice, active).costs["part"]
+    return out
+
+
+def fit_affine(spec: Spec, references: Sequence[Reference], resource: str = "latency") -> AffineFit:
+    """Non-negative least squares of relative error: a factor per component and the constant.
+
+    "params" gets the factor 0 when it does not vary over the references; when the tables do not vary,
+    or there are no more references than unknowns, the fit is one factor through the full model (the
+    first reference) and the note says so."""
+    feats = [features(spec, r.choice, r.active, resource) for r in references]
+    tables = [evaluate(spec, r.choice, r.active).costs[resource] for r in references]
+    measured = np.array([r.measured_ms for r in references])
+    if not np.all(measured > 0):
+        raise ValueError(f"latency calibration: reference models measured {measured.tolist()} ms; every one must "
+                         "take a positive time (or pass calibrate=False)")
+    names = list(feats[0])
+    scale = {n: max(abs(f[n]) for f in feats) or 1.0 for n in names}
+    varying = [n for n in names if np.ptp([f[n] for f in feats]) > 1e-9 * scale[n]]
+    design = np.array([[f[n] / scale[n] for n in varying] + [1.0] for f in feats])
+    if "tables" not in varying or len(references) <= len(varying) or np.linalg.matrix_rank(design) < len(design[0]):
+        factor = measured[0] / tables[0]
+        factors = {n: factor if n == "tables" else 0.0 for n in names}
+        return AffineFit(factors, factor * (tables[0] - feats[0]["tables"]), tuple(references), tuple(feats),
+                         tuple(tables), "too few distinct reference models for the affine fit: one factor through "
+                                        "the full model")
+    coef = nnls(design / measured[:, None], np.ones(len(measured)))
+    factors = {n: 0.0 for n in names}
+    factors.update({n: float(c) / scale[n] for n, c in zip(varying, coef[:-1])})
+    note = "" if any(coef[:-1] > 0) else "every factor fitted to 0: the reference models measure alike"
+    return AffineFit(factors, float(coef[-1]), tuple(references), tuple(feats), tuple(tables), note)
+
+
+def nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """argmin ||a x - b|| subject to x >= 0, exactly, by trying every set of free variables (a few columns)."""
+    n = a.shape[1]
+    if n > 8:
+        raise ValueError("nnls: at most 8 columns")
+    best, best_x = np.inf, np.zeros(n)
+    for size in range(n + 1):
+        for free in itertools.combinations(range(n), size):
+            x = np.zeros(n)
+            if free:
+                sol, *_ = np.linalg.lstsq(a[:, free], b, rcond=None)
+                if np.any(sol < 0):
+                    continue
+                x[list(free)] = sol
+            residual = float(np.sum((a @ x - b) ** 2))
+            if residual < best - 1e-15:
+                best, best_x = residual, x
+    return best_x
+
+
+def affine_spec(spec: Spec, fit: AffineFit, measured_with: str, resource: str = "latency") -> Spec:
+    """`spec` with the fitted model as its `resource` terms: each component's terms times its factor
+    (ungated ones shifted down by their smallest entry), and one constant term `fit.constant`; the fit
+    is recorded in `meta[f"{resource}_calibration"]`. The other resources stay as they are."""
+    terms = [Term(t.dims, fit.factors[name] * t.table, t.block)
+             for name, part in components(spec, resource).items() for t in _above_minimum(part)]
+    terms.append(Term((), fit.constant))
+    meta = {**spec.meta, f"{resource}_calibration": {**fit.as_meta(), "measured_with": measured_with}}
+    return spec.replace(costs={**spec.costs, resource: tuple(terms)}, meta=meta)

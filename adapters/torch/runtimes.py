@@ -1,0 +1,266 @@
+"""Runtimes: what runs a computation when it is timed, so tables and whole models are measured alike.
+
+A `Runtime` turns a callable and its example inputs into a `Compiled` computation: `run()`
+executes it once, synchronously, on the bound inputs; `touch()` reads the inputs (so they are
+in cache, as after the layer that wrote them). `latency.time_compiled` times any `Compiled`
+the same way, so a new runtime (TensorRT, OpenVINO) is one subclass:
+
+    class MyRuntime(Runtime):
+        name = "myruntime"
+        def version(self) -> str: ...
+        def compile(self, fn, inputs, device, threads) -> Compiled: ...
+
+Two are built in:
+- `EagerRuntime` ("eager"): PyTorch eager mode, as the model runs in Python.
+- `OnnxRuntime` ("onnxruntime"): the computation exported to ONNX (TorchScript exporter,
+  constant folding on) and run in an ONNX Runtime session (CPU execution provider, all graph
+  optimisations unless `optimization=` says otherwise).
+
+`call_overhead` is the runtime's cheapest call on the same inputs (the timing loop alone for
+eager PyTorch; a session running one Identity node for ONNX Runtime): a whole model pays it
+once, so the latency tables subtract it from every layer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class ExportError(RuntimeError):
+    """A computation could not be compiled for a runtime; the message names it and the fix."""
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """One computation bound to its inputs: `run()` executes it once (synchronously); `touch()` reads its inputs."""
+
+    run: Callable[[], Any]
+    touch: Callable[[], Any]
+
+
+class Runtime:
+    """Base class of runtimes; subclasses set `name` and implement `version` and `compile`."""
+
+    name: str = ""
+
+    def version(self) -> str:
+        raise NotImplementedError
+
+    def options(self) -> str:
+        """Settings that change timings (part of the cache key); empty by default."""
+        return ""
+
+    def key(self) -> str:
+        """Runtime, version and settings: part of every latency cache key."""
+        options = self.options()
+        return f"{self.name}{self.version()}" + (f"-{options}" if options else "")
+
+    def check(self, device: torch.device) -> None:
+        """Raise ValueError when this runtime cannot run on `device`."""
+
+    def compile(self, fn: Callable[..., Any], inputs: Sequence[torch.Tensor], device: torch.device,
+                threads: int) -> Compiled:
+        raise NotImplementedError
+
+    def call_overhead(self, inputs: Sequence[torch.Tensor], device: torch.device, threads: int) -> Compiled:
+        """The runtime's cheapest call on these inputs: its fixed cost per call, which latency tables
+        subtract from every layer (a whole model pays it once)."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.key()})"
+
+
+class EagerRuntime(Runtime):
+    """PyTorch eager mode on the device of the inputs (gradients off while timing)."""
+
+    name = "eager"
+
+    def version(self) -> str:
+        return torch.__version__
+
+    def compile(self, fn: Callable[..., Any], inputs: Sequence[torch.Tensor], device: torch.device,
+                threads: int) -> Compiled:
+        inputs = list(inputs)
+        sync = _synchronizer(device)
+
+        def run() -> None:
+            fn(*inputs)
+            sync()
+
+        def touch() -> None:
+            for t in inputs:
+                t.sum()
+            sync()
+
+        return Compiled(run, touch)
+
+    def call_overhead(self, inputs: Sequence[torch.Tensor], device: torch.device, threads: int) -> Compiled:
+        """No computation: the timing loop's own cost (and on CUDA one synchronisation)."""
+        sync = _synchronizer(device)
+        return Compiled(sync, sync)
+
+
+def _synchronizer(device: torch.device) -> Callable[[], None]:
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
+class OnnxRuntime(Runtime):
+    """ONNX Runtime with the CPU execution provider.
+
+    Args:
+        optimization: ONNX Runtime's graph optimisation level: "all" (its default), "extended",
+            "basic" or "disabled".
+        opset: the ONNX opset to export with.
+    """
+
+    name = "onnxruntime"
+    LEVELS = ("disabled", "basic", "extended", "all")
+
+    def __init__(self, optimization: str = "all", opset: int = 17) -> None:
+        if optimization not in self.LEVELS:
+            raise ValueError(f"optimization: expected one of {self.LEVELS}, got {optimization!r}")
+        if not isinstance(opset, int) or isinstance(opset, bool) or opset < 9:
+            raise ValueError(f"opset: expected an ONNX opset number >= 9, got {opset!r}")
+        self.optimization, self.opset = optimization, opset
+        _require_onnxruntime()
+
+    def version(self) -> str:
+        import onnxruntime
+        return onnxruntime.__version__
+
+    def options(self) -> str:
+        return f"cpu-opt{self.optimization}-opset{self.opset}"
+
+    def check(self, device: torch.device) -> None:
+        if device.type != "cpu":
+            raise ValueError(f"runtime onnxruntime: times the CPU execution provider, but the example input is on "
+                             f"{device}; pass a CPU example input (or use runtime='eager' on {device.type})")
+
+    def compile(self, fn: Callable[..., Any], inputs: Sequence[torch.Tensor], device: torch.device,
+                threads: int) -> Compiled:
+        self.check(device)
+        return self._session(export_onnx(fn, inputs, self.opset), inputs, threads)
+
+    def call_overhead(self, inputs: Sequence[torch.Tensor], device: torch.device, threads: int) -> Compiled:
+        """A graph passing its first input through Identity: one session call on the same inputs."""
+        import onnx
+        from onnx import TensorProto, helper
+
+        names = [f"input{i}" for i in range(len(inputs))]
+        graph = helper.make_graph(
+            [helper.make_node("Identity", [names[0]], ["output"])], "call_overhead",
+            [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(t.shape)) for n, t in zip(names, inputs)],
+            [helper.make_tensor_value_info("output", TensorProto.FLOAT, list(inputs[0].shape))])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)])
+        return self._session(onnx.shape_inference.infer_shapes(model).SerializeToString(), inputs, threads)
+
+    def _session(self, model: bytes, inputs: Sequence[torch.Tensor], threads: int) -> Compiled:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = {
+            "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[self.optimization]
+        options.log_severity_level = 3
+        session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        arrays = {f"input{i}": np.ascontiguousarray(t.detach().cpu().numpy()) for i, t in enumerate(inputs)}
+        # inputs the graph does not read (an exporter drops them) are not fed
+        feeds = {i.name: arrays[i.name] for i in session.get_inputs()}
+
+        def run() -> None:
+            session.run(None, feeds)
+
+        def touch() -> None:
+            for a in feeds.values():
+                a.sum()
+
+        return Compiled(run, touch)
+
+
+RUNTIMES: dict[str, Callable[[], Runtime]] = {"eager": EagerRuntime, "onnxruntime": OnnxRuntime}
+
+
+def get_runtime(runtime: str | Runtime) -> Runtime:
+    """A runtime by name ("eager", "onnxruntime") or the `Runtime` given."""
+    if isinstance(runtime, Runtime):
+        return runtime
+    if isinstance(runtime, str) and runtime in RUNTIMES:
+        return RUNTIMES[runtime]()
+    raise ValueError(f"runtime: expected one of {sorted(RUNTIMES)} or a Runtime instance, got {runtime!r}")
+
+
+def export_onnx(fn: Callable[..., Any], inputs: Sequence[torch.Tensor], opset: int = 17) -> bytes:
+    """`fn` (a module, or a callable whose closure holds the modules it calls) exported to ONNX, in eval mode."""
+    module = fn if isinstance(fn, nn.Module) else _CallableModule(fn)
+    flags = {m: m.training for m in module.modules()}
+    module.eval()
+    buffer = io.BytesIO()
+    try:
+        with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, tuple(t.detach().cpu() for t in inputs), buffer, dynamo=False,
+                              opset_version=opset, do_constant_folding=True,
+                              input_names=[f"input{i}" for i in range(len(inputs))])
+    except Exception as e:   # the exporter raises many types; name the computation and the fix
+        raise ExportError(f"onnxruntime: cannot export {_describe(fn)} to ONNX ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0] if str(e) else ''}); time this model with runtime='eager'") from e
+    finally:
+        for m, flag in flags.items():
+            m.training = flag
+    return buffer.getvalue()
+
+
+class _CallableModule(nn.Module):
+    """Wraps a callable so the exporter can trace it; modules in its closure become submodules (their
+    parameters become initializers of the graph, as in a whole exported model)."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        super().__init__()
+        self.fn = fn
+        self.held = nn.ModuleList(_closure_modules(fn))
+
+    def forward(self, *inputs: torch.Tensor) -> Any:
+        return self.fn(*inputs)
+
+
+def _closure_modules(fn: Callable[..., Any]) -> list[nn.Module]:
+    found: list[nn.Module] = []
+    for cell in getattr(fn, "__closure__", None) or ():
+        with contextlib.suppress(ValueError):
+            value = cell.cell_contents
+            if isinstance(value, nn.Module):
+                found.append(value)
+            elif callable(value) and getattr(value, "__closure__", None):
+                found.extend(_closure_modules(value))
+    bound = getattr(fn, "__self__", None)
+    if isinstance(bound, nn.Module):
+        found.append(bound)
+    return found
+
+
+def _describe(fn: Callable[..., Any]) -> str:
+    return type(fn).__name__ if isinstance(fn, nn.Module) else getattr(fn, "__qualname__", repr(fn))
+
+
+def _require_onnxruntime() -> None:
+    missing = [m for m in ("onnxruntime", "onnx") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ImportError(f"runtime onnxruntime: needs {' and '.join(missing)}; "
+                          "pip install 'mdp-opt[onnx]' (onnx, onnxruntime)")

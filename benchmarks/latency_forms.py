@@ -1,0 +1,154 @@
+"""Which latency model? Candidate forms fitted to the same whole-model measurements, compared on the solver's answers.
+
+    flock /work/bench.lock python benchmarks/latency_forms.py resnet18 --size 64 --runtime eager
+    python benchmarks/latency_forms.py --analyze benchmarks/latency_forms/*.json   # the comparison table
+
+For one architecture (tests/zoo_models.py), input and runtime: raw measured tables (no
+calibration), then, all in ONE window of interleaved runs (so the machine's drift does not
+enter): the reference models of `latency_model.reference_configurations`, the raw spec's
+optimal answers at 90-20% budgets, and five random configurations. Each candidate form is
+fitted (least squares of relative error; "factor" through the full model alone) to the
+references plus the answers at 80/60/40/20%, and judged on the answers at 90/70/50/30%.
+Features of a configuration: T, its raw table cost; Thi / Tlo, the part in terms over two or
+more dims / one or none; P, its parameters (MB of float32); B, its blocks kept; 1, a constant.
+The chosen model (`latency_model`) is "T+P+c".
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import mdp_opt
+from mdp_opt import Term
+from mdp_opt.adapters.torch import ImportanceWarning, MeasuredLatency, build_spec
+from mdp_opt.adapters.torch.latency_model import as_result, noise_spread, reference_configurations
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from zoo_models import ARCHITECTURES, settle_batchnorm  # noqa: E402
+
+FORMS = {"raw tables": [], "factor": ["T"], "T+c": ["T", "1"], "T+B+c": ["T", "B", "1"], "Thi+Tlo+c": ["Thi", "Tlo", "1"],
+         "T+P": ["T", "P"], "T+P+c": ["T", "P", "1"], "Thi+Tlo+P+c": ["Thi", "Tlo", "P", "1"]}
+FIT_BUDGETS, CHECK_BUDGETS = (80, 60, 40, 20), (90, 70, 50, 30)
+
+
+def measure(args: argparse.Namespace) -> dict:
+    torch.manual_seed(0)
+    model = ARCHITECTURES[args.arch](num_classes=1000, image_size=args.size)
+    settle_batchnorm(model, [torch.randn(16, 3, args.size, args.size) for _ in range(4)])
+    x = torch.randn(args.batch, 3, args.size, args.size)
+    data = [(torch.randn(8, 3, args.size, args.size), torch.randint(0, 1000, (8,))) for _ in range(4)]
+    timer = MeasuredLatency(repeats=args.repeats, cache_dir=args.cache_dir, progress=False, calibrate=False,
+                            runtime=args.runtime)
+    extra = {"mlp_step": 4 * args.step, "head_dim_step": 8} if args.arch == "vit_tiny" else {}
+    builder = build_spec
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ImportanceWarning)
+        raw, handle = builder(model, x, data=data, loss_fn=F.cross_entropy, latency=timer, step=args.step,
+                              costs=("latency", "params"), **extra)
+    configs = {name: (choice, active) for name, choice, active in reference_configurations(raw)}
+    references = list(configs)
+    for pct in FIT_BUDGETS + CHECK_BUDGETS:
+        result = mdp_opt.solve(raw, {"latency": f"{pct}%"})
+        if result.has_solution:
+            configs[f"answer {pct}%"] = (result.choice, result.active)
+    rng = np.random.default_rng(0)
+    for k in range(5):
+        configs[f"random {k}"] = ({d.name: int(rng.integers(d.size)) for d in raw.dims},
+                                  {b: bool(rng.random() < 0.7) for b in raw.block_names})
+    models = [handle.apply(as_result(raw, c, a, n)) for n, (c, a) in configs.items()]
+    start = time.perf_counter()
+    samples = timer.measure_interleaved(models, x, args.runs)
+    print(f"{args.arch} {args.size}px x{args.batch} {args.runtime}: {len(models)} models x {args.runs} runs in "
+          f"{time.perf_counter() - start:.0f} s")
+    dense = raw.replace(costs={"latency": tuple(t for t in raw.costs["latency"] if len(t.dims) >= 2) or (Term((), 0.0),)})
+    out = {"references": references, "configs": {}}
+    for (name, (choice, active)), s in zip(configs.items(), samples):
+        ev = mdp_opt.evaluate(raw, choice, active)
+        thi = mdp_opt.evaluate(dense, choice, active).costs["latency"]
+        out["configs"][name] = {"measured_ms": statistics.median(s), "noise": noise_spread(s), "T": ev.costs["latency"],
+                                "Thi": thi, "Tlo": ev.costs["latency"] - thi, "P": 4 * ev.costs["params"] / 2 ** 20,
+                                "B": float(sum(active.values())), "1": 1.0}
+    return out
+
+
+def fit(configs: dict, columns: list[str], names: list[str]) -> np.ndarray | None:
+    if not columns:
+        return None
+    if columns == ["T"]:
+        return np.array([configs["full"]["measured_ms"] / configs["full"]["T"]])
+    a = np.array([[configs[n][c] for c in columns] for n in names])
+    y = np.array([configs[n]["measured_ms"] for n in names])
+    coef, *_ = np.linalg.lstsq(a / y[:, None], np.ones(len(y)), rcond=None)
+    return coef
+
+
+def predict(configs: dict, columns: list[str], coef: np.ndarray | None, name: str) -> float:
+    c = configs[name]
+    return c["T"] if coef is None else float(sum(k * c[col] for k, col in zip(coef, columns)))
+
+
+def analyze(paths: list[str]) -> None:
+    worst: dict[str, list[float]] = {f: [] for f in FORMS}
+    print("| case | noise | " + " | ".join(FORMS) + " |")
+    print("|---|---:|" + "---:|" * len(FORMS))
+    for path in paths:
+        d = json.loads(Path(path).read_text())
+        configs = d["configs"]
+        fit_on = d["references"] + [f"answer {p}%" for p in FIT_BUDGETS if f"answer {p}%" in configs]
+        check = [f"answer {p}%" for p in CHECK_BUDGETS if f"answer {p}%" in configs]
+        cells = []
+        for form, columns in FORMS.items():
+            coef = fit(configs, columns, fit_on)
+            errors = [abs(predict(configs, columns, coef, n) / configs[n]["measured_ms"] - 1) for n in check]
+            worst[form].append(max(errors))
+            cells.append(f"{100 * statistics.mean(errors):.1f} / {100 * max(errors):.1f}")
+        noise = statistics.median(c["noise"] for c in configs.values())
+        print(f"| {d['case']} | {100 * noise:.1f}% | " + " | ".join(cells) + " |")
+    print("| worst case | | " + " | ".join(f"{100 * max(v):.1f}" for v in worst.values()) + " |")
+    print("| mean of worst | | " + " | ".join(f"{100 * statistics.mean(v):.1f}" for v in worst.values()) + " |")
+    print("(cells: mean / worst |error| in % on the answers at 90/70/50/30%)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("arch", nargs="?", choices=sorted(ARCHITECTURES))
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--runtime", default="eager")
+    p.add_argument("--step", type=int, default=None, help="channel step (default: latency_accuracy.STEPS)")
+    p.add_argument("--repeats", type=int, default=21)
+    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--out", default=str(Path(__file__).resolve().parent / "latency_forms"))
+    p.add_argument("--analyze", nargs="*", help="JSON files written by earlier runs: print the comparison")
+    args = p.parse_args(argv)
+    if args.analyze is not None:
+        analyze(sorted(f for pattern in args.analyze for f in glob.glob(pattern)))
+        return 0
+    if args.arch is None:
+        p.error("give an architecture, or --analyze FILES")
+    from latency_accuracy import STEPS  # noqa: PLC0415 (benchmarks/)
+    args.step = args.step or STEPS[args.arch]
+    result = measure(args)
+    result["case"] = f"{args.arch} {args.size}px x{args.batch} {args.runtime}"
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{args.arch}-{args.size}x{args.batch}-{args.runtime}.json"
+    path.write_text(json.dumps(result))
+    print(f"written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

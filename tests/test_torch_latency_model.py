@@ -1,0 +1,152 @@
+"""The affine latency model: scaled tables, a weight-streaming term and a fixed cost, fitted to whole models.
+
+The "device" in these tests is a known function of the slimmed model (its multiply-accumulates,
+its parameters and a constant), so the fitted spec must predict every configuration exactly,
+removed blocks included. No timings are asserted."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("torch")
+
+import torch.nn.functional as F  # noqa: E402
+
+import mdp_opt  # noqa: E402
+from mdp_opt.adapters.torch import MeasuredLatency, build_spec  # noqa: E402
+from mdp_opt.adapters.torch.calibration import calibrate_latency  # noqa: E402
+from mdp_opt.adapters.torch.latency_model import (AffineFit, Reference, as_result, features, fit_affine,  # noqa: E402
+                                                  nnls, reference_configurations)
+
+from test_torch_calibration import exact_backend, macs  # noqa: E402
+from torch_models import MobileNetV2Like, small_resnet  # noqa: E402
+from vit_models import TimmStyleViT  # noqa: E402
+
+MS_PER_MAC, MS_PER_PARAM, FIXED_MS = 2e-6, 3e-6, 0.7
+
+
+def built(kind: str, latency, costs=("latency", "params")):
+    torch.manual_seed(0)
+    if kind == "vit":
+        model, x = TimmStyleViT().eval(), torch.randn(1, 3, 32, 32)
+        data = [(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,)))] * 2
+        spec, handle = build_spec(model, x, data=data, loss_fn=F.cross_entropy, latency=latency, costs=costs,
+                                      step=16, head_step=2, head_dim_step=6)
+    else:
+        model = small_resnet().eval() if kind == "resnet" else MobileNetV2Like().eval()
+        x = torch.randn(1, 3, 16, 16)
+        data = [(torch.randn(4, 3, 16, 16), torch.randint(0, 10, (4,)))] * 2
+        spec, handle = build_spec(model, x, data=data, loss_fn=F.cross_entropy, latency=latency, costs=costs,
+                                  step=8)
+    return model, x, spec, handle
+
+
+def device(x: torch.Tensor):
+    """A device whose latency is MACs and parameters at fixed rates plus a fixed cost."""
+    def measure(model: torch.nn.Module) -> float:
+        return MS_PER_MAC * macs(model, x) + MS_PER_PARAM * sum(p.numel() for p in model.parameters()) + FIXED_MS
+    return measure
+
+
+@pytest.mark.parametrize("kind", ["resnet", "mobilenet", "vit"])
+def test_the_affine_fit_recovers_a_known_device_and_predicts_every_configuration(kind):
+    _, x, raw, handle = built(kind, "flops")
+    measure = device(x)
+    spec, fitted = calibrate_latency(raw, handle, measure, "known device", method="affine")
+    assert isinstance(fitted, AffineFit) and not fitted.note
+    assert fitted.factors["params"] == pytest.approx(MS_PER_PARAM, rel=1e-6)
+    assert fitted.factors["tables"] == pytest.approx(MS_PER_MAC, rel=1e-6)
+    record = spec.meta["latency_calibration"]
+    names = [p["model"] for p in record["points"]]
+    assert record["method"] == "affine" and names[:len(reference_configurations(raw))] == [
+        n for n, _, _ in reference_configurations(raw)]
+    assert any(n.startswith("solver answer at") for n in names)          # the second stage
+    assert all(np.all(t.table >= 0) for t in spec.costs["latency"])
+    results = [mdp_opt.solve(spec, {"latency": f"{pct}%"}, backend=exact_backend()) for pct in (40, 60, 85)]
+    assert all(r.has_solution for r in results)
+    rng = np.random.default_rng(0)
+    for _ in range(4):                       # random configurations, blocks removed at random
+        choice = {d.name: int(rng.integers(d.size)) for d in spec.dims}
+        active = {b: bool(rng.integers(2)) for b in spec.block_names}
+        results.append(as_result(spec, choice, active, "random"))
+    for result in results:
+        assert result.costs["latency"] == pytest.approx(measure(handle.apply(result)), rel=1e-6)
+
+
+def test_a_fixed_cost_is_what_one_factor_misses():
+    """The issue's symptom: one factor through the full model predicts pruned models too fast on a device with a
+    fixed cost; the affine model does not."""
+    _, x, raw, handle = built("resnet", "flops")
+    measure = device(x)
+    affine, _ = calibrate_latency(raw, handle, measure, "known device", method="affine")
+    factor, _ = calibrate_latency(raw, handle, measure, "known device", method="factor")
+    for spec in (affine, factor):
+        result = mdp_opt.solve(spec, {"latency": "30%"}, backend=exact_backend())
+        error = result.costs["latency"] / measure(handle.apply(result)) - 1
+        if spec is affine:
+            assert abs(error) < 1e-6
+        else:
+            assert error < -0.05                         # predicted faster than it runs
+
+
+def test_the_fit_is_non_negative_and_the_spec_holds_no_negative_entry():
+    _, x, raw, handle = built("resnet", "flops")
+    # a device faster than any linear model allows at the small end: the constant is limited to 0
+    spec, fitted = calibrate_latency(raw, handle, lambda m: MS_PER_MAC * macs(m, x) - 0.01, "MACs", method="affine")
+    assert fitted.constant >= 0 and all(v >= 0 for v in fitted.factors.values())
+    assert all(np.all(t.table >= 0) for t in spec.costs["latency"])
+
+
+def test_features_count_only_what_a_choice_can_remove():
+    _, _, raw, _ = built("resnet", "flops")
+    full_choice, active = raw.full_configuration()
+    small = {d.name: 0 for d in raw.dims}
+    full, least = features(raw, full_choice, active), features(raw, small, {b: False for b in active})
+    assert set(full) == {"tables", "params"}
+    assert all(v >= 0 for v in least.values()) and full["tables"] > least["tables"]
+    assert full["params"] > least["params"]
+
+
+def test_too_few_references_fall_back_to_one_factor():
+    _, _, raw, _ = built("resnet", "flops")
+    choice, active = raw.full_configuration()
+    fitted = fit_affine(raw, [Reference("full", choice, active, (2.0, 2.0, 2.0))])
+    assert "one factor" in fitted.note
+    assert fitted.predict(features(raw, choice, active)) == pytest.approx(2.0)
+
+
+def test_reference_configurations_span_widths_and_blocks():
+    _, _, raw, _ = built("resnet", "flops")
+    configs = reference_configurations(raw)
+    names = [n for n, _, _ in configs]
+    assert names[0] == "full" and "no blocks" in names and "uniform 0.25" in names
+    assert len({(tuple(c.items()), tuple(a.items())) for _, c, a in configs}) == len(configs)
+    assert any(not any(a.values()) for _, _, a in configs)
+
+
+def test_nnls_matches_brute_force():
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        a, b = rng.normal(size=(7, 3)), rng.normal(size=7)
+        x = nnls(a, b)
+        assert np.all(x >= 0)
+        grid = [np.array(p) for p in np.stack(np.meshgrid(*[np.linspace(0, 3, 31)] * 3), -1).reshape(-1, 3)]
+        best = min(np.sum((a @ p - b) ** 2) for p in grid)
+        assert np.sum((a @ x - b) ** 2) <= best + 1e-9
+
+
+@pytest.mark.parametrize("kind", ["resnet", "vit"])
+def test_measured_latency_is_calibrated_affinely_by_default(kind, tmp_path):
+    timer = MeasuredLatency(repeats=1, warmup=0, cache_dir=tmp_path, progress=False, calibration_runs=3)
+    _, _, spec, handle = built(kind, timer, costs=("latency",))
+    record = spec.meta["latency_calibration"]
+    assert record["method"] == "affine" and record["measured_with"].startswith("affine: measure_latency")
+    assert set(spec.costs) == {"latency"} and handle.spec is spec            # params used for the fit only
+    assert all(p["runs"] == 3 and p["measured_ms"] > 0 for p in record["points"])
+    full = next(p for p in record["points"] if p["model"] == "full")
+    assert spec.full_cost("latency") == pytest.approx(full["predicted_ms"], rel=1e-9)
+    _, _, with_params, _ = built(kind, MeasuredLatency(repeats=1, warmup=0, cache_dir=tmp_path, progress=False,
+                                                       calibration_runs=3), costs=("latency", "params"))
+    assert set(with_params.costs) == {"latency", "params"}

@@ -1,0 +1,141 @@
+"""Runtimes for latency tables and whole models: eager PyTorch and ONNX Runtime (plumbing, not timings)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("torch")
+
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
+import mdp_opt  # noqa: E402
+from mdp_opt.adapters.torch import (Compiled, EagerRuntime, MeasuredLatency, Runtime, build_spec,  # noqa: E402
+                                    measure_latency)
+from mdp_opt.adapters.torch.runtimes import ExportError, export_onnx, get_runtime  # noqa: E402
+
+from torch_models import small_resnet  # noqa: E402
+from vit_models import TimmStyleViT  # noqa: E402
+
+HAS_ORT = all(__import__("importlib").util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
+needs_ort = pytest.mark.skipif(not HAS_ORT, reason="onnxruntime/onnx not installed (pip install 'mdp-opt[onnx]')")
+
+
+class CountingRuntime(EagerRuntime):
+    """Eager PyTorch that counts what it compiles (a runtime written by a user)."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.compiled = 0
+
+    def compile(self, fn, inputs, device, threads) -> Compiled:
+        self.compiled += 1
+        return super().compile(fn, inputs, device, threads)
+
+
+def cnn(latency, costs=("latency",)):
+    torch.manual_seed(0)
+    model, x = small_resnet().eval(), torch.randn(1, 3, 16, 16)
+    data = [(torch.randn(4, 3, 16, 16), torch.randint(0, 10, (4,)))] * 2
+    spec, handle = build_spec(model, x, data=data, loss_fn=F.cross_entropy, latency=latency, costs=costs, step=8)
+    return model, x, spec, handle
+
+
+def timer(tmp_path, runtime, **kwargs) -> MeasuredLatency:
+    return MeasuredLatency(repeats=1, warmup=0, cache_dir=tmp_path, progress=False, runtime=runtime, **kwargs)
+
+
+def test_a_user_runtime_times_tables_and_models_and_keys_the_cache(tmp_path):
+    runtime = CountingRuntime()
+    _, x, spec, handle = cnn(timer(tmp_path, runtime, calibrate=False))
+    (cache,) = tmp_path.iterdir()
+    assert f"counting{torch.__version__}".replace("+", "_") in cache.name
+    shapes = len(json.loads(cache.read_text()))
+    assert runtime.compiled == 2 * shapes                      # each shape and its twin, once
+    cnn(timer(tmp_path, runtime, calibrate=False))             # a second build reads the cache
+    assert runtime.compiled == 2 * shapes
+    small = handle.apply(mdp_opt.solve(spec, "50%", backend="dp"))
+    assert measure_latency(small, x, repeats=2, runtime=runtime) > 0 and runtime.compiled == 2 * shapes + 1
+
+
+def test_runtime_names_and_bad_runtimes():
+    assert isinstance(get_runtime("eager"), EagerRuntime)
+    with pytest.raises(ValueError, match="runtime: expected one of"):
+        get_runtime("tensorrt")
+    with pytest.raises(ValueError, match="runtime"):
+        MeasuredLatency(runtime="tensorrt")
+    with pytest.raises(NotImplementedError):
+        Runtime().key()
+
+
+@needs_ort
+def test_onnxruntime_tables_live_in_their_own_cache_with_the_version(tmp_path):
+    import onnxruntime
+    _, _, eager_spec, _ = cnn(timer(tmp_path, "eager", calibrate=False))
+    _, _, ort_spec, _ = cnn(timer(tmp_path, "onnxruntime", calibrate=False))
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert len(names) == 2 and any(f"onnxruntime{onnxruntime.__version__}".replace("+", "_") in n for n in names)
+    assert eager_spec.full_cost("latency") > 0 and ort_spec.full_cost("latency") > 0
+    assert [t.dims for t in eager_spec.costs["latency"]] == [t.dims for t in ort_spec.costs["latency"]]
+
+
+@needs_ort
+def test_onnxruntime_whole_model_and_calibration(tmp_path):
+    model, x, spec, handle = cnn(timer(tmp_path, "onnxruntime"))
+    record = spec.meta["latency_calibration"]
+    assert "onnxruntime" in record["measured_with"]
+    small = handle.apply(mdp_opt.solve(spec, "50%", backend="dp"))
+    assert measure_latency(small, x, repeats=2, runtime="onnxruntime") > 0
+
+
+@needs_ort
+def test_exported_computations_compute_what_torch_computes():
+    import onnxruntime as ort
+    torch.manual_seed(0)
+    norm, mlp = nn.LayerNorm(16), nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.Linear(32, 16))
+    x = torch.randn(2, 5, 16)
+    for fn in (mlp, lambda t: t + mlp(norm(t))):          # a module, and a closure over modules
+        session = ort.InferenceSession(export_onnx(fn, [x]), providers=["CPUExecutionProvider"])
+        (out,) = session.run(None, {"input0": x.numpy()})
+        with torch.no_grad():
+            np.testing.assert_allclose(out, fn(x).numpy(), rtol=1e-4, atol=1e-5)
+
+
+@needs_ort
+def test_vit_parts_export_and_time_in_onnxruntime(tmp_path):
+    torch.manual_seed(0)
+    model, x = TimmStyleViT().eval(), torch.randn(1, 3, 32, 32)
+    spec, handle = build_spec(model, x, importance=None, data=[(torch.randn(2, 3, 32, 32), torch.tensor([1, 2]))],
+                                  loss_fn=F.cross_entropy, latency=timer(tmp_path, "onnxruntime"), step=16,
+                                  head_step=2, head_dim_step=6)
+    assert spec.full_cost("latency") > 0 and all(np.all(t.table >= 0) for t in spec.costs["latency"])
+    small = handle.apply(mdp_opt.solve(spec, "60%", backend="dp"))
+    assert measure_latency(small, x, repeats=2, runtime="onnxruntime") > 0
+
+
+class Unexportable(nn.Module):
+    """An operator without an ONNX symbolic at opset 17."""
+
+    def forward(self, x):
+        return torch.special.bessel_j0(x)
+
+
+@needs_ort
+def test_an_unexportable_model_is_a_clear_error():
+    with pytest.raises(ExportError, match="cannot export Unexportable to ONNX.*runtime='eager'"):
+        measure_latency(Unexportable(), torch.randn(1, 4), runtime="onnxruntime")
+
+
+@needs_ort
+def test_onnxruntime_refuses_a_cuda_input_and_bad_options():
+    from mdp_opt.adapters.torch import OnnxRuntime
+    with pytest.raises(ValueError, match="CPU execution provider.*cuda"):
+        OnnxRuntime().check(torch.device("cuda"))
+    with pytest.raises(ValueError, match="optimization"):
+        OnnxRuntime(optimization="max")
+    assert OnnxRuntime(optimization="extended").key() != OnnxRuntime().key()
