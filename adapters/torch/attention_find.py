@@ -35,6 +35,7 @@ from torch import nn
 
 from .attention import IN_PLACE, REPLACE, AttentionSite, Projection, SiteHandler, head_index
 from .handlers import FUNCTION, LinearHandler, OpaqueHandler, UnsupportedModelError, handler_for_module
+from .slicing import common_prefix
 from .trace import ModuleCall, OpRecord, TensorInfo, _Hole, record
 
 MATMULS = {"matmul", "bmm", "__matmul__"}
@@ -281,16 +282,6 @@ def _split_heads(t: torch.Tensor, head_axis: int | None, heads: int | None) -> t
     return moved.reshape(-1, *moved.shape[-3:])
 
 
-def _lca(names: list[str]) -> str:
-    parts = [n.split(".") for n in names]
-    common = []
-    for level in zip(*parts):
-        if len(set(level)) != 1:
-            break
-        common.append(level[0])
-    return ".".join(common)
-
-
 def _given_heads(names: list[str], heads: Mapping[str, int]) -> int | None:
     for n in sorted(names, key=len, reverse=True):
         if n in heads:
@@ -312,7 +303,7 @@ def _site(model: nn.Module, core: Core, producer: dict[int, OpRecord], consumers
         raise UnsupportedModelError(f"{where}: the output of the attention ({core.where}) does not go to one "
                                     "Linear layer (an output projection); keep it as it is with ignore=[module]")
     linears = [found["q"][0], found["k"][0], found["v"][0], out[0]]
-    name = _lca(linears + [where])
+    name = common_prefix(linears + [where])
     if not name or name in linears:
         raise UnsupportedModelError(f"{where}: the attention's projections {linears} are not inside one module; "
                                     "wrap the attention in its own module")

@@ -40,7 +40,7 @@ from .handlers import (CHANNELWISE, DEFAULT_HANDLER, FUNCTION, OpaqueHandler, Si
                        handler_for_module)
 from .layout import fixed
 from .modules import RemovedBranch, SkippedBlock
-from .slicing import kept_positions, set_submodule, slice_slots
+from .slicing import common_prefix, kept_positions, set_submodule, slice_slots
 from .structure import DimInfo, Options, Structure
 from .trace import OpRecord, Trace, record
 
@@ -250,7 +250,7 @@ class TransformerFamily(GraphFamily):
                         if prefix[name] not in owners:
                             owners.append(prefix[name])
         for root, owners in stream.items():
-            common = _common_prefix(owners) if len(stream) > 1 else ""
+            common = common_prefix(owners) if len(stream) > 1 else ""
             names[root] = f"{common}.embed" if common else "embed"
             by_root[root].kind = "embed"
         blocks = set(prefix.values())
@@ -273,16 +273,6 @@ class TransformerFamily(GraphFamily):
                 d.name = names[d.space]
                 dim_of[d.space] = d.name
         return dims, dim_of
-
-
-def _common_prefix(names: list[str]) -> str:
-    parts = [n.split(".") for n in names]
-    common = []
-    for level in zip(*parts):
-        if len(set(level)) != 1:
-            break
-        common.append(level[0])
-    return ".".join(common)
 
 
 FAMILIES: list[Family] = [TransformerFamily(), ConvFamily()]

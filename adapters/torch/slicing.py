@@ -72,3 +72,14 @@ def set_submodule(model: nn.Module, name: str, value: nn.Module) -> None:
     old = model.get_submodule(name)
     value.train(old.training)
     model.set_submodule(name, value)
+
+
+def common_prefix(names: list[str]) -> str:
+    """The longest dotted module path that every name starts with ("" when none)."""
+    parts = [n.split(".") for n in names]
+    common = []
+    for level in zip(*parts):
+        if len(set(level)) != 1:
+            break
+        common.append(level[0])
+    return ".".join(common)
