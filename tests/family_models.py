@@ -485,6 +485,52 @@ class FoldedHeadsAttention(nn.Module):
         return self.o(out)
 
 
+class WideValueAttention(nn.Module):
+    """Separate q, k, v Linears with twice as many value channels per head as query/key channels
+    (EfficientFormer's and LeViT's attention ratio); the output projection reads the values."""
+
+    def __init__(self, dim: int, h: int) -> None:
+        super().__init__()
+        self.h, self.key_dim = h, dim // h // 2
+        self.q, self.k = nn.Linear(dim, h * self.key_dim), nn.Linear(dim, h * self.key_dim)
+        self.v = nn.Linear(dim, 2 * h * self.key_dim)
+        self.proj = nn.Linear(2 * h * self.key_dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        q, k, v = (t.view(b, n, self.h, -1).transpose(1, 2) for t in (self.q(x), self.k(x), self.v(x)))
+        probs = torch.softmax(q @ k.transpose(-2, -1) * self.key_dim ** -0.5, dim=-1)
+        return self.proj((probs @ v).transpose(1, 2).reshape(b, n, -1))
+
+
+class TokenBiasTable(nn.Module):
+    """A learned (heads, tokens, tokens) bias, returned from a call with no tensor input (BEiT's relative
+    position bias module)."""
+
+    def __init__(self, h: int, tokens: int) -> None:
+        super().__init__()
+        self.table = nn.Parameter(torch.randn(h, tokens, tokens) * 0.1)
+
+    def forward(self) -> torch.Tensor:
+        return self.table
+
+
+class BiasedAttention(nn.Module):
+    """Fused qkv attention whose scores get a bias computed outside it and passed in (as BEiT's layers
+    pass their relative position bias to the attention)."""
+
+    def __init__(self, dim: int, h: int) -> None:
+        super().__init__()
+        self.h = h
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.h, c // self.h).permute(2, 0, 3, 1, 4)
+        scores = q @ k.transpose(-2, -1) * (c // self.h) ** -0.5 + bias
+        return self.proj((scores.softmax(dim=-1) @ v).transpose(1, 2).reshape(b, n, c))
+
+
 class PreNormBlock(nn.Module):
     def __init__(self, dim: int, attention: nn.Module, hidden: int) -> None:
         super().__init__()
@@ -517,6 +563,31 @@ def sdpa_vit() -> GenericViT:
 
 def folded_heads_vit() -> GenericViT:
     return GenericViT(FoldedHeadsAttention)
+
+
+def wide_value_vit() -> GenericViT:
+    return GenericViT(WideValueAttention)
+
+
+class BiasedBlock(nn.Module):
+    """A pre-norm block that owns a `TokenBiasTable` and hands its output to the attention."""
+
+    def __init__(self, dim: int, heads: int, hidden: int, tokens: int) -> None:
+        super().__init__()
+        self.norm1, self.attn = nn.LayerNorm(dim), BiasedAttention(dim, heads)
+        self.relative_bias = TokenBiasTable(heads, tokens)
+        self.norm2, self.mlp = nn.LayerNorm(dim), MLP(dim, hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), self.relative_bias())
+        return x + self.mlp(self.norm2(x))
+
+
+def biased_vit() -> GenericViT:
+    """A GenericViT (32 px images in 8 px patches: 16 tokens and the class token) of `BiasedBlock`s."""
+    model = GenericViT(SDPAAttention)
+    model.blocks = nn.Sequential(*[BiasedBlock(48, 4, 96, tokens=17) for _ in range(2)])
+    return model
 
 
 # ---- hybrid --------------------------------------------------------------------------------------

@@ -24,7 +24,8 @@ from mdp_opt.solve import verify  # noqa: E402
 
 from flops import counted_macs  # noqa: E402
 from family_models import (BranchNet, ConvNeXtLike, DenseNetLike, HFStyleViT, HybridNet, LayerScaleViT,  # noqa: E402
-                           SwinLike, WindowAttention, folded_heads_vit, sdpa_vit)
+                           SwinLike, WindowAttention, biased_vit, folded_heads_vit, sdpa_vit,
+                           wide_value_vit)
 
 # family -> (model factory, input size, the family that must recognise it, build options)
 CASES = {
@@ -37,6 +38,7 @@ CASES = {
     "hf-vit": (HFStyleViT, 32, "transformer", {}),
     "sdpa-vit": (sdpa_vit, 32, "transformer", {}),
     "folded-heads-vit": (folded_heads_vit, 32, "transformer", {}),
+    "wide-value-vit": (wide_value_vit, 32, "transformer", {}),
     "hybrid": (HybridNet, 32, "transformer", {}),
 }
 
@@ -69,7 +71,7 @@ def build(kind: str, model: nn.Module, x: torch.Tensor, **kwargs):
                    step=8, mlp_step=16, head_dim_step=4)
     if kind == "folded-heads-vit":
         options["heads"] = {b.attn: 4 for b in model.blocks}
-    options.update(CASES[kind][3])
+    options.update(CASES[kind][3] if kind in CASES else {})
     options.update(kwargs)
     return build_spec(model, x, **options)
 
@@ -362,3 +364,46 @@ def test_a_new_family_is_one_class_against_the_protocol(monkeypatch):
         build("densenet", other, torch.randn(2, 3, 16, 16), family="stages")
     with pytest.raises(TypeError, match="has no find"):
         register_family(object())
+
+
+def test_query_key_and_value_widths_may_differ_per_head(built):
+    model, x, spec, handle = built["wide-value-vit"]
+    dims = {d.name: d for d in spec.dims}
+    assert max(dims["blocks.0.qk_dim"].choices) == 6 and max(dims["blocks.0.v_dim"].choices) == 12
+    result = mdp_opt.solve(spec, budget={"latency": "50%"}, backend=exact_backend())
+    assert result.kept["blocks.0.v_dim"] != 0
+    small = handle.apply(result)
+    assert small(x).shape == model(x).shape
+
+
+def test_a_bias_table_module_without_inputs_is_refused_by_name_and_kept_with_ignore():
+    torch.manual_seed(0)
+    model, x = biased_vit().eval(), torch.randn(2, 3, 32, 32)
+    with pytest.raises(UnsupportedModelError, match=r"blocks\.0\.relative_bias: TokenBiasTable .*ignore="):
+        build("biased-vit", model, x)
+    tables = [b.relative_bias for b in model.blocks]
+    spec, handle = build("biased-vit", model, x, ignore=tables)
+    pinned = spec.meta["pinned"]
+    assert "blocks.0.heads" in pinned      # the table has a row per head: heads stay
+    full = handle.apply(configuration(spec))
+    assert_same_output(full(x), model(x))
+    small = handle.apply(mdp_opt.solve(spec, budget={"latency": "50%"}, backend=exact_backend()))
+    assert small(x).shape == model(x).shape
+
+
+class _FailingFamily(ConvFamily):
+    """A family whose reading of the model breaks on something its rules did not foresee."""
+    name = "failing"
+
+    def find(self, model, example_input, options):
+        return {}["a key its rules expected"]
+
+
+def test_a_family_that_breaks_while_reading_a_model_is_a_clear_refusal_not_a_traceback(monkeypatch):
+    monkeypatch.setattr(family_module, "FAMILIES", list(family_module.FAMILIES))
+    register_family(_FailingFamily(), before="cnn")
+    model, x = make("densenet")
+    with pytest.raises(UnsupportedModelError, match=r"failing family failed while reading it \(KeyError.*ignore=") \
+            as caught:
+        build("densenet", model, x)
+    assert isinstance(caught.value.__cause__, KeyError)

@@ -332,7 +332,7 @@ class SiteHandler(LayerHandler):
 
         q, k, v = rows("q_w", "q_b"), rows("k_w", "k_b"), rows("v_w", "v_b")
         proj = t["o_w"].sum(dim=0)
-        out = {"heads": [(q + k + v).sum(dim=1), proj.sum(dim=1)]}
+        out = {"heads": [(q + k).sum(dim=1) + v.sum(dim=1), proj.sum(dim=1)]}   # q/k and v dims may differ
         if self.site.mode == REPLACE:
             out["qk_dim"] = [q + k]
             out["v_dim"] = [v, proj]

@@ -297,7 +297,16 @@ def recognise(model: nn.Module, example_input: torch.Tensor, options: Options, f
         raise ValueError(f"family: expected one of {[f.name for f in FAMILIES]}, got {family!r}")
     declined = []
     for f in candidates:
-        found = f.find(model, example_input, options)
+        try:
+            found = f.find(model, example_input, options)
+        except (UnsupportedModelError, ValueError, TypeError):
+            raise
+        except Exception as error:      # an architecture the family's rules did not foresee
+            raise UnsupportedModelError(
+                f"model: the {f.name} family failed while reading it ({type(error).__name__}: {error}); this is a "
+                "gap in mdp-opt's rules for this architecture (please report it with the model); meanwhile keep "
+                "the module named in the traceback as it is with ignore=[module], or force another family with "
+                "family=") from error
         if isinstance(found, Structure):
             return f, found
         declined.append(f"{f.name}: {found.reason}")

@@ -334,6 +334,9 @@ class ChannelwiseHandler(NormHandler):
         return next(p.shape[0] for p in m.parameters())
 
     def propagate(self, op: OpRecord, ctx: TraceContext) -> None:
+        if not op.inputs:             # a module that makes a tensor from its parameters alone (a bias table)
+            DEFAULT_HANDLER.propagate(op, ctx)
+            return
         m, x = op.module, op.inputs[0]
         params = list(m.parameters())
         widths = {p.shape[0] for p in params}
