@@ -1,4 +1,5 @@
-"""The Torch-Pruning bridge: a Torch-Pruning DependencyGraph as a spec, solved exactly, applied through Torch-Pruning."""
+"""The Torch-Pruning bridge: a Torch-Pruning DependencyGraph as a spec, solved exactly, applied back through
+Torch-Pruning."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-tp = pytest.importorskip("torch_pruning", reason="torch-pruning is not installed (pip install 'mdp-opt[torch-pruning]')")
+tp = pytest.importorskip("torch_pruning",
+                         reason="torch-pruning is not installed (pip install 'mdp-opt[torch-pruning]')")
 
 from torch import nn  # noqa: E402
 

@@ -51,7 +51,8 @@ def _tp() -> Any:
 
 
 def spec_from_torch_pruning(model: nn.Module, example_input: torch.Tensor, *, importance: Any = None,
-                            data: Iterable[Any] | None = None, loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
+                            data: Iterable[Any] | None = None,
+                            loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
                             latency: str | MeasuredLatency | Callable[[Workload], float] = "measure",
                             costs: Sequence[str] = ("latency",), step: int = 8, min_channels: int | float = 1,
                             ignored_layers: Sequence[nn.Module] = (), name: str | None = None
@@ -87,7 +88,8 @@ def spec_from_torch_pruning(model: nn.Module, example_input: torch.Tensor, *, im
     attention and recurrent modules: use `build_spec`). Returns `(spec, handle)`.
     """
     tp = _tp()
-    _check_arguments(model, example_input, importance, data, loss_fn, latency, costs, step, min_channels, ignored_layers)
+    _check_arguments(model, example_input, importance, data, loss_fn, latency, costs, step, min_channels,
+                     ignored_layers)
     if isinstance(latency, str) and latency == "measure":
         latency = MeasuredLatency()
     if importance is None:
@@ -105,8 +107,8 @@ def spec_from_torch_pruning(model: nn.Module, example_input: torch.Tensor, *, im
     scores = _scores(tp, model, importance, prunable, data, loss_fn)
     layers = layer_infos(dg, model, groups, calls)
     wanted = calibration_costs(costs, latency)
-    terms = _cost_terms(layers, param_infos(dg, model, groups, list(calls)) if "params" in wanted else [], choices, wanted,
-                        latency, example_input)
+    params = param_infos(dg, model, groups, list(calls)) if "params" in wanted else []
+    terms = _cost_terms(layers, params, choices, wanted, latency, example_input)
     order = {n: np.argsort(-s, kind="stable") for n, s in scores.items()}
     spec = Spec(dims=tuple(Dim(n, choices[n]) for n in prunable),
                 objective=tuple(Term((n,), importance_table(scores[n], choices[n])) for n in prunable),

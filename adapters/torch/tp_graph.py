@@ -123,8 +123,8 @@ def layer_infos(dg: Any, model: nn.Module, groups: Mapping[str, tuple[GroupInfo,
             if name is None or not isinstance(module, LAYER_TYPES + UNSUPPORTED):
                 continue
             if isinstance(module, UNSUPPORTED):
-                raise ValueError(f"ignored_layers: {name} ({type(module).__name__}) would be pruned by the group rooted "
-                                 f"at {info.root}, and the bridge has no cost model for it; pass "
+                raise ValueError(f"ignored_layers: {name} ({type(module).__name__}) would be pruned by the group "
+                                 f"rooted at {info.root}, and the bridge has no cost model for it; pass "
                                  f"ignored_layers=[model.{info.root}] (or use mdp_opt.adapters.torch.build_spec)")
             if is_out:
                 out_dim[name] = dim
