@@ -71,6 +71,7 @@ def test_the_answer_is_the_exact_optimum():
     """cpsat on the bridge's spec agrees with brute-force enumeration (small spec) and with dp (the full one)."""
     model, x = make("resnet")
     spec, _ = spec_from_torch_pruning(model, x, latency="flops", step=8)
+    assert mdp_opt.loads(mdp_opt.dumps(spec)) == spec                     # a plain spec: saved and loaded whole
     dp = mdp_opt.solve(spec, budget="45%", backend="dp")
     cpsat = mdp_opt.solve(spec, budget="45%", backend="cpsat")
     assert dp.status.value == cpsat.status.value == "optimal"

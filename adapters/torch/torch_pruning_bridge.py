@@ -58,7 +58,8 @@ def spec_from_torch_pruning(model: nn.Module, example_input: torch.Tensor, *, im
                             ignored_layers: Sequence[nn.Module] = (), name: str | None = None
                             ) -> tuple[Spec, "TorchPruningHandle"]:
     """A spec whose dims are the pruning groups of Torch-Pruning's `DependencyGraph` of `model`, and a handle
-    that applies a solution through Torch-Pruning.
+    that applies a solution through Torch-Pruning. Widths only: no residual block is removed (`build_spec`
+    removes blocks).
 
     Args:
         model: the network (left unmodified; traced in eval mode).
