@@ -7,6 +7,7 @@ import copy
 import importlib.util
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -245,3 +246,12 @@ def test_the_swap_example_beats_the_uniform_ratio_at_the_same_flops(capsys):
     assert exact["importance kept"] > uniform["importance kept"]
     out = capsys.readouterr().out
     assert "Torch-Pruning ratio 0.5" in out and "mdp-opt exact" in out and "optimal" in out
+
+
+def test_the_adapter_imports_without_torch_pruning():
+    code = ("import sys; sys.modules['torch_pruning'] = None\n"
+            "from mdp_opt.adapters.torch import build_spec, spec_from_torch_pruning\n"
+            "try:\n    spec_from_torch_pruning(None, None)\nexcept ImportError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "pip install 'mdp-opt[torch-pruning]'" in out.stdout
