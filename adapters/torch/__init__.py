@@ -12,7 +12,8 @@ layer scale, transformers with any attention layout, hierarchical transformers, 
 Latency can be measured on another runtime: `MeasuredLatency(runtime="onnxruntime")` and
 `measure_latency(small, example_input, runtime="onnxruntime")` (see `runtimes`).
 
-Needs `pip install 'mdp-opt[torch]'` (torch, tqdm); `mdp-opt[onnx]` for ONNX Runtime.
+Needs `pip install 'mdp-opt[torch]'` (torch, tqdm); `mdp-opt[onnx]` for ONNX Runtime; `mdp-opt[torch-pruning]`
+for `spec_from_torch_pruning` (a Torch-Pruning `DependencyGraph` as a spec, see `torch_pruning_bridge`).
 """
 
 from .apply import PruningHandle
@@ -26,6 +27,7 @@ from .modules import PrunedAttention, RemovedBranch, SkippedBlock
 from .runtimes import Compiled, EagerRuntime, OnnxRuntime, Runtime
 from .spec_builder import build_spec
 from .structure import DimInfo, LayerWidths, Options, Structure
+from .torch_pruning_bridge import TorchPruningHandle, spec_from_torch_pruning   # imports torch_pruning only when called
 from .vit import ViTPruningHandle, build_vit_spec
 
 ViTStructureError = UnsupportedModelError   # the former transformer-only refusal; every refusal is this type now
@@ -34,7 +36,7 @@ __all__ = [
     "BatchNormHandler", "Compiled", "ConvFamily", "ConvHandler", "Declined", "DimInfo", "EagerRuntime", "Family",
     "FunctionHandler", "GraphFamily", "ImportanceWarning", "LayerHandler", "LayerWidths", "LinearHandler",
     "MeasuredLatency", "NormHandler", "OnnxRuntime", "OpaqueHandler", "Options", "PrunedAttention", "PruningHandle",
-    "RemovedBranch", "Runtime", "SkippedBlock", "Structure", "TransformerFamily", "UnsupportedModelError",
+    "RemovedBranch", "Runtime", "SkippedBlock", "Structure", "TorchPruningHandle", "TransformerFamily", "UnsupportedModelError",
     "ViTPruningHandle", "ViTStructureError", "Workload", "build_spec", "build_vit_spec", "measure_latency",
-    "recognise", "register_family", "register_handler",
+    "recognise", "register_family", "register_handler", "spec_from_torch_pruning",
 ]

@@ -73,7 +73,7 @@ def cost_terms(family: Any, structure: Structure, model: nn.Module, choices: Map
         elif resource == "params":
             values[resource] = np.where(first, [w.params for w in workloads], 0).astype(np.float64)
         else:
-            values[resource] = _latencies(workloads, latency, example_input)
+            values[resource] = workload_latencies(workloads, latency, example_input)
     order = {d.name: i for i, d in enumerate(structure.dims)}
     out: dict[str, tuple[Term, ...]] = {}
     for resource, vals in values.items():
@@ -142,7 +142,9 @@ def _split(op: OpRecord, labels: tuple[str, ...], grid: list[tuple[int, ...]], m
     return _Part(op, labels, gate, (), workloads, combine)
 
 
-def _latencies(workloads: list[Workload], latency: Any, example_input: torch.Tensor) -> np.ndarray:
+def workload_latencies(workloads: list[Workload], latency: Any, example_input: torch.Tensor) -> np.ndarray:
+    """Latency of each workload: timed by a `MeasuredLatency` on the example input's device, dtype and batch
+    size, or `latency(workload)` of a callable (once per distinct key; a finite number >= 0)."""
     if isinstance(latency, MeasuredLatency):
         return np.array(latency(workloads, example_input.device, example_input.dtype, example_input.shape[0]))
     out = np.empty(len(workloads))

@@ -100,7 +100,7 @@ def build_spec(model: nn.Module, example_input: torch.Tensor, *, data: Iterable[
     meta: dict[str, Any] = {
         "source": "mdp_opt.adapters.torch", "model": type(model).__name__, "family": fam.name, "step": step,
         "mlp_step": mlp_step, "head_step": head_step, "head_dim_step": head_dim_step,
-        "latency": _describe_latency(latency), "input_shape": list(example_input.shape),
+        "latency": describe_latency(latency), "input_shape": list(example_input.shape),
         "pinned": {n: r for n, r in pinned.items() if len(choices[n]) == 1},
         "attention": {n: h.site.mode for n, h in structure.sites.items()}}
     if decomposed:
@@ -177,12 +177,19 @@ def _minimums(model: nn.Module, structure: Structure, min_channels: Any) -> dict
 
 def _choices(dim: DimInfo, step: int, minimum: int, pinned: bool) -> tuple[int, ...]:
     """Multiples of `step` from `minimum` up, then the full width; only the full width when pinned."""
-    if pinned or minimum >= dim.width:
-        return (dim.width,)
-    return tuple(k for k in range(step, dim.width, step) if k >= minimum) + (dim.width,)
+    return (dim.width,) if pinned else width_choices(dim.width, step, minimum)
 
 
-def _describe_latency(latency: LatencyArg) -> str:
+def width_choices(width: int, step: int, minimum: int) -> tuple[int, ...]:
+    """The kept counts a width of `width` channels allows: multiples of `step` from `minimum` up, then the
+    full width (only the full width when `minimum >= width`)."""
+    if minimum >= width:
+        return (width,)
+    return tuple(k for k in range(step, width, step) if k >= minimum) + (width,)
+
+
+def describe_latency(latency: LatencyArg) -> str:
+    """How a latency argument costs layers, for a spec's meta."""
     if isinstance(latency, MeasuredLatency):
         return (f"measured (threads={latency.threads}, repeats={latency.repeats}"
                 + (f", calibrated: {latency.calibrate})" if latency.calibrate else ")"))
