@@ -12,10 +12,15 @@ layer scale, transformers with any attention layout, hierarchical transformers, 
 Latency can be measured on another runtime: `MeasuredLatency(runtime="onnxruntime")` and
 `measure_latency(small, example_input, runtime="onnxruntime")` (see `runtimes`).
 
+Under torch.distributed (DDP) every rank calls `build_spec` with its own batches and gets the same
+spec (scores summed over ranks, latency measured on rank 0); `solve_on_rank0` gives every rank the
+same result to apply (see `distributed`).
+
 Needs `pip install 'mdp-opt[torch]'` (torch, tqdm); `mdp-opt[onnx]` for ONNX Runtime.
 """
 
 from .apply import PruningHandle
+from .distributed import solve_on_rank0
 from .families import (ConvFamily, Declined, Family, GraphFamily, TransformerFamily, recognise,
                        register_family)
 from .handlers import (BatchNormHandler, ConvHandler, FunctionHandler, LayerHandler, LinearHandler, NormHandler,
@@ -36,5 +41,5 @@ __all__ = [
     "MeasuredLatency", "NormHandler", "OnnxRuntime", "OpaqueHandler", "Options", "PrunedAttention", "PruningHandle",
     "RemovedBranch", "Runtime", "SkippedBlock", "Structure", "TransformerFamily", "UnsupportedModelError",
     "ViTPruningHandle", "ViTStructureError", "Workload", "build_spec", "build_vit_spec", "measure_latency",
-    "recognise", "register_family", "register_handler",
+    "recognise", "register_family", "register_handler", "solve_on_rank0",
 ]
