@@ -4,6 +4,8 @@ One spawned run (two processes, spawned once for the module) exercises the primi
 (errors included), then the whole pipeline on both ranks (DDP-wrapped model -> build_spec with measured
 latency -> solve on rank 0 -> apply on every rank -> DDP again -> one training step), and records what
 each rank saw; the tests compare the ranks with each other and with one process over all the batches.
+Those tests are in the slow lane (`pytest -m slow`): the two processes, spawned once, take 15-17 s here on 2
+shared cores under load (5 s of it the pipeline, the rest starting Python and importing torch).
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ def _pipeline(rank: int, out: Path) -> dict[str, Any]:
     timer = CountingLatency(repeats=1, warmup=0, flush_mb=1, progress=False, calibrate="factor",
                             cache_dir=out / f"cache{rank}")      # each rank its own empty cache: timing would show
     spec, handle = build_spec(model, example_input(), data=batches(rank), loss_fn=F.cross_entropy,
-                              latency=timer, costs=("latency", "params"), step=8)
+                              latency=timer, costs=("latency", "params"), step=16)
     result = distributed.solve_on_rank0(spec, BUDGET)
     small = handle.apply(result)
     record: dict[str, Any] = {
@@ -142,6 +144,14 @@ def _primitives(rank: int) -> dict[str, Any]:
     spec = mdp_opt.examples.make("chain")
     attempt("solve", lambda: distributed.solve_on_rank0(spec, "50%").kept)
     attempt("solve_error", lambda: distributed.solve_on_rank0(spec, "fifty"))
+
+    def broken_timer(workload: Any) -> float:
+        raise ValueError(f"latency: no timer on rank {distributed.rank()}")
+
+    attempt("build_latency_error", lambda: build_spec(make_model(), example_input(), data=batches(rank),
+                                                      loss_fn=F.cross_entropy, latency=broken_timer, step=8))
+    attempt("build_data_error", lambda: build_spec(make_model(), example_input(), data=batches(rank)[:3 * (1 - rank)],
+                                                   loss_fn=F.cross_entropy, latency="flops", step=8))
     return seen
 
 
@@ -169,6 +179,7 @@ def primitives(spawned: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r["primitives"] for r in spawned]
 
 
+@pytest.mark.slow
 def test_every_rank_builds_the_same_spec(ranks):
     assert ranks[0]["spec"] == ranks[1]["spec"]
     meta = mdp_opt.loads(ranks[0]["spec"]).meta
@@ -177,12 +188,13 @@ def test_every_rank_builds_the_same_spec(ranks):
     assert meta["importance_check"]["batches"] == 6 and meta["importance_check"]["samples"] == 24
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::mdp_opt.adapters.torch.ImportanceWarning")   # few batches, untrained model
 def test_importance_is_that_of_the_union_of_the_batches(ranks):
     spec = mdp_opt.loads(ranks[0]["spec"])
     union = [b for r in range(WORLD) for b in batches(r)]
     single, _ = build_spec(make_model(), example_input(), data=union, loss_fn=F.cross_entropy, latency="flops",
-                           costs=("params",), step=8)
+                           costs=("params",), step=16)
     assert [(t.dims, t.block) for t in spec.objective] == [(t.dims, t.block) for t in single.objective]
     for ours, theirs in zip(spec.objective, single.objective):
         np.testing.assert_allclose(ours.table, theirs.table, rtol=1e-9, atol=1e-12)
@@ -191,15 +203,17 @@ def test_importance_is_that_of_the_union_of_the_batches(ranks):
         == [(t.dims, t.block, t.table.tolist()) for t in single.costs["params"]]     # computed locally, exact
     # one rank's batches alone give another importance: the sum is what made them equal
     alone, _ = build_spec(make_model(), example_input(), data=batches(0), loss_fn=F.cross_entropy, latency="flops",
-                          costs=("params",), step=8)
+                          costs=("params",), step=16)
     assert not all(np.allclose(a.table, b.table) for a, b in zip(alone.objective, single.objective))
 
 
+@pytest.mark.slow
 def test_latency_is_measured_on_rank0_only(ranks):
     assert ranks[0]["workloads"] > 0 and ranks[0]["models"] > 0
     assert ranks[1]["workloads"] == 0 and ranks[1]["models"] == 0
 
 
+@pytest.mark.slow
 def test_solve_on_rank0_and_apply_give_identical_models(ranks):
     assert ranks[0]["result"] == ranks[1]["result"]
     assert any(not active for active in ranks[0]["result"]["active"].values()) or any(
@@ -211,6 +225,7 @@ def test_solve_on_rank0_and_apply_give_identical_models(ranks):
         assert torch.equal(first[name], second[name]), name
 
 
+@pytest.mark.slow
 def test_one_ddp_training_step_after_rewrapping(ranks):
     assert all(np.isfinite(r["loss"]) for r in ranks)
     assert ranks[0]["loss"] != ranks[1]["loss"]            # each rank trained on its own batch ...
@@ -221,6 +236,7 @@ def test_one_ddp_training_step_after_rewrapping(ranks):
     assert moved
 
 
+@pytest.mark.slow
 def test_sum_across_ranks_and_from_rank0(primitives):
     assert [p["rank"] for p in primitives] == [0, 1] and all(p["is_distributed"] for p in primitives)
     for p in primitives:
@@ -232,6 +248,7 @@ def test_sum_across_ranks_and_from_rank0(primitives):
         assert p["on_rank0"] == ("ok", "computed on rank 0")
 
 
+@pytest.mark.slow
 def test_sum_across_ranks_refuses_other_keys_or_shapes(primitives):
     for p in primitives:
         status, text = p["other_keys"]
@@ -240,6 +257,7 @@ def test_sum_across_ranks_refuses_other_keys_or_shapes(primitives):
         assert status == "RuntimeError" and "scores" in text
 
 
+@pytest.mark.slow
 def test_errors_reach_every_rank(primitives):
     assert primitives[0]["on_rank0_error"][0] == "ZeroDivisionError"
     assert primitives[1]["on_rank0_error"][0] == "RuntimeError" and "ZeroDivisionError" in \
@@ -249,6 +267,19 @@ def test_errors_reach_every_rank(primitives):
     assert status == "RuntimeError" and "rank 1" in text and "no batches" in text
 
 
+@pytest.mark.slow
+def test_build_spec_errors_reach_every_rank(primitives):
+    """A failure of rank 0's latency, or of one rank's batches, stops every rank (none waits forever)."""
+    assert primitives[0]["build_latency_error"] == ("ValueError", "latency: no timer on rank 0")
+    status, text = primitives[1]["build_latency_error"]
+    assert status == "RuntimeError" and "rank 0" in text and "no timer" in text
+    status, text = primitives[1]["build_data_error"]
+    assert status == "ValueError" and "data: no batches" in text
+    status, text = primitives[0]["build_data_error"]
+    assert status == "RuntimeError" and "rank 1" in text and "no batches" in text
+
+
+@pytest.mark.slow
 def test_solve_on_rank0(primitives):
     spec = mdp_opt.examples.make("chain")
     assert primitives[0]["solve"] == primitives[1]["solve"] == ("ok", mdp_opt.solve(spec, "50%").kept)

@@ -19,7 +19,7 @@ from mdp_opt import Dim, Spec
 from .apply import PruningHandle
 from .checks import calibrate_if_measured, calibration_costs, check_build_arguments
 from .costs import cost_terms
-from .distributed import cost_from_rank0, is_distributed, rank, unwrap_ddp
+from .distributed import cost_from_rank0, is_distributed, unwrap_ddp
 from .families import recognise
 from .handlers import Workload
 from .importance import objective_terms
@@ -110,8 +110,8 @@ def build_spec(model: nn.Module, example_input: torch.Tensor, *, data: Iterable[
         imps, scores, scoring = dim_importances(structure, model, gates, prunable, data, loss_fn, importance)
     objective = [t for d in structure.dims for t in objective_terms(d.name, choices[d.name], imps[d.name])]
     latency_on_rank0 = is_distributed() and "latency" in costs and not isinstance(latency, str)
-    local_costs = (tuple(c for c in costs if c != "latency") if latency_on_rank0 and rank() != 0
-                   else calibration_costs(costs, latency))
+    wanted = calibration_costs(costs, latency)
+    local_costs = tuple(c for c in costs if c != "latency") if latency_on_rank0 else wanted
     terms, decomposed = cost_terms(fam, structure, model, choices, gates, local_costs, latency, example_input)
     meta: dict[str, Any] = {
         "source": "mdp_opt.adapters.torch", "model": type(model).__name__, "family": fam.name, "step": step,
@@ -130,7 +130,14 @@ def build_spec(model: nn.Module, example_input: torch.Tensor, *, data: Iterable[
                            gates)
     if latency_on_rank0:   # measured (or given by a callable) on rank 0 only and sent: see `distributed`
         local = spec
-        spec = cost_from_rank0(local, lambda: calibrate_if_measured(local, handle, latency, costs, example_input))
+
+        def timed() -> Spec:
+            extra = tuple(c for c in wanted if c not in local_costs)
+            more, _ = cost_terms(fam, structure, model, choices, gates, extra, latency, example_input)
+            handle.spec = local.replace(costs={r: more[r] if r in more else local.costs[r] for r in wanted})
+            return calibrate_if_measured(handle.spec, handle, latency, costs, example_input)
+
+        spec = cost_from_rank0(local, timed)
         handle.spec = spec
         return spec, handle
     return calibrate_if_measured(spec, handle, latency, costs, example_input), handle
