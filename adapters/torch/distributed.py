@@ -158,7 +158,7 @@ def solve_on_rank0(spec: Spec, budget: Any, **options: Any) -> Result:
     """`mdp_opt.solve(spec, budget, **options)` on rank 0 only, its `Result` on every rank.
 
     Every rank then slims its replica identically with `handle.apply(result)`; re-wrap and restart the
-    optimizer (its moments are per-channel and the channels changed)::
+    optimizer (its state belongs to the old parameters, whose shapes changed)::
 
         result = solve_on_rank0(spec, "50%")
         small = handle.apply(result).to(device)
