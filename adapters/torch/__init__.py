@@ -12,11 +12,16 @@ layer scale, transformers with any attention layout, hierarchical transformers, 
 Latency can be measured on another runtime: `MeasuredLatency(runtime="onnxruntime")` and
 `measure_latency(small, example_input, runtime="onnxruntime")` (see `runtimes`).
 
+Under torch.distributed (DDP) every rank calls `build_spec` with its own batches and gets the same
+spec (scores summed over ranks, latency measured on rank 0); `solve_on_rank0` gives every rank the
+same result to apply (see `distributed`).
+
 Needs `pip install 'mdp-opt[torch]'` (torch, tqdm); `mdp-opt[onnx]` for ONNX Runtime; `mdp-opt[torch-pruning]`
 for `spec_from_torch_pruning` (a Torch-Pruning `DependencyGraph` as a spec, see `torch_pruning_bridge`).
 """
 
 from .apply import PruningHandle
+from .distributed import solve_on_rank0
 from .families import (ConvFamily, Declined, Family, GraphFamily, TransformerFamily, recognise,
                        register_family)
 from .handlers import (BatchNormHandler, ConvHandler, FunctionHandler, LayerHandler, LinearHandler, NormHandler,
@@ -38,5 +43,5 @@ __all__ = [
     "MeasuredLatency", "NormHandler", "OnnxRuntime", "OpaqueHandler", "Options", "PrunedAttention", "PruningHandle",
     "RemovedBranch", "Runtime", "SkippedBlock", "Structure", "TorchPruningHandle", "TransformerFamily", "UnsupportedModelError",
     "ViTPruningHandle", "ViTStructureError", "Workload", "build_spec", "build_vit_spec", "measure_latency",
-    "recognise", "register_family", "register_handler", "spec_from_torch_pruning",
+    "recognise", "register_family", "register_handler", "solve_on_rank0", "spec_from_torch_pruning",
 ]

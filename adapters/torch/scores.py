@@ -8,6 +8,9 @@ channel per head scores those rows in every head, squared per head and summed. S
 scaled so the unpruned model is worth 1. A layer's share of a dim goes to the block that
 removes it, so removing a block removes exactly its share.
 
+Under torch.distributed the Taylor scores of every rank's batches are summed before they are scaled
+(`distributed.sum_scoring`), so every rank holds the importance of the union of the batches.
+
 Or the user gives `importance=`: per dim name, one score per unit; or per layer (module or
 name), one score per output channel.
 """
@@ -22,6 +25,7 @@ from torch import nn
 
 from .attention import SiteHandler
 from .blocks import Gate
+from .distributed import collectively, sum_scoring
 from .handlers import ConvHandler, LinearHandler, NormHandler
 from .importance import DimImportance, normalized, taylor_scores
 from .importance_check import Scoring, scores_by_halves
@@ -86,7 +90,7 @@ def dim_importances(structure: Structure, model: nn.Module, gates: Iterable[Gate
             return {**{f"layer:{k}": v for k, v in taylor_scores(model, names, batches, loss_fn).items()},
                     **{f"site:{k}": v for k, v in _site_scores(model, structure.sites, batches, loss_fn).items()}}
 
-        scoring = scores_by_halves(score, data)
+        scoring = sum_scoring(collectively(lambda: scores_by_halves(score, data)))   # every rank's batches
         scaled = normalized(scoring.totals)
         scores = scaled
         for dim, entries in layers.items():

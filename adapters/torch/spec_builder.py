@@ -7,7 +7,8 @@ recognised, `costs` for the tables, `scores` for importance and `apply` for the 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping, Sequence, Union
+import contextlib
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, Union
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ from mdp_opt import Dim, Spec
 from .apply import PruningHandle
 from .checks import calibrate_if_measured, calibration_costs, check_build_arguments
 from .costs import cost_terms
+from .distributed import cost_from_rank0, is_distributed, unwrap_ddp
 from .families import recognise
 from .handlers import Workload
 from .importance import objective_terms
@@ -42,7 +44,8 @@ def build_spec(model: nn.Module, example_input: torch.Tensor, *, data: Iterable[
     """Turn `model` into a pruning spec and a handle that applies a solution.
 
     Args:
-        model: the trained network (left unmodified).
+        model: the trained network (left unmodified); a `DistributedDataParallel` wrapper is unwrapped
+            (its `.module` is scored and sliced, `spec.meta["unwrapped"]` says so).
         example_input: one input batch; its device, dtype and batch size are those timed.
         data, loss_fn: `(inputs, targets)` batches and `loss_fn(outputs, targets)` for first-order
             Taylor importance (scaled so the unpruned model is worth 1); or give `importance`
@@ -71,9 +74,18 @@ def build_spec(model: nn.Module, example_input: torch.Tensor, *, data: Iterable[
         name: the spec's name (default: the model's class name).
 
     Returns `(spec, handle)`: solve the spec with `mdp_opt.solve`, then `handle.apply(result)`.
+
+    Under an initialised `torch.distributed` process group every rank calls `build_spec` with its own
+    `data` and gets the same spec: Taylor scores are summed over all ranks' batches before they are
+    scaled; latency tables are measured (or the latency callable called) on rank 0 only and sent to
+    the others; "flops" and "params" are computed on each rank. Solve with
+    `distributed.solve_on_rank0` so every rank applies the same result. `importance=` given by the user
+    is used as it is on each rank: give every rank the same scores.
     """
     check_build_arguments(model, example_input, data, loss_fn, importance, latency, costs,
                           "{dim name: per-unit scores} or {layer: per-channel scores}")
+    wrapped = type(model).__name__ if unwrap_ddp(model) is not model else None
+    model = unwrap_ddp(model)
     mlp_step = step if mlp_step is None else mlp_step
     head_dim_step = step if head_dim_step is None else head_dim_step
     for label, value in (("step", step), ("mlp_step", mlp_step), ("head_step", head_step),
@@ -86,17 +98,21 @@ def build_spec(model: nn.Module, example_input: torch.Tensor, *, data: Iterable[
         raise ValueError("ignore: expected a list of modules, got a single one; write ignore=[module]")
     ignored = module_names(model, ignore, "ignore")
     options = Options(step, mlp_step, head_step, head_dim_step, tuple(ignored), _heads(model, heads))
-    fam, structure = recognise(model, example_input, options, family)
+    with _buffers_kept(model):      # forward passes in training mode update BatchNorm statistics
+        fam, structure = recognise(model, example_input, options, family)
     gates = fam.blocks(model, structure, blocks)
     pinned = _pinned(model, structure, ignored)
     minimum = _minimums(model, structure, min_channels)
     choices = {d.name: _choices(d, options.granularity(d.kind), minimum[d.name], d.name in pinned)
                for d in structure.dims}
     prunable = {n for n, c in choices.items() if len(c) > 1}
-    imps, scores, scoring = dim_importances(structure, model, gates, prunable, data, loss_fn, importance)
+    with _buffers_kept(model):
+        imps, scores, scoring = dim_importances(structure, model, gates, prunable, data, loss_fn, importance)
     objective = [t for d in structure.dims for t in objective_terms(d.name, choices[d.name], imps[d.name])]
-    terms, decomposed = cost_terms(fam, structure, model, choices, gates,
-                                   calibration_costs(costs, latency), latency, example_input)
+    latency_on_rank0 = is_distributed() and "latency" in costs and not isinstance(latency, str)
+    wanted = calibration_costs(costs, latency)
+    local_costs = tuple(c for c in costs if c != "latency") if latency_on_rank0 else wanted
+    terms, decomposed = cost_terms(fam, structure, model, choices, gates, local_costs, latency, example_input)
     meta: dict[str, Any] = {
         "source": "mdp_opt.adapters.torch", "model": type(model).__name__, "family": fam.name, "step": step,
         "mlp_step": mlp_step, "head_step": head_step, "head_dim_step": head_dim_step,
@@ -105,12 +121,40 @@ def build_spec(model: nn.Module, example_input: torch.Tensor, *, data: Iterable[
         "attention": {n: h.site.mode for n, h in structure.sites.items()}}
     if decomposed:
         meta["decomposed"] = decomposed
+    if wrapped:
+        meta["unwrapped"] = f"{wrapped}: built from its .module; handle.apply returns a plain module to wrap again"
     spec = Spec(dims=tuple(Dim(d.name, choices[d.name]) for d in structure.dims), objective=tuple(objective),
                 costs=terms, blocks=tuple(g.name for g in gates), name=name or type(model).__name__, meta=meta)
     spec = with_importance_check(spec, scores, scoring, score_name)
     handle = PruningHandle(model, example_input, spec, fam, structure, {n: imp.order for n, imp in imps.items()},
                            gates)
+    if latency_on_rank0:   # measured (or given by a callable) on rank 0 only and sent: see `distributed`
+        local = spec
+
+        def timed() -> Spec:
+            extra = tuple(c for c in wanted if c not in local_costs)
+            more, _ = cost_terms(fam, structure, model, choices, gates, extra, latency, example_input)
+            handle.spec = local.replace(costs={r: more[r] if r in more else local.costs[r] for r in wanted})
+            return calibrate_if_measured(handle.spec, handle, latency, costs, example_input)
+
+        spec = cost_from_rank0(local, timed)
+        handle.spec = spec
+        return spec, handle
     return calibrate_if_measured(spec, handle, latency, costs, example_input), handle
+
+
+@contextlib.contextmanager
+def _buffers_kept(model: nn.Module) -> Iterator[None]:
+    """The model's buffers (BatchNorm running statistics) as they were before the block: tracing and
+    scoring run the model, in training mode when it is in training mode, and must leave it unmodified
+    (under DDP, each rank's own batches would otherwise leave each replica other statistics)."""
+    saved = [(b, b.detach().clone()) for b in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in saved:
+                buffer.copy_(value)
 
 
 def _heads(model: nn.Module, heads: Mapping[Any, int] | None) -> dict[str, int]:
