@@ -22,6 +22,8 @@ from .handlers import (BatchNormHandler, ConvHandler, FunctionHandler, LayerHand
                        OpaqueHandler, UnsupportedModelError, Workload, register_handler)
 from .importance_check import ImportanceWarning
 from .latency import MeasuredLatency, measure_latency
+from .latency_cache import LatencyCacheWarning, MixedDevicesError
+from .latency_pool import LatencyPool
 from .modules import PrunedAttention, RemovedBranch, SkippedBlock
 from .runtimes import Compiled, EagerRuntime, OnnxRuntime, Runtime
 from .spec_builder import build_spec
@@ -32,8 +34,8 @@ ViTStructureError = UnsupportedModelError   # the former transformer-only refusa
 
 __all__ = [
     "BatchNormHandler", "Compiled", "ConvFamily", "ConvHandler", "Declined", "DimInfo", "EagerRuntime", "Family",
-    "FunctionHandler", "GraphFamily", "ImportanceWarning", "LayerHandler", "LayerWidths", "LinearHandler",
-    "MeasuredLatency", "NormHandler", "OnnxRuntime", "OpaqueHandler", "Options", "PrunedAttention", "PruningHandle",
+    "FunctionHandler", "GraphFamily", "ImportanceWarning", "LatencyCacheWarning", "LatencyPool", "LayerHandler",
+    "LayerWidths", "LinearHandler", "MeasuredLatency", "MixedDevicesError", "NormHandler", "OnnxRuntime", "OpaqueHandler", "Options", "PrunedAttention", "PruningHandle",
     "RemovedBranch", "Runtime", "SkippedBlock", "Structure", "TransformerFamily", "UnsupportedModelError",
     "ViTPruningHandle", "ViTStructureError", "Workload", "build_spec", "build_vit_spec", "measure_latency",
     "recognise", "register_family", "register_handler",
