@@ -12,7 +12,8 @@ layer scale, transformers with any attention layout, hierarchical transformers, 
 Latency can be measured on another runtime: `MeasuredLatency(runtime="onnxruntime")` and
 `measure_latency(small, example_input, runtime="onnxruntime")` (see `runtimes`).
 
-Needs `pip install 'mdp-opt[torch]'` (torch, tqdm); `mdp-opt[onnx]` for ONNX Runtime.
+Needs `pip install 'mdp-opt[torch]'` (torch, tqdm, filelock); `mdp-opt[onnx]` for ONNX Runtime; `mdp-opt[ray]`
+for latency tables built on a pool of devices (`MeasuredLatency(pool=...)`, see `latency_pool`).
 """
 
 from .apply import PruningHandle

@@ -121,6 +121,11 @@ class LatencyPool:
         if failure is not None:
             raise failure
 
+    @property
+    def started(self) -> bool:
+        """Whether the workers are running (they are kept between builds with the same settings)."""
+        return bool(self._actors)
+
     def close(self) -> None:
         """End the workers (the Ray instance itself is left running)."""
         if self._actors:
