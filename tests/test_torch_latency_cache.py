@@ -216,12 +216,15 @@ def test_concurrent_writers_never_tear_the_file_nor_lose_entries(tmp_path):
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), f"w{j}", str(n)], cwd=ROOT)
              for j in range(writers)]
     reads = 0
-    while any(p.poll() is None for p in procs):
-        if path.exists():
-            read_v2(path)                   # never empty, never half-written: it always parses whole
-            reads += 1
-        time.sleep(0.002)
-    assert all(p.wait() == 0 for p in procs)
+    try:
+        while any(p.poll() is None for p in procs):
+            if path.exists():
+                read_v2(path)               # never empty, never half-written: it always parses whole
+                reads += 1
+            time.sleep(0.002)
+    finally:
+        codes = [p.wait(timeout=120) for p in procs]
+    assert codes == [0] * writers
     final = read_v2(path)
     expected = {f"w{j}-{i}": float(i) for j in range(writers) for i in range(n)} | {f"shared-{i}": 1.0
                                                                                     for i in range(n)}
