@@ -107,7 +107,7 @@ def check_value(value: Any) -> str | None:
     """Why `value` cannot be a latency in milliseconds, or None when it can."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return "not a number"
-    if not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):     # (an int is finite, however long)
         return "not finite"
     if value < 0:
         return "negative"
