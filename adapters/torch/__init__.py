@@ -16,8 +16,10 @@ Under torch.distributed (DDP) every rank calls `build_spec` with its own batches
 spec (scores summed over ranks, latency measured on rank 0); `solve_on_rank0` gives every rank the
 same result to apply (see `distributed`).
 
-Needs `pip install 'mdp-opt[torch]'` (torch, tqdm); `mdp-opt[onnx]` for ONNX Runtime; `mdp-opt[torch-pruning]`
-for `spec_from_torch_pruning` (a Torch-Pruning `DependencyGraph` as a spec, see `torch_pruning_bridge`).
+Needs `pip install 'mdp-opt[torch]'` (torch, tqdm, filelock); `mdp-opt[onnx]` for ONNX Runtime; `mdp-opt[ray]`
+for latency tables built on a pool of devices (`MeasuredLatency(pool=...)`, see `latency_pool`);
+`mdp-opt[torch-pruning]` for `spec_from_torch_pruning` (a Torch-Pruning `DependencyGraph` as a spec, see
+`torch_pruning_bridge`).
 """
 
 from .apply import PruningHandle
@@ -28,6 +30,8 @@ from .handlers import (BatchNormHandler, ConvHandler, FunctionHandler, LayerHand
                        OpaqueHandler, UnsupportedModelError, Workload, register_handler)
 from .importance_check import ImportanceWarning
 from .latency import MeasuredLatency, measure_latency
+from .latency_cache import LatencyCacheWarning, MixedDevicesError
+from .latency_pool import LatencyPool
 from .modules import PrunedAttention, RemovedBranch, SkippedBlock
 from .runtimes import Compiled, EagerRuntime, OnnxRuntime, Runtime
 from .spec_builder import build_spec
@@ -39,9 +43,10 @@ ViTStructureError = UnsupportedModelError   # the former transformer-only refusa
 
 __all__ = [
     "BatchNormHandler", "Compiled", "ConvFamily", "ConvHandler", "Declined", "DimInfo", "EagerRuntime", "Family",
-    "FunctionHandler", "GraphFamily", "ImportanceWarning", "LayerHandler", "LayerWidths", "LinearHandler",
-    "MeasuredLatency", "NormHandler", "OnnxRuntime", "OpaqueHandler", "Options", "PrunedAttention", "PruningHandle",
-    "RemovedBranch", "Runtime", "SkippedBlock", "Structure", "TorchPruningHandle", "TransformerFamily", "UnsupportedModelError",
+    "FunctionHandler", "GraphFamily", "ImportanceWarning", "LatencyCacheWarning", "LatencyPool", "LayerHandler",
+    "LayerWidths", "LinearHandler", "MeasuredLatency", "MixedDevicesError", "NormHandler", "OnnxRuntime",
+    "OpaqueHandler", "Options", "PrunedAttention", "PruningHandle", "RemovedBranch", "Runtime", "SkippedBlock",
+    "Structure", "TorchPruningHandle", "TransformerFamily", "UnsupportedModelError",
     "ViTPruningHandle", "ViTStructureError", "Workload", "build_spec", "build_vit_spec", "measure_latency",
     "recognise", "register_family", "register_handler", "solve_on_rank0", "spec_from_torch_pruning",
 ]

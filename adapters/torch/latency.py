@@ -17,9 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import json
 import os
-import platform
 import statistics
 import time
 import weakref
@@ -31,6 +29,7 @@ from torch import nn
 
 from .calibration import METHODS
 from .handlers import Workload
+from .latency_cache import CHECKPOINT_S, LatencyCache, cpu_model_name, device_identity
 from .runtimes import Compiled, EagerRuntime, ExportError, Runtime, get_runtime
 
 CALIBRATION_REPEATS = 10
@@ -49,7 +48,8 @@ class MeasuredLatency:
             on the development machine 7 repetitions left pruned models 5-9% slower than
             predicted after calibration, 21 repetitions 1-4% (at 2-3x the table build time).
         cache_dir: where measured shapes are stored (one JSON file per device, dtype, batch
-            size, thread count, torch version and runtime with its version); None for
+            size, thread count, torch version and runtime with its version, every entry with the
+            identity of the device that measured it: `latency_cache`); None for
             `$MDP_OPT_CACHE/latency` or `~/.cache/mdp-opt/latency`.
         progress: show a tqdm progress bar with the time left.
         flush_mb: megabytes written before each repetition to push the weights out of cache
@@ -67,11 +67,18 @@ class MeasuredLatency:
             `runtimes.Runtime` (e.g. `OnnxRuntime(optimization="extended")`, or one you write).
             Deploy with the runtime the tables were measured on: a table of one runtime
             mispredicts another.
+        pool: time the shapes not yet cached on a pool of identical devices through Ray, one actor per
+            device (`latency_pool`): "local:N" (a local Ray instance with N CPUs), "auto" (the cluster
+            `ray start` runs here), a cluster address, or a `LatencyPool`. None (the default) times them
+            here, in this process. Needs `pip install 'mdp-opt[ray]'`.
+        checkpoint_s: while tables are built, new entries are written to the cache at least this often
+            (seconds), so an interrupted build loses little.
     """
 
     def __init__(self, threads: int = 1, repeats: int = 21, warmup: int = 2, cache_dir: str | Path | None = None,
                  progress: bool = True, flush_mb: int | None = None, calibrate: bool | str = True,
-                 runtime: str | Runtime = "eager", calibration_runs: int = CALIBRATION_RUNS) -> None:
+                 runtime: str | Runtime = "eager", calibration_runs: int = CALIBRATION_RUNS,
+                 pool: Any = None, checkpoint_s: float = CHECKPOINT_S) -> None:
         flush_mb = default_flush_mb() if flush_mb is None else flush_mb
         for name, value, low in (("threads", threads, 1), ("repeats", repeats, 1), ("warmup", warmup, 0),
                                  ("flush_mb", flush_mb, 0), ("calibration_runs", calibration_runs, 1)):
@@ -85,6 +92,10 @@ class MeasuredLatency:
         self.calibration_runs = calibration_runs
         self.cache_dir = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
         self.runtime = get_runtime(runtime)
+        self.pool = _check_pool(pool)
+        if isinstance(checkpoint_s, bool) or not isinstance(checkpoint_s, (int, float)) or not checkpoint_s >= 0:
+            raise ValueError(f"checkpoint_s: expected a number of seconds >= 0, got {checkpoint_s!r}")
+        self.checkpoint_s = float(checkpoint_s)
         self._compiled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def cache_file(self, device: torch.device, dtype: torch.dtype, batch: int) -> Path:
@@ -96,34 +107,58 @@ class MeasuredLatency:
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)
         return self.cache_dir / f"{safe[:120]}-{hashlib.sha1(stem.encode()).hexdigest()[:8]}.json"
 
+    def settings(self) -> dict[str, Any]:
+        """The arguments that fix how a shape is timed (a pool's workers are built with them)."""
+        return {"threads": self.threads, "repeats": self.repeats, "warmup": self.warmup, "flush_mb": self.flush_mb,
+                "runtime": self.runtime}
+
+    def identity(self, device: torch.device) -> dict[str, Any]:
+        """The identity of the device type that times shapes for `device` here (`latency_cache.device_identity`)."""
+        return device_identity(device, self.runtime.key())
+
+    def open_cache(self, device: torch.device, dtype: torch.dtype, batch: int) -> LatencyCache:
+        """The cache file of this setting, loaded and checked (bad entries warned about and left out)."""
+        cache = LatencyCache(self.cache_file(device, dtype, batch), self.identity(device), self.checkpoint_s)
+        cache.load()
+        return cache
+
     def __call__(self, workloads: Sequence[Workload], device: torch.device, dtype: torch.dtype, batch: int
                  ) -> list[float]:
         """Milliseconds for each workload; equal keys are timed once, cached ones not at all."""
         self.runtime.check(device)
-        path = self.cache_file(device, dtype, batch)
-        cache = _read_cache(path)
-        todo = list(dict.fromkeys(w.key for w in workloads if w.key not in cache))
+        cache = self.open_cache(device, dtype, batch)
+        todo = cache.missing(w.key for w in workloads)
         first = {w.key: w for w in reversed(workloads)}
-        overheads: dict[tuple, float] = {}
-        if todo:
-            bar = _progress(todo, self.progress, f"timing {len(todo)} layer shapes on {_device_name(device)} "
-                                                 f"({self.runtime.name})")
-            with threads_ctx(self.threads):
-                for i, key in enumerate(bar, 1):
-                    try:
-                        cache[key] = self.time_workload(first[key], device, dtype, overheads)
-                    except ExportError:
-                        _write_cache(path, cache)
-                        raise
-                    except RuntimeError as e:
-                        _write_cache(path, cache)
-                        raise RuntimeError(f"latency: cannot run {key} at this width ({e}); a layer whose shape "
-                                           "is hard-coded in the forward pass cannot be pruned: pin it with "
-                                           "ignore=") from e
-                    if i % 50 == 0:
-                        _write_cache(path, cache)
-            _write_cache(path, cache)
+        try:
+            if todo and self.pool is not None:
+                self._get_pool().build(self, [first[k] for k in todo], device, dtype, cache)
+            elif todo:
+                overheads: dict[tuple, float] = {}
+                bar = _progress(todo, self.progress, f"timing {len(todo)} layer shapes on {_device_name(device)} "
+                                                     f"({self.runtime.name})")
+                with threads_ctx(self.threads):
+                    for key in bar:
+                        cache.add(key, self.time_shape(first[key], device, dtype, overheads))
+        finally:
+            cache.flush()
         return [cache[w.key] for w in workloads]
+
+    def time_shape(self, workload: Workload, device: torch.device, dtype: torch.dtype,
+                   overheads: dict[tuple, float]) -> float:
+        """`time_workload`, with a failure to run the layer at this width explained."""
+        try:
+            return self.time_workload(workload, device, dtype, overheads)
+        except ExportError:
+            raise
+        except RuntimeError as e:
+            raise RuntimeError(f"latency: cannot run {workload.key} at this width ({e}); a layer whose shape "
+                               "is hard-coded in the forward pass cannot be pruned: pin it with ignore=") from e
+
+    def _get_pool(self) -> Any:
+        if isinstance(self.pool, str):
+            from .latency_pool import LatencyPool
+            self.pool = LatencyPool(self.pool)
+        return self.pool
 
     def time_workload(self, workload: Workload, device: torch.device, dtype: torch.dtype,
                       overheads: dict[tuple, float] | None = None) -> float:
@@ -307,28 +342,27 @@ def _l2_bytes() -> int:
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda-{torch.cuda.get_device_name(device)}"
-    model = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"{device.type}-{model}"
+    return f"{device.type}-{cpu_model_name()}"
 
 
-def _read_cache(path: Path) -> dict[str, float]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return {k: float(v) for k, v in data.items()} if isinstance(data, dict) else {}
-
-
-def _write_cache(path: Path, cache: dict[str, float]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(cache, sort_keys=True))
-    tmp.replace(path)
+def _check_pool(pool: Any) -> Any:
+    if pool is None:
+        return None
+    if isinstance(pool, str) and pool:
+        import importlib.util
+        try:
+            found = importlib.util.find_spec("ray") is not None
+        except (ImportError, ValueError):      # ValueError: a module entry without a spec
+            found = False
+        if not found:
+            raise ImportError(f"pool={pool!r}: Ray is not installed; pip install 'mdp-opt[ray]' (or leave pool "
+                              "out to time the shapes in this process)")
+        return pool
+    from .latency_pool import LatencyPool
+    if isinstance(pool, LatencyPool):
+        return pool
+    raise ValueError(f"pool: expected None, 'local:N', 'auto', a Ray cluster address or a LatencyPool, "
+                     f"got {pool!r:.60}")
 
 
 def _progress(items: list[str], enabled: bool, desc: str) -> Any:
