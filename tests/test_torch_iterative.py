@@ -391,3 +391,39 @@ def test_iterative_bad_arguments():
     train(model, opt, data)
     with pytest.raises(RuntimeError, match="step 1: no configuration within budget"):
         tight.prune_now()
+
+
+def test_readme_snippet_runs(tmp_path, monkeypatch, capsys):
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    snippet = re.search(r"### Pruning while training\n.*?```python\n(.*?)```", text, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(snippet, "README.md", "exec"), namespace)
+    assert capsys.readouterr().out.count("step ") == 3
+    model, ema, small, model2 = (namespace[k] for k in ("model", "ema", "small", "model2"))
+    assert namespace["pruner"].finished
+    assert [p.shape for p in ema.parameters()] == [p.shape for p in model.parameters()]
+    assert [p.shape for p in ema.parameters()] != [p.shape for p in namespace["make_model"]().parameters()]
+    x = torch.randn(2, 3, 16, 16)
+    assert torch.equal(outputs(small, x), outputs(model, x)) and torch.equal(outputs(model2, x), outputs(model, x))
+
+
+def test_followers_are_pruned_to_the_same_units():
+    model, data = toy(tiny_vit, 16, batches=2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    ema = copy.deepcopy(model)
+    pruner = make_pruner(model, data, "40%", opt, steps=2, followers=[ema])
+    train(model, opt, data)
+    with torch.no_grad():
+        for e, p in zip(ema.parameters(), model.parameters()):
+            e.copy_(p)                        # the same values: the same units kept give the same outputs
+    pruner.prune_now()
+    assert isinstance(ema.blocks[0].attn, PrunedAttention) and ema.blocks[0].attn is not model.blocks[0].attn
+    x = data[0][0]
+    assert torch.equal(outputs(ema, x), outputs(model, x))
+    assert not any(e is p for e in ema.parameters() for p in model.parameters())
+    with pytest.raises(ValueError, match=r"followers\[0\]: expected a copy of model's structure"):
+        make_pruner(toy(tiny_vit, 16)[0], data, "40%", None, followers=[nn.Linear(2, 2)])

@@ -92,7 +92,9 @@ class IterativePruner:
         optimizer: updated at every step: kept channels keep their momentum / Adam moments, removed
             parameters leave it, new ones (a replaced attention's) join their sources' group.
         on_pruned: `callback(pruner, step)` after each step: rebuild wrappers there (DistributedDataParallel,
-            EMA copies, `torch.compile`), since they hold the old parameters.
+            `torch.compile`), since they hold the old parameters.
+        followers: models of the same structure (an EMA copy of `model`), pruned in place to the same units at
+            every step (their own values sliced).
         backend, time_limit: for `mdp_opt.solve`.
         build_options: `build_spec` options (step, mlp_step, head_step, head_dim_step, min_channels, ignore,
             blocks, heads, family, name).
@@ -105,7 +107,8 @@ class IterativePruner:
                  steps: int = 5, every: int = 100, start: int | None = None,
                  budgets: Sequence[BudgetForm] | None = None, latency: LatencyArg = "measure",
                  costs: Sequence[str] | None = None, optimizer: torch.optim.Optimizer | None = None,
-                 on_pruned: Callable[["IterativePruner", PruningStep], Any] | None = None, backend: str = "cpsat",
+                 on_pruned: Callable[["IterativePruner", PruningStep], Any] | None = None,
+                 followers: Sequence[nn.Module] = (), backend: str = "cpsat",
                  time_limit: float | None = None, **build_options: Any) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
@@ -128,6 +131,13 @@ class IterativePruner:
         final = budget if budget is not None else budgets[-1]
         resources = tuple(final) if isinstance(final, Mapping) else ("latency",)
         costs = resources if costs is None else tuple(costs)
+        followers = list(followers)
+        shapes = {n: p.shape for n, p in model.state_dict().items()}
+        for i, f in enumerate(followers):
+            if not isinstance(f, nn.Module) or f is model or {n: p.shape for n, p in f.state_dict().items()} != shapes:
+                raise ValueError(f"followers[{i}]: expected a copy of model's structure (same state_dict keys and "
+                                 "shapes), such as an EMA copy made with copy.deepcopy(model)")
+        self.followers = followers
         self.model = model
         self.example_input = example_input
         self.optimizer = optimizer
@@ -392,6 +402,8 @@ class IterativePruner:
 
     def _apply(self, config: Configuration) -> InPlaceReport:
         self.close()
+        for follower in self.followers:      # same structure, same provenance: the same elements kept
+            install(follower, slimmed(self._handle, self._tags.model, config), self._tags, self._provenance)
         small = slimmed(self._handle, self._tags.model, config)
         self._provenance, changes = install(self.model, small, self._tags, self._provenance, self.optimizer)
         self._hook_model()
