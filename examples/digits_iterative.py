@@ -200,6 +200,7 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
     parser.add_argument("--quick", action="store_true", help="smaller net, fewer epochs (the test suite's run)")
     parser.add_argument("--budget", type=float, help="final latency budget in percent of the dense model's")
     parser.add_argument("--steps", type=int, help="pruning steps of the iterative methods")
+    parser.add_argument("--seed", type=int, help="seed of the dense training, the batches and the fine-tuning")
     parser.add_argument("--cache-dir", type=Path, help="latency table cache (default ~/.cache/mdp-opt/latency)")
     args = parser.parse_args(argv)
     setup = QUICK if args.quick else Setup()
@@ -207,6 +208,8 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
         setup = replace(setup, budget=args.budget)
     if args.steps is not None:
         setup = replace(setup, steps=args.steps)
+    if args.seed is not None:
+        setup = replace(setup, seed=args.seed)
 
     def log(line: str) -> None:
         print(line, flush=True)
