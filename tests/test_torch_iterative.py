@@ -427,3 +427,43 @@ def test_followers_are_pruned_to_the_same_units():
     assert not any(e is p for e in ema.parameters() for p in model.parameters())
     with pytest.raises(ValueError, match=r"followers\[0\]: expected a copy of model's structure"):
         make_pruner(toy(tiny_vit, 16)[0], data, "40%", None, followers=[nn.Linear(2, 2)])
+
+
+def test_a_step_after_blocks_were_removed_solves_what_is_left():
+    model, data = toy(small_resnet, 16)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    pruner = make_pruner(model, data, None, opt, steps=2, budgets=["15%", "8%"])
+    train(model, opt, data, rounds=2, pruner=pruner)
+    first, second = pruner.history
+    assert first.removed and set(first.removed) < set(second.removed)
+    restricted = pruner.restricted_spec(_importances(pruner))
+    assert not set(first.removed) & set(restricted.block_names)
+    for d in restricted.dims:
+        assert max(d.choices) <= max(1, second.kept[d.name]) or second.kept[d.name] == 0
+    assert second.predicted["latency"] <= second.budget["latency"] * (1 + 1e-9)
+    assert counted_macs(copy.deepcopy(model), data[0][0]) == pytest.approx(second.predicted["latency"])
+    for b in second.removed:
+        assert isinstance(model.get_submodule(b), nn.Identity)
+    train(model, opt, data)
+
+
+def _importances(pruner):
+    from mdp_opt.adapters.torch.importance import normalized
+    from mdp_opt.adapters.torch.scores import taylor_importances
+    scores = {k: v + 1.0 for k, v in pruner.scores().items()}
+    return taylor_importances(pruner._handle.structure, pruner._handle.gates, normalized(scores))
+
+
+def test_rebuild_bad_arguments():
+    model, data = toy(small_resnet, 16, batches=1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    pruner = make_pruner(model, data, "50%", opt, steps=1)
+    train(model, opt, data, pruner=pruner)
+    config = pruner.configuration.to_dict()
+    with pytest.raises(ValueError, match="fresh instance of the original"):
+        pruner.rebuild(model)                                    # already pruned
+    with pytest.raises(ValueError, match="configuration: its dims do not match"):
+        rebuild(BranchNet(), torch.randn(1, 3, 16, 16), config)
+    with pytest.raises(TypeError, match="example_input"):
+        rebuild(small_resnet(), None, config)
+    assert set(Configuration.from_dict(config).kept) == set(pruner._handle.dims)
