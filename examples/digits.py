@@ -161,10 +161,19 @@ class DigitsResNet(nn.Module):
 
 # ---- training --------------------------------------------------------------------------------------
 
-def train(model: nn.Module, data: Digits, epochs: int, lr: float, batch_size: int, seed: int) -> nn.Module:
-    """SGD with Nesterov momentum, cosine learning rate, weight decay, random circular shifts of +-1 px at 8x8 scale."""
+def make_optimizer(model: nn.Module, lr: float) -> torch.optim.SGD:
+    """The optimizer every training run uses: SGD with Nesterov momentum and weight decay."""
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
+
+
+def train(model: nn.Module, data: Digits, epochs: int, lr: float, batch_size: int, seed: int,
+          optimizer: torch.optim.Optimizer | None = None, after_step: Callable[[], None] | None = None) -> nn.Module:
+    """SGD with Nesterov momentum, cosine learning rate, weight decay, random circular shifts of +-1 px at 8x8 scale.
+
+    `optimizer` (default `make_optimizer(model, lr)`) may be given, to be shared with a pruner; `after_step()` is
+    called after every optimizer step (an iterative pruner's `step`)."""
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    optimizer = make_optimizer(model, lr) if optimizer is None else optimizer
     steps = epochs * math.ceil(len(data.y_train) / batch_size)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
     shift = data.x_train.shape[-1] // 8
@@ -180,6 +189,8 @@ def train(model: nn.Module, data: Digits, epochs: int, lr: float, batch_size: in
             loss.backward()
             optimizer.step()
             schedule.step()
+            if after_step is not None:
+                after_step()
     return model.eval()
 
 

@@ -9,6 +9,9 @@ layer scale, transformers with any attention layout, hierarchical transformers, 
     small = handle.apply(result)
     ms = measure_latency(small, example_input)
 
+Inside a training loop: `prune_in_place(model, handle, result, optimizer)` slims your model object itself, and
+`IterativePruner` prunes it in steps while it trains (see `iterative`).
+
 Latency can be measured on another runtime: `MeasuredLatency(runtime="onnxruntime")` and
 `measure_latency(small, example_input, runtime="onnxruntime")` (see `runtimes`).
 
@@ -29,6 +32,8 @@ from .families import (ConvFamily, Declined, Family, GraphFamily, TransformerFam
 from .handlers import (BatchNormHandler, ConvHandler, FunctionHandler, LayerHandler, LinearHandler, NormHandler,
                        OpaqueHandler, UnsupportedModelError, Workload, register_handler)
 from .importance_check import ImportanceWarning
+from .in_place import Configuration, InPlaceReport, prune_in_place, rebuild
+from .iterative import IterativePruner, PruningStep
 from .latency import MeasuredLatency, measure_latency
 from .latency_cache import LatencyCacheWarning, MixedDevicesError
 from .latency_pool import LatencyPool
@@ -42,11 +47,13 @@ from .vit import ViTPruningHandle, build_vit_spec
 ViTStructureError = UnsupportedModelError   # the former transformer-only refusal; every refusal is this type now
 
 __all__ = [
-    "BatchNormHandler", "Compiled", "ConvFamily", "ConvHandler", "Declined", "DimInfo", "EagerRuntime", "Family",
-    "FunctionHandler", "GraphFamily", "ImportanceWarning", "LatencyCacheWarning", "LatencyPool", "LayerHandler",
-    "LayerWidths", "LinearHandler", "MeasuredLatency", "MixedDevicesError", "NormHandler", "OnnxRuntime",
-    "OpaqueHandler", "Options", "PrunedAttention", "PruningHandle", "RemovedBranch", "Runtime", "SkippedBlock",
-    "Structure", "TorchPruningHandle", "TransformerFamily", "UnsupportedModelError",
+    "BatchNormHandler", "Compiled", "Configuration", "ConvFamily", "ConvHandler", "Declined", "DimInfo",
+    "EagerRuntime", "Family", "FunctionHandler", "GraphFamily", "ImportanceWarning", "InPlaceReport",
+    "IterativePruner", "LatencyCacheWarning", "LatencyPool", "LayerHandler", "LayerWidths", "LinearHandler",
+    "MeasuredLatency", "MixedDevicesError", "NormHandler", "OnnxRuntime", "OpaqueHandler", "Options",
+    "PrunedAttention", "PruningHandle", "PruningStep", "RemovedBranch", "Runtime", "SkippedBlock", "Structure",
+    "TorchPruningHandle", "TransformerFamily", "UnsupportedModelError",
     "ViTPruningHandle", "ViTStructureError", "Workload", "build_spec", "build_vit_spec", "measure_latency",
-    "recognise", "register_family", "register_handler", "solve_on_rank0", "spec_from_torch_pruning",
+    "prune_in_place", "rebuild", "recognise", "register_family", "register_handler", "solve_on_rank0",
+    "spec_from_torch_pruning",
 ]

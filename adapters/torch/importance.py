@@ -29,7 +29,7 @@ def taylor_scores(model: nn.Module, layers: Iterable[str], data: Iterable[Any],
     """
     modules = dict(model.named_modules())
     names = list(layers)
-    params = [p for n in names for p in _scored_params(modules[n])]
+    params = [p for n in names for p in scored_params(modules[n])]
     device = params[0].device if params else torch.device("cpu")
     totals = {n: torch.zeros(_channels(modules[n]), dtype=torch.float64, device=device) for n in names}
     batches = 0
@@ -44,12 +44,8 @@ def taylor_scores(model: nn.Module, layers: Iterable[str], data: Iterable[Any],
             grads = torch.autograd.grad(loss, params, allow_unused=True)
         grad_of = {id(p): g for p, g in zip(params, grads)}
         for n in names:
-            per_channel = torch.zeros_like(totals[n])
-            for p in _scored_params(modules[n]):
-                g = grad_of[id(p)]
-                if g is not None:
-                    per_channel += (p.detach() * g).reshape(p.shape[0], -1).sum(dim=1).double()
-            totals[n] += per_channel ** 2
+            totals[n] += channel_taylor([p.detach() * grad_of[id(p)] for p in scored_params(modules[n])
+                                         if grad_of[id(p)] is not None], totals[n]) ** 2
         batches += 1
     if batches == 0:
         raise ValueError("data: no batches; give at least one (inputs, targets) batch")
@@ -84,7 +80,18 @@ def objective_terms(dim_name: str, choices: tuple[int, ...], imp: DimImportance)
     return terms
 
 
-def _scored_params(m: nn.Module) -> list[nn.Parameter]:
+def channel_taylor(products: Iterable[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    """One batch's per-channel first-order Taylor sum of a layer, before squaring: the products
+    `parameter * gradient` of its scored parameters (see `scored_params`), each summed over all but its first
+    (channel) axis, added up (float64, shaped like `like`). Square it and add over batches for MDP's score."""
+    out = torch.zeros_like(like)
+    for product in products:
+        out += product.reshape(product.shape[0], -1).sum(dim=1).double()
+    return out
+
+
+def scored_params(m: nn.Module) -> list[nn.Parameter]:
+    """The parameters whose Taylor products score a layer's output channels: its weight and bias (when present)."""
     return [p for p in (m.weight, getattr(m, "bias", None)) if p is not None]
 
 

@@ -92,22 +92,47 @@ def dim_importances(structure: Structure, model: nn.Module, gates: Iterable[Gate
 
         scoring = sum_scoring(collectively(lambda: scores_by_halves(score, data)))   # every rank's batches
         scaled = normalized(scoring.totals)
-        scores = scaled
-        for dim, entries in layers.items():
-            if dim in site_dims:
-                continue
-            for name, pos, units in entries:
-                add(dim, gate_of.get(ops[name].index), units, scaled[f"layer:{name}"][pos])
-        for dim in site_dims.values():
-            handler = structure.sites[dim.site]
-            kind = next(k for k, s in handler.spaces.items()
-                        if structure.dim_of[structure.spaces.find(s)] == dim.name)
-            add(dim.name, gate_of.get(ops[dim.site].index), np.arange(dim.width), scaled[f"site:{dim.site}.{kind}"])
+        return taylor_importances(structure, gates, scaled), scaled, scoring
     out = {}
     for d in structure.dims:
         total = sum(shares[d.name].values(), np.zeros(d.width))
         out[d.name] = DimImportance(np.argsort(-total, kind="stable"), shares[d.name])
     return out, scores, scoring
+
+
+def taylor_importances(structure: Structure, gates: Iterable[Gate], scores: Mapping[str, np.ndarray]
+                       ) -> dict[str, DimImportance]:
+    """Per dim: its units by decreasing total score and each block's share, from Taylor scores keyed as
+    `build_spec` computes them (`layer:<name>` per output channel of every layer of `scored_layers`,
+    `site:<site>.<kind>` per unit of an attention site); a key that is missing scores zero."""
+    gate_of: dict[int, str] = {}
+    for g in sorted(gates, key=lambda g: g.branch is not None):
+        for i in g.ops:
+            gate_of[i] = g.name
+    ops = {op.name: op for op in structure.atomic_ops() if op.first_call}
+    site_dims = {d.name: d for d in structure.dims if d.site is not None}
+    shares: dict[str, dict[str | None, np.ndarray]] = {d.name: {} for d in structure.dims}
+
+    def add(dim: str, gate: str | None, units: np.ndarray, values: np.ndarray) -> None:
+        share = shares[dim].setdefault(gate, np.zeros(structure.dim(dim).width))
+        np.add.at(share, units, values)
+
+    for dim, entries in scored_layers(structure).items():
+        if dim in site_dims:
+            continue
+        for name, pos, units in entries:
+            key = f"layer:{name}"
+            add(dim, gate_of.get(ops[name].index), units, scores[key][pos] if key in scores else 0.0)
+    for dim in site_dims.values():
+        handler = structure.sites[dim.site]
+        kind = next(k for k, s in handler.spaces.items() if structure.dim_of[structure.spaces.find(s)] == dim.name)
+        key = f"site:{dim.site}.{kind}"
+        add(dim.name, gate_of.get(ops[dim.site].index), np.arange(dim.width), scores[key] if key in scores else 0.0)
+    out = {}
+    for d in structure.dims:
+        total = sum(shares[d.name].values(), np.zeros(d.width))
+        out[d.name] = DimImportance(np.argsort(-total, kind="stable"), shares[d.name])
+    return out
 
 
 def score_name(key: str) -> str:
@@ -186,12 +211,22 @@ def _site_scores(model: nn.Module, sites: Mapping[str, SiteHandler], data: Itera
         def value(p: torch.Tensor) -> torch.Tensor:
             return products[id(p)] if id(p) in products else torch.zeros_like(p)
 
-        with torch.no_grad():
-            for name, handler in sites.items():
-                for kind, parts in handler.taylor_parts(model, value).items():
-                    score = sum(part.double() ** 2 for part in parts)
-                    if kind != "heads":
-                        score = score.sum(dim=0)
-                    key = f"{name}.{kind}"
-                    totals[key] = totals.get(key, 0) + score
+        for key, score in site_batch_scores(model, sites, value).items():
+            totals[key] = totals.get(key, 0) + score
     return {k: t.cpu().numpy() for k, t in totals.items()}
+
+
+def site_batch_scores(model: nn.Module, sites: Mapping[str, SiteHandler],
+                      value: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, torch.Tensor]:
+    """One batch's Taylor scores of every attention site, `<site>.<kind>` -> per-unit scores (float64), where
+    `value(parameter)` is that batch's `parameter * gradient` (zeros for a parameter without gradient). Summed
+    over batches, they are the site scores `build_spec` uses."""
+    out: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        for name, handler in sites.items():
+            for kind, parts in handler.taylor_parts(model, value).items():
+                score = sum(part.double() ** 2 for part in parts)
+                if kind != "heads":
+                    score = score.sum(dim=0)
+                out[f"{name}.{kind}"] = score
+    return out

@@ -35,7 +35,7 @@ CHANNEL_KINDS = ("channels", "embed", "mlp_hidden")
 
 def build_spec(model: nn.Module, example_input: torch.Tensor, *, data: Iterable[Any] | None = None,
                loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
-               importance: Mapping[Any, Any] | None = None, latency: LatencyArg = "measure",
+               importance: Mapping[Any, Any] | str | None = None, latency: LatencyArg = "measure",
                costs: Sequence[str] = ("latency",), step: int = 8, mlp_step: int | None = None, head_step: int = 1,
                head_dim_step: int | None = None, min_channels: MinChannels | Mapping[Any, MinChannels] = 1,
                ignore: Sequence[nn.Module] = (), blocks: str | Sequence[nn.Module] | None = "auto",
@@ -49,7 +49,8 @@ def build_spec(model: nn.Module, example_input: torch.Tensor, *, data: Iterable[
         example_input: one input batch; its device, dtype and batch size are those timed.
         data, loss_fn: `(inputs, targets)` batches and `loss_fn(outputs, targets)` for first-order
             Taylor importance (scaled so the unpruned model is worth 1); or give `importance`
-            instead: {dim name: per-unit scores} or {layer (module or name): per-output-channel scores}.
+            instead: {dim name: per-unit scores} or {layer (module or name): per-output-channel scores}, or
+            "uniform" (every unit scores 1: a placeholder when scores come later, as in `IterativePruner`).
         latency: "measure" (timed on the device of `example_input`, cached on disk, then calibrated
             against whole models; or a configured `MeasuredLatency(...)`, e.g. with calibrate=False),
             "flops" (multiply-accumulates as the latency), or a callable `fn(workload) -> cost`
@@ -97,7 +98,7 @@ def build_spec(model: nn.Module, example_input: torch.Tensor, *, data: Iterable[
     if isinstance(ignore, nn.Module) or isinstance(ignore, str):
         raise ValueError("ignore: expected a list of modules, got a single one; write ignore=[module]")
     ignored = module_names(model, ignore, "ignore")
-    options = Options(step, mlp_step, head_step, head_dim_step, tuple(ignored), _heads(model, heads))
+    options = Options(step, mlp_step, head_step, head_dim_step, tuple(ignored), heads_by_name(model, heads))
     with _buffers_kept(model):      # forward passes in training mode update BatchNorm statistics
         fam, structure = recognise(model, example_input, options, family)
     gates = fam.blocks(model, structure, blocks)
@@ -106,6 +107,10 @@ def build_spec(model: nn.Module, example_input: torch.Tensor, *, data: Iterable[
     choices = {d.name: _choices(d, options.granularity(d.kind), minimum[d.name], d.name in pinned)
                for d in structure.dims}
     prunable = {n for n, c in choices.items() if len(c) > 1}
+    if isinstance(importance, str):
+        if importance != "uniform":
+            raise ValueError(f"importance: expected a mapping or 'uniform', got {importance!r}")
+        importance = {d.name: np.ones(d.width) for d in structure.dims}
     with _buffers_kept(model):
         imps, scores, scoring = dim_importances(structure, model, gates, prunable, data, loss_fn, importance)
     objective = [t for d in structure.dims for t in objective_terms(d.name, choices[d.name], imps[d.name])]
@@ -157,7 +162,8 @@ def _buffers_kept(model: nn.Module) -> Iterator[None]:
                 buffer.copy_(value)
 
 
-def _heads(model: nn.Module, heads: Mapping[Any, int] | None) -> dict[str, int]:
+def heads_by_name(model: nn.Module, heads: Mapping[Any, int] | None) -> dict[str, int]:
+    """The `heads=` option checked: {attention module (or name): head count} -> {module name: head count}."""
     if heads is None:
         return {}
     if not isinstance(heads, Mapping):
