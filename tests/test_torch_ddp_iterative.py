@@ -68,6 +68,7 @@ def _worker(rank: int, init_file: str, out: str) -> None:
     try:
         record = _train(rank)
         record["latency_calls"] = _latency_calls()
+        record["infeasible"] = _infeasible(rank)
         with open(Path(out) / f"rank{rank}.pkl", "wb") as f:
             pickle.dump(record, f)
     finally:
@@ -122,6 +123,21 @@ def _latency_calls() -> int:
                              **{k: v for k, v in OPTIONS.items() if k != "latency"})
     pruner.close()
     return len(calls)
+
+
+def _infeasible(rank: int) -> tuple[str, str]:
+    """A budget no configuration meets: every rank raises (none waits for an answer that will not come)."""
+    ddp = DistributedDataParallel(make_model())
+    pruner = IterativePruner(ddp, example_input(), {"latency": "1%"}, steps=1, every=1, latency="flops", step=8)
+    x, y = batches(rank)[0]
+    F.cross_entropy(ddp(x), y).backward()
+    try:
+        pruner.step()
+        return ("ok", "")
+    except Exception as e:
+        return (type(e).__name__, str(e))
+    finally:
+        pruner.close()
 
 
 def single_process() -> dict[str, Any]:
@@ -230,3 +246,10 @@ def test_every_step_decides_as_one_process_over_the_union(ranks, single):
 def test_latency_is_computed_on_rank0_only(ranks):
     assert ranks[0]["latency_calls"] > 0
     assert ranks[1]["latency_calls"] == 0
+
+
+@pytest.mark.slow
+def test_an_infeasible_step_raises_on_every_rank(ranks):
+    for r in ranks:
+        status, text = r["infeasible"]
+        assert status == "RuntimeError" and "no configuration within budget" in text

@@ -35,7 +35,7 @@ from torch import nn
 import mdp_opt
 from mdp_opt import Dim, Spec, Term, resolve_budgets
 
-from .distributed import from_rank0, rank, sum_across_ranks, unwrap_ddp
+from .distributed import from_rank0, on_rank0, sum_across_ranks, unwrap_ddp
 from .importance import DimImportance, channel_taylor, normalized, objective_terms
 from .in_place import Configuration, InPlaceReport, Tags, install, slimmed
 from .scores import scored_layers, site_batch_scores, taylor_importances
@@ -327,14 +327,15 @@ class IterativePruner:
         imps = taylor_importances(self._handle.structure, self._handle.gates, normalized(summed))
         spec = self.restricted_spec(imps)
         budget = self.budgets[i]
-        answer = None
-        if rank() == 0:
+
+        def solve() -> mdp_opt.Result | str:
             try:
-                answer = mdp_opt.solve(spec, {r: b for r, b in budget.items()}, backend=self.backend,
-                                       time_limit=self.time_limit)
+                return mdp_opt.solve(spec, {r: b for r, b in budget.items()}, backend=self.backend,
+                                     time_limit=self.time_limit)
             except (mdp_opt.SpecError, mdp_opt.BackendError) as e:
-                answer = f"{type(e).__name__}: {e}"
-        answer = from_rank0(answer)
+                return f"{type(e).__name__}: {e}"
+
+        answer = on_rank0(solve)        # solved on rank 0 only; any other error there is raised on every rank
         if isinstance(answer, str) or not answer.has_solution:
             status = answer if isinstance(answer, str) else answer.status.value
             raise RuntimeError(f"IterativePruner step {i + 1}: no configuration within budget {self._percent(budget)} "
