@@ -129,6 +129,29 @@ def test_in_place_training_continues_and_loss_decreases():
     assert losses[-1] < 0.5 * losses[0]
 
 
+def test_in_place_while_a_wrapper_holds_the_parameters_and_their_gradient_accumulators():
+    """As a DistributedDataParallel reducer does: references forbid swapping the tensors, and the old gradient
+    accumulators stay alive; the slimmed parameters must still get gradients of their new shapes (a wrapper made
+    afterwards must not find the old accumulators either)."""
+    import weakref
+    model, data = toy(small_resnet, 16, batches=2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    train(model, opt, data)
+    spec, handle = build_spec(model, data[0][0], data=data, loss_fn=nn.functional.cross_entropy, latency="flops",
+                              step=4)
+    shapes = {id(p): p.shape for p in model.parameters()}
+    refs = [weakref.ref(p) for p in model.parameters()]                               # noqa: F841
+    held = [p.expand_as(p).grad_fn.next_functions[0][0] for p in model.parameters()]
+    report = prune_in_place(model, handle, mdp_opt.solve(spec, "50%"), opt)
+    resized = [p for p in model.parameters() if id(p) in shapes and p.shape != shapes[id(p)]]
+    assert resized and report.resized                   # the same objects, of new shapes
+    for p in resized:
+        assert not any(p.expand_as(p).grad_fn.next_functions[0][0] is acc for acc in held)
+    losses = train(model, opt, data, rounds=2)          # backward and steps at the new shapes
+    assert all(np.isfinite(losses))
+    assert all(p.grad is None or p.grad.shape == p.shape for p in model.parameters())
+
+
 def test_in_place_concat_model_with_adam():
     model, data = toy(BranchNet, 16)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)

@@ -343,12 +343,17 @@ def _resize(p: nn.Parameter, value: torch.Tensor) -> None:
     """Give `p` (the same Python object) `value` as its data, and a fresh autograd identity: a graph still alive
     from the last iteration (the loss a training loop holds) keeps the old gradient accumulator, whose shape
     would be checked against the new one's gradients. `.data` assignment keeps that accumulator, so the tensors
-    are swapped instead (`torch.utils.swap_tensors`), which leaves it with the old tensor."""
+    are swapped instead (`torch.utils.swap_tensors`), which leaves it with the old tensor. When other references
+    to the tensor forbid the swap (a DistributedDataParallel reducer, weak references, views), `.data` is set
+    twice, first to another dtype: autograd then forgets the old accumulator (the reducer holds it alive), and the
+    next backward pass (or the next DistributedDataParallel wrapper) makes one of the new shape."""
     fresh = nn.Parameter(value, requires_grad=p.requires_grad)
     try:
         torch.utils.swap_tensors(p, fresh)
-    except RuntimeError:        # other references to the tensor (weak references, views)
+    except RuntimeError:
         p.grad = None
+        other = torch.float32 if value.dtype == torch.float64 else torch.float64
+        p.data = torch.empty(0, dtype=other, device=value.device)
         p.data = value
         return
     # the Python object keeps its hook dicts, but the autograd side of the hooks stayed with the old tensor:

@@ -11,9 +11,15 @@
 The spec (latency tables, over the full widths) is built once. Each pruning step solves the spec restricted to
 what is left (each dim's choices up to its current width, removed blocks gone) with the importance accumulated
 since the previous step, at the next budget of the schedule (linear from 100% to the final budget, or given),
-and slims the model in place (`in_place`): its optimizer keeps the sliced state of the kept channels. Under
-DistributedDataParallel every rank sums the scores (`sum_across_ranks`) and applies rank 0's answer
-(`from_rank0`); rebuild the DDP wrapper (and any EMA copy) in `on_pruned`.
+and slims the model in place (`in_place`): its optimizer keeps the sliced state of the kept channels.
+
+Under DistributedDataParallel (give the pruner the wrapper or its `.module`; it prunes the `.module`): each rank's
+hooks see the gradient of its own batch's loss (tensor hooks run before DDP averages the gradients), so each rank
+holds the Taylor scores of its own batches; at a step they are summed over the ranks (`sum_across_ranks`), which
+gives the importance of the union of every rank's batches, each batch scored with its own loss's gradient, as one
+process that backwards every batch separately computes. Rank 0 solves and every rank applies its answer
+(`from_rank0`). The wrapper's reducer holds the old parameters: make a new `DistributedDataParallel(pruner.model)`
+in `on_pruned` (the optimizer is updated by the pruner; rebuild an EMA copy there too, or pass it in `followers`).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from torch import nn
 import mdp_opt
 from mdp_opt import Dim, Spec, Term, resolve_budgets
 
-from .distributed import from_rank0, rank, sum_across_ranks
+from .distributed import from_rank0, on_rank0, sum_across_ranks, unwrap_ddp
 from .importance import DimImportance, channel_taylor, normalized, objective_terms
 from .in_place import Configuration, InPlaceReport, Tags, install, slimmed
 from .scores import scored_layers, site_batch_scores, taylor_importances
@@ -78,7 +84,8 @@ class IterativePruner:
     """Prune `model` in steps while it trains, to a final budget, with MDP's exact solve at every step.
 
     Args:
-        model: the model being trained (pruned in place: keep using the same object).
+        model: the model being trained (pruned in place: keep using the same object). A DistributedDataParallel
+            wrapper is unwrapped: `pruner.model` is its `.module`, to wrap anew in `on_pruned`.
         example_input: one input batch (its device and shape are those the latency tables are for).
         budget: the final budget, as `mdp_opt.solve` accepts it over the unpruned model: a number or "40%" (for
             latency), or several resources at once, {"latency": "40%", "params": "50%"}.
@@ -91,8 +98,9 @@ class IterativePruner:
         costs: the resources in the spec (default: those `budget` names).
         optimizer: updated at every step: kept channels keep their momentum / Adam moments, removed
             parameters leave it, new ones (a replaced attention's) join their sources' group.
-        on_pruned: `callback(pruner, step)` after each step: rebuild wrappers there (DistributedDataParallel,
-            `torch.compile`), since they hold the old parameters.
+        on_pruned: `callback(pruner, step)` after each step: rebuild wrappers there (DistributedDataParallel:
+            `DistributedDataParallel(pruner.model, ...)` on every rank; `torch.compile`), since they hold the old
+            parameters.
         followers: models of the same structure (an EMA copy of `model`), pruned in place to the same units at
             every step (their own values sliced).
         backend, time_limit: for `mdp_opt.solve`.
@@ -112,6 +120,7 @@ class IterativePruner:
                  time_limit: float | None = None, **build_options: Any) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+        model = unwrap_ddp(model)      # its .module is pruned in place: the wrapper is rebuilt in on_pruned
         for label, value in (("steps", steps), ("every", every)) + ((("start", start),) if start is not None else ()):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{label}: expected a positive integer, got {value!r}")
@@ -131,7 +140,7 @@ class IterativePruner:
         final = budget if budget is not None else budgets[-1]
         resources = tuple(final) if isinstance(final, Mapping) else ("latency",)
         costs = resources if costs is None else tuple(costs)
-        followers = list(followers)
+        followers = [unwrap_ddp(f) if isinstance(f, nn.Module) else f for f in followers]
         shapes = {n: p.shape for n, p in model.state_dict().items()}
         for i, f in enumerate(followers):
             if not isinstance(f, nn.Module) or f is model or {n: p.shape for n, p in f.state_dict().items()} != shapes:
@@ -318,20 +327,23 @@ class IterativePruner:
         imps = taylor_importances(self._handle.structure, self._handle.gates, normalized(summed))
         spec = self.restricted_spec(imps)
         budget = self.budgets[i]
-        answer = None
-        if rank() == 0:
+
+        def solve() -> mdp_opt.Result | str:
             try:
-                answer = mdp_opt.solve(spec, {r: b for r, b in budget.items()}, backend=self.backend,
-                                       time_limit=self.time_limit)
+                return mdp_opt.solve(spec, {r: b for r, b in budget.items()}, backend=self.backend,
+                                     time_limit=self.time_limit)
             except (mdp_opt.SpecError, mdp_opt.BackendError) as e:
-                answer = f"{type(e).__name__}: {e}"
-        answer = from_rank0(answer)
+                return f"{type(e).__name__}: {e}"
+
+        answer = on_rank0(solve)        # solved on rank 0 only; any other error there is raised on every rank
         if isinstance(answer, str) or not answer.has_solution:
             status = answer if isinstance(answer, str) else answer.status.value
             raise RuntimeError(f"IterativePruner step {i + 1}: no configuration within budget {self._percent(budget)} "
                                f"of the unpruned model ({status}); loosen the budget or allow smaller widths "
                                "(step=, min_channels=)")
-        config, kept, costs = self._configuration_of(answer, imps)
+        # every rank holds the same summed scores; rank 0's kept units are sent anyway, so that no rounding
+        # difference in a collective can ever slim two replicas differently
+        config, kept, costs = from_rank0(self._configuration_of(answer, imps))
         changes = self._apply(config)
         report = PruningStep(
             step=i + 1, iteration=self.iteration, budget=dict(budget), budget_percent=self._percent(budget),
