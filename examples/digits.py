@@ -51,10 +51,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import mdp_opt
-from mdp_opt import Answer, Result, Spec, Status, Term
+from mdp_opt import Answer, Result, Spec, Status, Term, verify
 from mdp_opt.adapters.torch import MeasuredLatency, PruningHandle, build_spec
 from mdp_opt.files import atomic_write, atomic_write_text
-from mdp_opt.solve import verify
 
 METHODS = ("mdp-opt", "HALP-style", "width-only", "uniform")
 DOCS = Path(__file__).resolve().parent.parent / "docs"

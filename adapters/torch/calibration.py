@@ -30,11 +30,7 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 from torch import nn
 
-from mdp_opt.evaluate import evaluate
-from mdp_opt.result import Answer, Result, Status
-from mdp_opt import solve
-from mdp_opt.solve import verify
-from mdp_opt.spec import Spec, Term
+from mdp_opt import Answer, Result, Spec, Status, Term, evaluate, solve, verify
 
 from .latency_model import (AffineFit, Reference, affine_spec, as_result, distinct, fit_affine,
                             reference_configurations)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mdp_opt.spec import Term
+from mdp_opt import Term
 
 
 
