@@ -26,12 +26,14 @@ import numpy as np
 from .backend import Feature, FrontierUnavailable, get_backend
 from .budgets import budget_limit, default_resource, limits
 from .pool import run_jobs
+from .presolve import SharedPresolve
 from .result import Answer, Result, Status
 from .solve import solve, verify
 from .spec import Spec, SpecError, Term
 # how each point was computed, in its result's stats["frontier"]
 ONE_PASS = "one pass for every budget"
 ONE_SOLVE_PER_BUDGET = "one solve per budget"
+SHARED_PRESOLVE = "one solve per budget, sharing the presolve's graph, passes and incumbents"
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,8 @@ def _frontier_by_solving(spec: Spec, resource: str, others: dict[str, float], gr
                          points: int, full: float, backend: str, options: dict[str, Any],
                          ray: str | None = None) -> list[FrontierPoint]:
     """One solve() per budget; a configuration found at a smaller budget is carried forward when the
-    backend (e.g. stopped by a time limit) returns something worse, so values never decrease."""
+    backend (e.g. stopped by a time limit) returns something worse, so values never decrease. Without
+    Ray, a backend with the presolve shares one `SharedPresolve` across the budgets."""
     if grid is None:
         cheapest = _cheapest_by_solving(spec, resource, others, backend, options)
         if cheapest is None:
@@ -136,6 +139,16 @@ def _frontier_by_solving(spec: Spec, resource: str, others: dict[str, float], gr
         grid = _grid(cheapest, max(full, cheapest), points)
     jobs = [(spec, {resource: budget, **others}, backend, options) for budget in grid]
     out: list[FrontierPoint] = []
+    if ray is None and get_backend(backend).has(Feature.PRESOLVE) and options.get("presolve", True) is True:
+        # in increasing budget order, each solve reuses the factor graph, the Lagrangian passes and the
+        # incumbents of the solves before it (an answer at a smaller budget fits every larger one)
+        shared = SharedPresolve(spec)
+        for _, budgets, _, _ in jobs:
+            result = solve(spec, budgets, backend=backend, **{**options, "presolve": shared})
+            result.stats["frontier"] = SHARED_PRESOLVE
+            result.stats["shared_presolve"] = dict(shared.stats)
+            out.append(_never_worse(spec, out, budgets[resource], budgets, result))
+        return out
     for (_, budgets, _, _), result in zip(jobs, run_jobs(_solve_one, jobs, ray)):
         result.stats["frontier"] = ONE_SOLVE_PER_BUDGET
         out.append(_never_worse(spec, out, budgets[resource], budgets, result))
