@@ -16,6 +16,7 @@ the budget.
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ import numpy as np
 from .backend import Feature, FrontierUnavailable, get_backend
 from .budgets import budget_limit, default_resource, limits
 from .pool import run_jobs
+from .factor_graph import TableTooLarge
 from .presolve import SharedPresolve
 from .result import Answer, Result, Status
 from .solve import solve, verify
@@ -62,7 +64,7 @@ class FrontierPoint:
 
 
 def frontier(spec: Spec, resource: str | None = None, budgets: Sequence[float] | None = None, points: int = 50,
-             backend: str = "dp", ray: str | None = None, **options: Any) -> list[FrontierPoint]:
+             backend: str = "dp", ray: str | None = None, share: bool = True, **options: Any) -> list[FrontierPoint]:
     """The optimal value of `spec` at a grid of budgets of `resource`, other budgets of the spec enforced.
 
     Args:
@@ -76,6 +78,10 @@ def frontier(spec: Spec, resource: str | None = None, budgets: Sequence[float] |
             budget, presolve included).
         ray: solve budget by budget on a Ray cluster (an address, "auto" or "local:N"; see `mdp_opt.pool`),
             one job per budget; the points are the same as here. (A one-pass frontier runs here.)
+        share: when solving budget by budget here with a backend that runs the presolve, share one
+            `SharedPresolve` across the budgets (in increasing order: the factor graph, the Lagrangian passes
+            and the incumbents of smaller budgets are reused); the answers are the same. False solves each
+            budget alone (for benchmarking).
         options: passed to the backend (`resolution`, `memory_cap`, `time_limit`, ...). With one pass,
             `time_limit` bounds the whole pass and reaching it raises TimeoutError; otherwise it applies
             to each solve.
@@ -89,33 +95,48 @@ def frontier(spec: Spec, resource: str | None = None, budgets: Sequence[float] |
     resource = checked_resource(spec, resource)
     others = {r: b for r, b in spec.budgets.items() if r != resource}
     grid = None if budgets is None else _checked_budgets(budgets)
+    if not isinstance(share, bool):
+        raise SpecError(f"share: expected True or False, got {share!r}")
     if grid is None and (isinstance(points, bool) or not isinstance(points, int) or points < 1):
         raise SpecError(f"points: expected a positive whole number of budgets, got {points!r}")
     full = spec.full_cost(resource)
     hook = get_backend(backend).frontier if get_backend(backend).has(Feature.FRONTIER) else None
+    shared = SharedPresolve(spec) if share and ray is None else None
     if hook is not None and ray is None:
         try:
-            return _frontier_one_pass(hook, spec, resource, others, grid, points, full, backend, options)
+            return _frontier_one_pass(hook, spec, resource, others, grid, points, full, backend, options, shared)
         except FrontierUnavailable:
             pass                     # the one pass would cost more than solving budget by budget
-    return _frontier_by_solving(spec, resource, others, grid, points, full, backend, options, ray)
+    return _frontier_by_solving(spec, resource, others, grid, points, full, backend, options, ray, shared)
 
 
 def _frontier_one_pass(hook: Any, spec: Spec, resource: str, others: dict[str, float], grid: list[float] | None,
-                       points: int, full: float, backend: str, options: dict[str, Any]) -> list[FrontierPoint]:
+                       points: int, full: float, backend: str, options: dict[str, Any],
+                       shared: SharedPresolve | None) -> list[FrontierPoint]:
     start = time.perf_counter()
     other_limits = limits(others)
     count = len(grid) if grid is not None else points
-    front = hook(spec, resource, other_limits, budget_limit(full if grid is None else max(grid)), count, options)
-    cheapest = front.cheapest()
-    if grid is None and cheapest is None:
-        # every configuration within the other budgets costs more than full
-        front = hook(spec, resource, other_limits, None, count, options)
+    if others or "limits" not in inspect.signature(hook).parameters:
+        shared = None
+    if shared is not None:
+        # the grid known before the pass lets the backend prune by value for exactly those budgets
+        if grid is None:
+            least = _least_cost(shared, resource)
+            grid = None if least is None else _grid(least, max(full, least), points)
+    if shared is not None and grid is not None:
+        front = hook(spec, resource, other_limits, budget_limit(max(grid)), count, options,
+                     limits=[float(budget_limit(b)) for b in grid], shared=shared)
+    else:
+        front = hook(spec, resource, other_limits, budget_limit(full if grid is None else max(grid)), count, options)
         cheapest = front.cheapest()
-    if grid is None:
-        if cheapest is None:
-            return []
-        grid = _grid(cheapest, max(full, cheapest), points)
+        if grid is None and cheapest is None:
+            # every configuration within the other budgets costs more than full
+            front = hook(spec, resource, other_limits, None, count, options)
+            cheapest = front.cheapest()
+        if grid is None:
+            if cheapest is None:
+                return []
+            grid = _grid(cheapest, max(full, cheapest), points)
     wall = (time.perf_counter() - start) / len(grid)
     out: list[FrontierPoint] = []
     for budget in grid:
@@ -126,23 +147,35 @@ def _frontier_one_pass(hook: Any, spec: Spec, resource: str, others: dict[str, f
     return out
 
 
+def _least_cost(shared: SharedPresolve, resource: str) -> float | None:
+    """The cost of `resource` of a least-cost configuration (one elimination pass; the spec has no other
+    budget); None when the presolve's graph is over its memory limit."""
+    try:
+        graph = shared.graph()
+    except TableTooLarge:
+        return None
+    _, x = shared.max_sum({resource: 1.0}, value_weight=0.0)
+    return graph.evaluate(x)[1][resource]
+
+
 def _frontier_by_solving(spec: Spec, resource: str, others: dict[str, float], grid: list[float] | None,
                          points: int, full: float, backend: str, options: dict[str, Any],
-                         ray: str | None = None) -> list[FrontierPoint]:
+                         ray: str | None = None, shared: SharedPresolve | None = None) -> list[FrontierPoint]:
     """One solve() per budget; a configuration found at a smaller budget is carried forward when the
     backend (e.g. stopped by a time limit) returns something worse, so values never decrease. Without
     Ray, a backend with the presolve shares one `SharedPresolve` across the budgets."""
     if grid is None:
-        cheapest = _cheapest_by_solving(spec, resource, others, backend, options)
+        cheapest = _least_cost(shared, resource) if shared is not None and not others else None
+        if cheapest is None:
+            cheapest = _cheapest_by_solving(spec, resource, others, backend, options)
         if cheapest is None:
             return []
         grid = _grid(cheapest, max(full, cheapest), points)
     jobs = [(spec, {resource: budget, **others}, backend, options) for budget in grid]
     out: list[FrontierPoint] = []
-    if ray is None and get_backend(backend).has(Feature.PRESOLVE) and options.get("presolve", True) is True:
+    if shared is not None and get_backend(backend).has(Feature.PRESOLVE) and options.get("presolve", True) is True:
         # in increasing budget order, each solve reuses the factor graph, the Lagrangian passes and the
         # incumbents of the solves before it (an answer at a smaller budget fits every larger one)
-        shared = SharedPresolve(spec)
         for _, budgets, _, _ in jobs:
             result = solve(spec, budgets, backend=backend, **{**options, "presolve": shared})
             result.stats["frontier"] = SHARED_PRESOLVE

@@ -236,10 +236,17 @@ def test_real_instance_frontier_shares_passes_and_matches_independent_solves():
     assert out[-1].result.stats["solved_by"] == "presolve" and out[-1].status is Status.OPTIMAL
 
 
-def test_presolve_false_solves_each_budget_alone():
+def test_share_false_or_presolve_false_solve_each_budget_alone():
     spec = Spec.from_dict(EXAMPLE)
     out = frontier(spec, points=3, backend="cpsat", presolve=False)
     assert {p.result.stats["frontier"] for p in out} == {ONE_SOLVE_PER_BUDGET}
+    alone = frontier(spec, points=3, backend="cpsat", share=False)
+    assert {p.result.stats["frontier"] for p in alone} == {ONE_SOLVE_PER_BUDGET}
+    shared = frontier(spec, points=3, backend="cpsat")
+    assert {p.result.stats["frontier"] for p in shared} == {SHARED_PRESOLVE}
+    assert [p.objective for p in shared] == pytest.approx([p.objective for p in alone])
+    with pytest.raises(SpecError, match="^share"):
+        frontier(spec, points=3, share="no")
 
 
 def test_a_shared_presolve_of_another_spec_is_refused():
@@ -261,3 +268,42 @@ def test_shared_presolve_counts_reused_passes():
     assert shared.stats["passes_run"] == run              # the same budget: every pass is reused
     assert again.stats["presolve"]["passes"] < first.stats["presolve"]["passes"]   # it starts at the bracket
     assert shared.stats["passes_reused"] > 0
+
+
+# ---- dp's one pass pruned by value for the grid's budgets -----------------------------------------
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 50), st.floats(-1e3, 1e3)), min_size=1, max_size=12),
+       st.lists(st.floats(-100, 100), min_size=1, max_size=30))
+def test_lower_envelope_is_the_minimum_of_the_lines(lines, points):
+    slopes, intercepts = (np.array(x) for x in zip(*lines))
+    breaks, a, b = DP.lower_envelope(slopes, intercepts)
+    c = np.array(points)
+    at = np.searchsorted(breaks, c)
+    expected = np.min(slopes[None, :] * c[:, None] + intercepts[None, :], axis=1)
+    assert np.allclose(a[at] * c + b[at], expected, rtol=1e-9, atol=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(specs(max_resources=1), st.lists(st.integers(0, 26).map(lambda i: i / 20), min_size=1, max_size=8))
+def test_one_pass_pruned_for_the_grid_equals_brute_force_at_every_budget(spec, fractions):
+    resource = next(iter(spec.costs))
+    full = spec.full_cost(resource)
+    budgets = [f * full for f in fractions]
+    out = frontier(spec, resource, budgets=budgets, backend="dp")
+    for p in out:
+        same_answer(p, mdp_opt.solve(spec, {resource: p.budget}, backend="brute"))
+
+
+def test_real_instance_one_pass_prunes_for_the_grid_and_matches_independent_solves():
+    spec = mdp_opt.examples.make("mdp-rn50-step10")
+    out = frontier(spec, points=30)
+    assert {p.result.stats["frontier"] for p in out} == {"one pass for every budget"}
+    pruning = out[0].result.stats["grid_pruning"]
+    assert pruning["limits"] == 30 and pruning["pairs_pruned"] > 0
+    for p in out[::6]:
+        same_answer(p, mdp_opt.solve(spec, {"latency": p.budget}, backend="dp"))
+    unpruned = frontier(spec, points=30, share=False)      # the pass without the grid's pruning
+    assert "grid_pruning" not in unpruned[0].result.stats
+    assert unpruned[0].result.stats["candidate_pairs"] > out[0].result.stats["candidate_pairs"]
+    assert [p.objective for p in unpruned] == pytest.approx([p.objective for p in out], rel=1e-12)
