@@ -48,8 +48,7 @@ import numpy as np
 
 from mdp_opt.backend import Feature, FrontierUnavailable, check_number, register_backend, take_options
 from mdp_opt.deadline import Deadline
-from mdp_opt.factor_graph import SpecGraph, TableTooLarge, elimination_order
-from mdp_opt.presolve import SharedPresolve
+from mdp_opt.factor_graph import SpecGraph, elimination_order
 from mdp_opt.presolve.dual import LagrangianSearch
 from mdp_opt.result import Answer, Status
 from mdp_opt.rounding import answer_from_passes, round_costs, solve_rounded
@@ -161,99 +160,12 @@ def _dominated(state: np.ndarray, cost: np.ndarray, value: np.ndarray, check: Ca
     return out
 
 
-class GridPruning:
-    """Value pruning for a frontier over a grid of limits B_k of one resource (no other limit).
-
-    For each k, a multiplier lam_k >= 0 and the value inc_k of a feasible configuration within B_k: a pair
-    (cost c, value v) can lead to a configuration within B_k worth at least inc_k only if
-    v - lam_k c + outside_k + lam_k B_k >= inc_k (a Lagrangian bound), where outside_k sums, over the other
-    pool messages, their best value - lam_k cost. A pair is kept when that holds for some k, that is when
-    v >= g(c) = min_k (lam_k c + floor_k): the lower envelope of K lines, evaluated by binary search. Every
-    optimal configuration at every B_k survives (a float-rounding margin keeps the doubtful ones), so the
-    pass's answers at the grid's limits are exact; at other limits they are not answers at all.
-    """
-
-    def __init__(self, lambdas: np.ndarray, limits: np.ndarray, incumbents: np.ndarray) -> None:
-        self.lams = np.asarray(lambdas, dtype=np.float64)
-        self.base = np.asarray(incumbents, dtype=np.float64) - self.lams * np.asarray(limits, dtype=np.float64)
-        self.scale = 1.0 + np.abs(incumbents) + np.abs(self.lams * limits)
-        self.reduced: dict[_Node, np.ndarray] = {}
-        self.pool = np.zeros(len(self.lams))
-        self.pruned = 0
-
-    def reduced_of(self, node: _Node) -> np.ndarray:
-        """Per k, max over the node's pairs of value - lam_k * cost (-inf without pairs), remembered."""
-        if node not in self.reduced:
-            if node.pairs == 0:
-                self.reduced[node] = np.full(len(self.lams), -math.inf)
-            else:
-                # only the staircase (the best value within each cost, over every state) can attain a maximum
-                order = np.argsort(node.cost[:, 0], kind="stable")
-                c, v = node.cost[order, 0], node.value[order]
-                previous = np.concatenate([[-math.inf], np.maximum.accumulate(v)[:-1]])
-                c, v = c[v > previous], v[v > previous]
-                best = np.full(len(self.lams), -math.inf)
-                for lo in range(0, len(c), 4096):
-                    best = np.maximum(best, np.max(v[lo:lo + 4096, None] - c[lo:lo + 4096, None] * self.lams[None, :],
-                                                   axis=0))
-                self.reduced[node] = best
-        return self.reduced[node]
-
-    def start(self, leaves: list[_Node]) -> None:
-        self.pool = np.sum([self.reduced_of(leaf) for leaf in leaves], axis=0) if leaves else np.zeros(len(self.lams))
-
-    def envelope(self, parts: list[_Node]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """(breakpoints, slopes, intercepts) of g for a join of `parts`; None when nothing can be pruned."""
-        outside = self.pool - np.sum([self.reduced_of(p) for p in parts], axis=0)
-        if not np.all(np.isfinite(outside)):
-            return None
-        floor = self.base - outside - 1e-9 * (self.scale + np.abs(outside))
-        return lower_envelope(self.lams, floor)
-
-    def keep(self, cost: np.ndarray, value: np.ndarray, env: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
-        breaks, slopes, intercepts = env
-        at = np.searchsorted(breaks, cost)
-        g = slopes[at] * cost + intercepts[at]
-        # next to a breakpoint, either neighbouring line may be the lower one in floating point
-        left, right = np.maximum(at - 1, 0), np.minimum(at + 1, len(slopes) - 1)
-        g = np.minimum(g, np.minimum(slopes[left] * cost + intercepts[left], slopes[right] * cost + intercepts[right]))
-        ok = value >= g
-        self.pruned += int(np.count_nonzero(~ok))
-        return ok
-
-    def joined(self, parts: list[_Node], node: _Node) -> None:
-        self.pool = self.pool - np.sum([self.reduced_of(p) for p in parts], axis=0) + self.reduced_of(node)
-
-
-def lower_envelope(slopes: np.ndarray, intercepts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """c -> min_k (slopes[k] * c + intercepts[k]) as (breakpoints, slopes, intercepts) of its pieces: piece i
-    holds for breakpoints[i - 1] <= c <= breakpoints[i] (np.searchsorted(breakpoints, c) finds it)."""
-    order = np.lexsort((intercepts, -slopes))          # slope decreasing, then intercept increasing
-    hull: list[int] = []
-    for k in order:
-        if hull and slopes[hull[-1]] == slopes[k]:
-            continue                                   # the same slope with a larger intercept: never the min
-        while len(hull) >= 2:
-            i, j = hull[-2], hull[-1]
-            # j is never the minimum when k undercuts it before i does
-            if (intercepts[k] - intercepts[i]) * (slopes[i] - slopes[j]) <= \
-                    (intercepts[j] - intercepts[i]) * (slopes[i] - slopes[k]):
-                hull.pop()
-            else:
-                break
-        hull.append(int(k))
-    a, b = slopes[hull], intercepts[hull]
-    with np.errstate(over="ignore"):              # nearly equal slopes: a breakpoint at +-inf
-        breaks = (b[1:] - b[:-1]) / (a[:-1] - a[1:])
-    return breaks, a, b
-
-
 class _Eliminator:
     """Runs variable elimination on Pareto messages under per-resource cost caps."""
 
     def __init__(self, sizes: Sequence[int], leaves: list[_Node], caps: np.ndarray, memory_cap: float,
                  deadline: Deadline, names: Sequence[str], max_candidates: float | None = None,
-                 pruning: tuple[Any, float] | None = None, grid: GridPruning | None = None) -> None:
+                 pruning: tuple[Any, float] | None = None) -> None:
         self.sizes = list(sizes)
         self.names = names
         self.caps = caps          # limits: a pair costing more can never fit
@@ -279,9 +191,6 @@ class _Eliminator:
         self.reduced: dict[_Node, float] = {}     # nodes hash by identity
         self.pool_reduced = sum(self._reduced(leaf) for leaf in self.leaves) if self.pruning else 0.0
         self.pruned_by_value = 0
-        self.grid = grid
-        if grid is not None:
-            grid.start(self.leaves)
 
     def run(self, order: Sequence[int]) -> "_Top":
         """Eliminate every variable, the next one being the cheapest given the messages' actual sizes
@@ -394,7 +303,6 @@ class _Eliminator:
             margin = 1e-9 * (1.0 + abs(incumbent) + abs(self.budget) + abs(outside))
             if math.isfinite(outside):
                 floor = incumbent - margin - self.budget - outside
-        envelope = self.grid.envelope(parts) if self.grid is not None else None
         chunks = []
         for lo in range(0, total, _CHUNK_PAIRS):
             self._check_time()
@@ -412,8 +320,6 @@ class _Eliminator:
                 promising = value - cost @ self.pruning[0] >= floor
                 self.pruned_by_value += int(np.count_nonzero(ok & ~promising))
                 ok &= promising
-            if envelope is not None:
-                ok[ok] = self.grid.keep(cost[ok, 0], value[ok], envelope)
             state = new_state[u[ok]]
             keep = _pareto(state, cost[ok], value[ok], self._check_time)
             chunks.append((state[keep], cost[ok][keep], value[ok][keep], [link[ok][keep] for link in links]))
@@ -432,8 +338,6 @@ class _Eliminator:
         node = _Node(tuple(kept), kept_shape, state, cost, value, least, tuple(parts), tuple(links))
         if self.pruning is not None:
             self.pool_reduced = self.pool_reduced - sum(self._reduced(p) for p in parts) + self._reduced(node)
-        if self.grid is not None:
-            self.grid.joined(parts, node)
         return self._store(node)
 
 
@@ -581,16 +485,14 @@ def pareto_front(spec: Spec, limits: Mapping[str, float], *, memory_cap: float =
 
 
 def _pass(spec: Spec, limits: Mapping[str, float], memory_cap: float, deadline: Deadline,
-          max_candidates: float | None = None, pruning: tuple[float, float] | None = None,
-          grid: GridPruning | None = None) -> Front:
+          max_candidates: float | None = None, pruning: tuple[float, float] | None = None) -> Front:
     start = time.perf_counter()
     graph = SpecGraph(spec)
     resources = list(limits)
     leaves = _leaves(graph, resources)
     order = elimination_order(graph.sizes, [leaf.scope for leaf in leaves])
     caps = np.array([float(limits[r]) for r in resources] or [math.inf], dtype=np.float64)
-    engine = _Eliminator(graph.sizes, leaves, caps, memory_cap, deadline, graph.variables, max_candidates, pruning,
-                         grid)
+    engine = _Eliminator(graph.sizes, leaves, caps, memory_cap, deadline, graph.variables, max_candidates, pruning)
     top = engine.run(order)
     stats = {"largest_message_pairs": engine.largest, "candidate_pairs": engine.candidates,
              "stored_mib": round(engine.stored / 2**20, 2), "dp_seconds": round(time.perf_counter() - start, 4)}
@@ -598,8 +500,6 @@ def _pass(spec: Spec, limits: Mapping[str, float], memory_cap: float, deadline: 
         stats["value_pruning"] = {"multipliers": dict(zip(resources, map(float, engine.pruning[0]))),
                                   "incumbent": engine.pruning[1],
                                   "pairs_pruned": engine.pruned_by_value}
-    if grid is not None:
-        stats["grid_pruning"] = {"limits": len(grid.lams), "pairs_pruned": grid.pruned}
     return Front(stats, graph, top)
 
 
@@ -698,38 +598,10 @@ def _coarse_incumbent(spec: Spec, limits: Mapping[str, float], memory_cap: float
 # ---- the one-pass frontier (Feature.FRONTIER) -----------------------------------------------------
 
 # One solve() with presolve costs about as much as building this many candidate pairs in a DP pass (measured
-# on mdp-rn101-step00: a solve sharing the presolve's work ~0.1 s, a pass ~4M pairs/s): the one-pass frontier
-# is tried with a budget of this many pairs per point, else each budget is solved alone.
+# on mdp-rn101-step00: a solve ~0.1 s, a pass ~5M pairs/s; its 100-point pass needs 18.4M pairs, 3.7 s, where
+# 100 solves take 10-18 s): the one-pass frontier is tried with a budget of this many pairs per point, else
+# each budget is solved alone.
 PAIRS_PER_SOLVE = 200_000
-
-
-def grid_pruning(spec: Spec, resource: str, limits: Sequence[float], deadline: Deadline,
-                 shared: SharedPresolve | None = None) -> GridPruning | None:
-    """Multipliers and incumbents for `GridPruning` at each limit: the core's Lagrangian search (with its local
-    search: better incumbents prune more) at each limit in increasing order, sharing one `SharedPresolve` (passes, brackets, and the
-    incumbent of each limit offered to the next). Limits no configuration fits are left out (nothing serves
-    them); None when the presolve's graph is over its memory limit."""
-    shared = shared if shared is not None else SharedPresolve(spec)
-    try:
-        graph = shared.graph()
-    except TableTooLarge:
-        return None
-    lams, kept, incumbents = [], [], []
-    for limit in sorted(limits):
-        search = LagrangianSearch(graph, spec, {resource: limit}, deadline, shared)
-        for x, value, costs in shared.incumbents({resource: limit}):
-            search.offer(x, value, costs)
-        if search.run():
-            continue                    # proven infeasible: no configuration to keep for this limit
-        if search.incumbent is None:
-            return None                 # without an incumbent nothing can be pruned for this limit
-        shared.remember(search.incumbent, search.incumbent_value)
-        lams.append(search.best_lambdas[resource])
-        kept.append(limit)
-        incumbents.append(search.incumbent_value)
-    if not kept:
-        return None
-    return GridPruning(np.array(lams), np.array(kept), np.array(incumbents))
 
 
 class OnePassFront:
@@ -737,26 +609,18 @@ class OnePassFront:
     rounded up for configurations, rounded down for bounds), the other limits enforced."""
 
     def __init__(self, spec: Spec, resource: str, others: Mapping[str, float], cap: float | None, points: int,
-                 options: Mapping[str, Any], limits: Sequence[float] | None = None,
-                 shared: SharedPresolve | None = None) -> None:
-        """`limits`: when the grid's limits of `resource` are known, and there is no other limit and no rounding,
-        the pass prunes by value for them (`GridPruning`, multipliers and incumbents from the Lagrangian search
-        at each limit, sharing `shared`); its answers are then exact at those limits only."""
+                 options: Mapping[str, Any]) -> None:
         opts = take_options(options, DEFAULTS, "dp")
         memory_cap = _memory_cap(opts["memory_cap"])
         deadline = opts["deadline"]
         self.resource, self.others = resource, dict(others)
-        grid_limits = None if limits is None else sorted(float(x) for x in limits)
         limits = {resource: math.inf if cap is None else float(cap), **self.others}
         self.scales = _scales(spec, opts["resolution"], limits)
         work = PAIRS_PER_SOLVE * points
         try:
             if not any(self.scales.values()):
                 self.up, self.down = None, None
-                self.grid = None
-                if grid_limits is not None and not self.others:
-                    self.grid = grid_pruning(spec, resource, grid_limits, deadline, shared)
-                self.front = _pass(spec, limits, memory_cap, deadline, work, grid=self.grid)
+                self.front = _pass(spec, limits, memory_cap, deadline, work)
                 return
             self.up = round_costs(spec, limits, self.scales, "up")
             self.down = round_costs(spec, limits, self.scales, "down")
@@ -768,8 +632,6 @@ class OnePassFront:
 
     def cheapest(self) -> float | None:
         """The least cost of the resource of any configuration within the other limits (None if none)."""
-        if getattr(self, "grid", None) is not None:
-            raise ValueError("a pass pruned for a grid of limits answers at those limits only")
         least = self.front.cheapest()
         scale = self.scales.get(self.resource)
         return None if least is None else least / scale if scale else least

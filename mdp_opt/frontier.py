@@ -16,7 +16,6 @@ the budget.
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 from dataclasses import dataclass
@@ -104,39 +103,27 @@ def frontier(spec: Spec, resource: str | None = None, budgets: Sequence[float] |
     shared = SharedPresolve(spec) if share and ray is None else None
     if hook is not None and ray is None:
         try:
-            return _frontier_one_pass(hook, spec, resource, others, grid, points, full, backend, options, shared)
+            return _frontier_one_pass(hook, spec, resource, others, grid, points, full, backend, options)
         except FrontierUnavailable:
             pass                     # the one pass would cost more than solving budget by budget
     return _frontier_by_solving(spec, resource, others, grid, points, full, backend, options, ray, shared)
 
 
 def _frontier_one_pass(hook: Any, spec: Spec, resource: str, others: dict[str, float], grid: list[float] | None,
-                       points: int, full: float, backend: str, options: dict[str, Any],
-                       shared: SharedPresolve | None) -> list[FrontierPoint]:
+                       points: int, full: float, backend: str, options: dict[str, Any]) -> list[FrontierPoint]:
     start = time.perf_counter()
     other_limits = limits(others)
     count = len(grid) if grid is not None else points
-    if others or "limits" not in inspect.signature(hook).parameters:
-        shared = None
-    if shared is not None:
-        # the grid known before the pass lets the backend prune by value for exactly those budgets
-        if grid is None:
-            least = _least_cost(shared, resource)
-            grid = None if least is None else _grid(least, max(full, least), points)
-    if shared is not None and grid is not None:
-        front = hook(spec, resource, other_limits, budget_limit(max(grid)), count, options,
-                     limits=[float(budget_limit(b)) for b in grid], shared=shared)
-    else:
-        front = hook(spec, resource, other_limits, budget_limit(full if grid is None else max(grid)), count, options)
+    front = hook(spec, resource, other_limits, budget_limit(full if grid is None else max(grid)), count, options)
+    cheapest = front.cheapest()
+    if grid is None and cheapest is None:
+        # every configuration within the other budgets costs more than full
+        front = hook(spec, resource, other_limits, None, count, options)
         cheapest = front.cheapest()
-        if grid is None and cheapest is None:
-            # every configuration within the other budgets costs more than full
-            front = hook(spec, resource, other_limits, None, count, options)
-            cheapest = front.cheapest()
-        if grid is None:
-            if cheapest is None:
-                return []
-            grid = _grid(cheapest, max(full, cheapest), points)
+    if grid is None:
+        if cheapest is None:
+            return []
+        grid = _grid(cheapest, max(full, cheapest), points)
     wall = (time.perf_counter() - start) / len(grid)
     out: list[FrontierPoint] = []
     for budget in grid:
@@ -148,8 +135,8 @@ def _frontier_one_pass(hook: Any, spec: Spec, resource: str, others: dict[str, f
 
 
 def _least_cost(shared: SharedPresolve, resource: str) -> float | None:
-    """The cost of `resource` of a least-cost configuration (one elimination pass; the spec has no other
-    budget); None when the presolve's graph is over its memory limit."""
+    """The cost of `resource` of a least-cost configuration (one elimination pass of the shared graph, where
+    the spec has no other budget, instead of a solve); None when the graph is over the presolve's memory limit."""
     try:
         graph = shared.graph()
     except TableTooLarge:

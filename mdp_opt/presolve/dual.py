@@ -76,9 +76,8 @@ class LagrangianSearch:
     def closed(self) -> bool:
         return self.incumbent is not None and relative_gap(self.bound, self.incumbent_value) <= OPTIMALITY_GAP
 
-    def run(self, climb: bool = True) -> bool:
+    def run(self) -> bool:
         """Search the multipliers; True when some resource's minimum cost proves the limits infeasible.
-        `climb=False` skips the local search at the end (the incumbent is then the best maximiser met).
 
         Stops early (with the bound and incumbent found so far) when the deadline passes."""
         cheapest = {}
@@ -108,7 +107,7 @@ class LagrangianSearch:
             remaining = self.bound - self.incumbent_value if self.incumbent is not None else abs(self.bound)
             if self.closed() or self.deadline.expired or before - self.bound <= 0.01 * remaining:
                 break
-        if climb and not self.closed():
+        if not self.closed():
             for x in self.best_starts(starts + ([self.incumbent] if self.incumbent is not None else [])):
                 if self.deadline.expired or self.closed():
                     break
