@@ -5,7 +5,8 @@
 
 For every spec and backend, in this order, each in a fresh process: the old path (`frontier(...,
 share=False)`: dp's one pass where it applies, else one independent `solve()` per budget), the new path
-(`frontier(...)`: one `SharedPresolve` across the budgets), interleaved new, old, new, old (the two timings
+(`frontier(...)`: one `SharedPresolve` across the budgets; with `--main PYTHON` the old path is that
+interpreter's mdp_opt as it is, e.g. `--main /work/main/.venv/bin/python` for the main branch), interleaved new, old, new, old (the two timings
 of each are the noise floor of this shared machine; the verdict and the speed-up use the slower new one and
 the faster old one). On specs with more than 2,000 choices the old path is timed on every
 `--old-sample`-th budget of the grid and scaled up (marked "~"): 100 independent solves there take minutes.
@@ -39,8 +40,10 @@ def child(job: dict[str, Any]) -> dict[str, Any]:
     options = {"threads": 2} if mdp_opt.get_backend(job["backend"]).has(mdp_opt.Feature.THREADS) else {}
     budgets = job.get("budgets")
     start = time.perf_counter()
+    if "share" in job:                 # the baseline (--main) predates the option
+        options["share"] = job["share"]
     points = mdp_opt.frontier(spec, "latency", budgets=budgets, points=job["points"], backend=job["backend"],
-                              share=job["share"], **options)
+                              **options)
     seconds = time.perf_counter() - start
     shared = points[-1].result.stats.get("shared_presolve", {}) if points else {}
     return {"seconds": seconds, "dims": len(spec.dims), "choices": sum(d.size for d in spec.dims),
@@ -49,15 +52,19 @@ def child(job: dict[str, Any]) -> dict[str, Any]:
             "proven": sum(p.status is mdp_opt.Status.OPTIMAL for p in points), "shared": shared}
 
 
-def run(job: dict[str, Any], timeout: float) -> dict[str, Any]:
+def run(job: dict[str, Any], timeout: float, python: str = sys.executable) -> dict[str, Any]:
     try:
-        done = subprocess.run([sys.executable, __file__, "--child", json.dumps(job)], capture_output=True, text=True,
+        done = subprocess.run([python, __file__, "--child", json.dumps(job)], capture_output=True, text=True,
                               env=dict(os.environ, PYTHONHASHSEED="0"), timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"did not finish within {timeout:.0f} s"}
     if done.returncode != 0:
         return {"error": (done.stderr.strip().splitlines() or ["?"])[-1][:160]}
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _progress(label: str, backend: str, which: str, r: dict[str, Any]) -> None:
+    print(f"<!-- {label} {backend} {which}: {r.get('seconds', r.get('error'))} -->", file=sys.stderr, flush=True)
 
 
 def mismatches(new: dict[str, Any], old: dict[str, Any]) -> list[str]:
@@ -80,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--points", type=int, default=100)
     parser.add_argument("--old-sample", type=int, default=10)
     parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument("--once", action="store_true", help="new once and old once (for the slow specs)")
+    parser.add_argument("--main", metavar="PYTHON",
+                        help="the old path is this interpreter's mdp_opt (e.g. the main checkout's venv), as it is")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -94,15 +104,24 @@ def main(argv: list[str] | None = None) -> int:
         for backend in args.backends.split(","):
             base = {"spec": label, "backend": backend, "points": args.points}
             news = [run({**base, "share": True}, args.timeout)]
-            old_job = {**base, "share": False}
+            old_job = dict(base) if args.main else {**base, "share": False}
+            old_python = args.main or sys.executable
             scale = 1.0
             first = news[0]
             if "error" not in first and first["choices"] > 2000 and first["how"] != "one pass for every budget":
                 sample = first["budgets"][::args.old_sample]
                 old_job["budgets"], scale = sample, len(first["budgets"]) / len(sample)
-            olds = [run(old_job, args.timeout)]          # new, old, new, old: interleaved
-            news.append(run({**base, "share": True}, args.timeout))
-            olds.append(run(old_job, args.timeout))
+            _progress(label, backend, "new", news[-1])
+            olds = [run(old_job, args.timeout, old_python)]          # new, old, new, old: interleaved
+            _progress(label, backend, "old", olds[-1])
+            if args.once:
+                news.append(news[0])
+                olds.append(olds[0])
+            else:
+                news.append(run({**base, "share": True}, args.timeout))
+                _progress(label, backend, "new", news[-1])
+                olds.append(run(old_job, args.timeout, old_python))
+                _progress(label, backend, "old", olds[-1])
             new = min((n for n in news if "error" not in n), key=lambda n: n["seconds"], default=news[0])
             limit = 5.0 if label.startswith("mdp-") else 30.0
             if "error" in new:

@@ -77,7 +77,7 @@ class SharedPresolve:
         one of least cost above it (None where there is none): each gives a cutting plane of the dual
         function, and for one resource the two nearest hull points bracket the best multiplier."""
         within = over = None
-        for point in self._maximisers:
+        for point in list(self._maximisers):     # a snapshot: an abandoned solve's thread may still add
             cost = point[2][resource]
             if cost <= limit and (within is None or cost > within[2][resource]
                                   or (cost == within[2][resource] and point[1] > within[1])):
@@ -89,7 +89,7 @@ class SharedPresolve:
 
     def incumbents(self, limits: Mapping[str, float]) -> list[Point]:
         """Feasible configurations of earlier solves that fit `limits`, best first (at most a few)."""
-        fits = [p for p in self._feasible.values() if all(p[2][r] <= lim for r, lim in limits.items())]
+        fits = [p for p in list(self._feasible.values()) if all(p[2][r] <= lim for r, lim in limits.items())]
         return sorted(fits, key=lambda p: -p[1])[:3]
 
     def remember(self, x: np.ndarray | None, value: float) -> None:
