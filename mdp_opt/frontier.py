@@ -9,7 +9,8 @@ A backend declaring `Feature.FRONTIER` (`dp`) computes the best value at every b
 pass: its hook `frontier(spec, resource, other_limits, cap, points, options)` returns an object
 with `cheapest()` (the least cost of `resource` within the other limits) and `answer(limit)`;
 it raises `FrontierUnavailable` when that pass would cost more than solving each budget alone.
-Then, and for any other backend, `solve()` (with its presolve) is called once per budget.
+Then, and for any other backend, `solve()` (with its presolve) is called once per budget, in increasing
+order, all sharing one `presolve.SharedPresolve` (graph, Lagrangian passes, incumbents).
 Either way every point is verified like a `solve()` result, and the values never decrease with
 the budget.
 """
@@ -25,8 +26,8 @@ import numpy as np
 
 from .backend import Feature, FrontierUnavailable, get_backend
 from .budgets import budget_limit, default_resource, limits
-from .pool import run_jobs
 from .factor_graph import TableTooLarge
+from .pool import run_jobs
 from .presolve import SharedPresolve
 from .result import Answer, Result, Status
 from .solve import solve, verify
