@@ -597,9 +597,11 @@ def _coarse_incumbent(spec: Spec, limits: Mapping[str, float], memory_cap: float
 
 # ---- the one-pass frontier (Feature.FRONTIER) -----------------------------------------------------
 
-# One solve() with presolve costs about as much as building this many candidate pairs in a DP pass: the
-# one-pass frontier is tried with a budget of this many pairs per point, else each budget is solved alone.
-PAIRS_PER_SOLVE = 50_000
+# One solve() with presolve costs about as much as building this many candidate pairs in a DP pass (measured
+# on mdp-rn101-step00: a solve ~0.1 s, a pass ~5M pairs/s; its 100-point pass needs 18.4M pairs, 3.7 s, where
+# 100 solves take 10-18 s): the one-pass frontier is tried with a budget of this many pairs per point, else
+# each budget is solved alone.
+PAIRS_PER_SOLVE = 200_000
 
 
 class OnePassFront:

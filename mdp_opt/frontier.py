@@ -9,7 +9,8 @@ A backend declaring `Feature.FRONTIER` (`dp`) computes the best value at every b
 pass: its hook `frontier(spec, resource, other_limits, cap, points, options)` returns an object
 with `cheapest()` (the least cost of `resource` within the other limits) and `answer(limit)`;
 it raises `FrontierUnavailable` when that pass would cost more than solving each budget alone.
-Then, and for any other backend, `solve()` (with its presolve) is called once per budget.
+Then, and for any other backend, `solve()` (with its presolve) is called once per budget, in increasing
+order, all sharing one `presolve.SharedPresolve` (graph, Lagrangian passes, incumbents).
 Either way every point is verified like a `solve()` result, and the values never decrease with
 the budget.
 """
@@ -25,13 +26,16 @@ import numpy as np
 
 from .backend import Feature, FrontierUnavailable, get_backend
 from .budgets import budget_limit, default_resource, limits
+from .factor_graph import TableTooLarge
 from .pool import run_jobs
+from .presolve import SharedPresolve
 from .result import Answer, Result, Status
 from .solve import solve, verify
 from .spec import Spec, SpecError, Term
 # how each point was computed, in its result's stats["frontier"]
 ONE_PASS = "one pass for every budget"
 ONE_SOLVE_PER_BUDGET = "one solve per budget"
+SHARED_PRESOLVE = "one solve per budget, sharing the presolve's graph, passes and incumbents"
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,7 @@ class FrontierPoint:
 
 
 def frontier(spec: Spec, resource: str | None = None, budgets: Sequence[float] | None = None, points: int = 50,
-             backend: str = "dp", ray: str | None = None, **options: Any) -> list[FrontierPoint]:
+             backend: str = "dp", ray: str | None = None, share: bool = True, **options: Any) -> list[FrontierPoint]:
     """The optimal value of `spec` at a grid of budgets of `resource`, other budgets of the spec enforced.
 
     Args:
@@ -74,6 +78,10 @@ def frontier(spec: Spec, resource: str | None = None, budgets: Sequence[float] |
             budget, presolve included).
         ray: solve budget by budget on a Ray cluster (an address, "auto" or "local:N"; see `mdp_opt.pool`),
             one job per budget; the points are the same as here. (A one-pass frontier runs here.)
+        share: when solving budget by budget here with a backend that runs the presolve, share one
+            `SharedPresolve` across the budgets (in increasing order: the factor graph, the Lagrangian passes
+            and the incumbents of smaller budgets are reused); the answers are the same. False solves each
+            budget alone (for benchmarking).
         options: passed to the backend (`resolution`, `memory_cap`, `time_limit`, ...). With one pass,
             `time_limit` bounds the whole pass and reaching it raises TimeoutError; otherwise it applies
             to each solve.
@@ -87,16 +95,19 @@ def frontier(spec: Spec, resource: str | None = None, budgets: Sequence[float] |
     resource = checked_resource(spec, resource)
     others = {r: b for r, b in spec.budgets.items() if r != resource}
     grid = None if budgets is None else _checked_budgets(budgets)
+    if not isinstance(share, bool):
+        raise SpecError(f"share: expected True or False, got {share!r}")
     if grid is None and (isinstance(points, bool) or not isinstance(points, int) or points < 1):
         raise SpecError(f"points: expected a positive whole number of budgets, got {points!r}")
     full = spec.full_cost(resource)
     hook = get_backend(backend).frontier if get_backend(backend).has(Feature.FRONTIER) else None
+    shared = SharedPresolve(spec) if share and ray is None else None
     if hook is not None and ray is None:
         try:
             return _frontier_one_pass(hook, spec, resource, others, grid, points, full, backend, options)
         except FrontierUnavailable:
             pass                     # the one pass would cost more than solving budget by budget
-    return _frontier_by_solving(spec, resource, others, grid, points, full, backend, options, ray)
+    return _frontier_by_solving(spec, resource, others, grid, points, full, backend, options, ray, shared)
 
 
 def _frontier_one_pass(hook: Any, spec: Spec, resource: str, others: dict[str, float], grid: list[float] | None,
@@ -124,18 +135,41 @@ def _frontier_one_pass(hook: Any, spec: Spec, resource: str, others: dict[str, f
     return out
 
 
+def _least_cost(shared: SharedPresolve, resource: str) -> float | None:
+    """The cost of `resource` of a least-cost configuration (one elimination pass of the shared graph, where
+    the spec has no other budget, instead of a solve); None when the graph is over the presolve's memory limit."""
+    try:
+        graph = shared.graph()
+    except TableTooLarge:
+        return None
+    _, x = shared.max_sum({resource: 1.0}, value_weight=0.0)
+    return graph.evaluate(x)[1][resource]
+
+
 def _frontier_by_solving(spec: Spec, resource: str, others: dict[str, float], grid: list[float] | None,
                          points: int, full: float, backend: str, options: dict[str, Any],
-                         ray: str | None = None) -> list[FrontierPoint]:
+                         ray: str | None = None, shared: SharedPresolve | None = None) -> list[FrontierPoint]:
     """One solve() per budget; a configuration found at a smaller budget is carried forward when the
-    backend (e.g. stopped by a time limit) returns something worse, so values never decrease."""
+    backend (e.g. stopped by a time limit) returns something worse, so values never decrease. Without
+    Ray, a backend with the presolve shares one `SharedPresolve` across the budgets."""
     if grid is None:
-        cheapest = _cheapest_by_solving(spec, resource, others, backend, options)
+        cheapest = _least_cost(shared, resource) if shared is not None and not others else None
+        if cheapest is None:
+            cheapest = _cheapest_by_solving(spec, resource, others, backend, options)
         if cheapest is None:
             return []
         grid = _grid(cheapest, max(full, cheapest), points)
     jobs = [(spec, {resource: budget, **others}, backend, options) for budget in grid]
     out: list[FrontierPoint] = []
+    if shared is not None and get_backend(backend).has(Feature.PRESOLVE) and options.get("presolve", True) is True:
+        # in increasing budget order, each solve reuses the factor graph, the Lagrangian passes and the
+        # incumbents of the solves before it (an answer at a smaller budget fits every larger one)
+        for _, budgets, _, _ in jobs:
+            result = solve(spec, budgets, backend=backend, **{**options, "presolve": shared})
+            result.stats["frontier"] = SHARED_PRESOLVE
+            result.stats["shared_presolve"] = dict(shared.stats)
+            out.append(_never_worse(spec, out, budgets[resource], budgets, result))
+        return out
     for (_, budgets, _, _), result in zip(jobs, run_jobs(_solve_one, jobs, ray)):
         result.stats["frontier"] = ONE_SOLVE_PER_BUDGET
         out.append(_never_worse(spec, out, budgets[resource], budgets, result))

@@ -18,6 +18,7 @@ from .backend import Backend, Feature, get_backend, load_backend, take_options
 from .budgets import BudgetLike, limits, resolve_budgets, within_budget
 from .deadline import Deadline, StillRunning, TimeUp
 from .evaluate import configuration_from_hint, evaluate
+from .presolve import SharedPresolve
 from .presolve import presolve as run_presolve
 from .result import (NUMERIC_TOLERANCE, OPTIMALITY_GAP, Answer, BackendError, Interrupted, Result, Status,
                      relative_gap)
@@ -26,7 +27,7 @@ from .ties import keep_more
 
 
 def solve(spec: Spec, budget: BudgetLike = None, backend: str = "cpsat", time_limit: float | None = None,
-          presolve: bool = True, **options: Any) -> Result:
+          presolve: bool | SharedPresolve = True, **options: Any) -> Result:
     """Find a configuration of maximum value whose costs are within budget.
 
     Args:
@@ -40,7 +41,9 @@ def solve(spec: Spec, budget: BudgetLike = None, backend: str = "cpsat", time_li
             as `feasible` with the best proven bound.
         presolve: run the Lagrangian presolve first (for backends declaring `Feature.PRESOLVE`): it
             may prove the answer alone, else the backend solves a reduced spec. False skips it (for
-            benchmarking); `stats["presolve"]` reports what it did.
+            benchmarking); `stats["presolve"]` reports what it did. A `SharedPresolve(spec)` instead of True
+            shares the presolve's factor graph, Lagrangian passes and incumbents across calls on the same spec
+            at different budgets (what `frontier` does); the answers are the same.
         options: passed to the backend (e.g. `threads=2`); unknown ones are an error.
 
     Returns a verified `Result`; infeasible budgets give status `infeasible`, not an exception.
@@ -52,8 +55,12 @@ def solve(spec: Spec, budget: BudgetLike = None, backend: str = "cpsat", time_li
     if time_limit is not None and (isinstance(time_limit, bool) or not isinstance(time_limit, (int, float))
                                    or not 0 < time_limit < math.inf):
         raise SpecError(f"time_limit: expected a positive finite number of seconds (or None), got {time_limit!r}")
-    if not isinstance(presolve, bool):
-        raise SpecError(f"presolve: expected True or False, got {presolve!r}")
+    if isinstance(presolve, SharedPresolve):
+        if presolve.spec is not spec:
+            raise SpecError("presolve: this SharedPresolve was made for another spec; make one with "
+                            "SharedPresolve(spec) for the spec you solve")
+    elif not isinstance(presolve, bool):
+        raise SpecError(f"presolve: expected True, False or a SharedPresolve, got {presolve!r}")
     budgets = resolve_budgets(spec, budget)
     caps = limits(budgets)
     info = get_backend(backend)
@@ -100,13 +107,14 @@ def _answer(spec: Spec, caps: Mapping[str, float], info: Backend, fn: Any, optio
 
 
 def _solved(spec: Spec, caps: Mapping[str, float], info: Backend, fn: Any, options: dict[str, Any],
-            deadline: Deadline, presolve: bool, progress: dict[str, Any]) -> Answer:
-    if not (presolve and info.has(Feature.PRESOLVE)):
+            deadline: Deadline, presolve: bool | SharedPresolve, progress: dict[str, Any]) -> Answer:
+    if presolve is False or not info.has(Feature.PRESOLVE):
         return _call(fn, spec, caps, options, deadline)
     user_hint = options.pop("hint", None) if info.has(Feature.HINT) else None
     if user_hint is not None:
         user_hint = configuration_from_hint(spec, user_hint)
-    pre = progress["presolved"] = run_presolve(spec, caps, deadline)
+    shared = presolve if isinstance(presolve, SharedPresolve) else None
+    pre = progress["presolved"] = run_presolve(spec, caps, deadline, shared=shared)
     if pre.decided:
         return pre.answer()
     if deadline.expired:
@@ -119,7 +127,11 @@ def _solved(spec: Spec, caps: Mapping[str, float], info: Backend, fn: Any, optio
     answer = _call(fn, pre.spec, pre.limits, options, deadline)
     if not isinstance(answer, Answer):
         return answer  # verify() reports the wrong type
-    return pre.lift(answer)
+    answer = pre.lift(answer)
+    if shared is not None and answer.choice is not None and answer.objective is not None \
+            and Status(answer.status).has_solution and pre.status == "reduced":
+        shared.remember_configuration(answer.choice, answer.active or {}, answer.objective)
+    return answer
 
 
 def _call(fn: Any, spec: Spec, caps: Mapping[str, float], options: dict[str, Any], deadline: Deadline) -> Answer:

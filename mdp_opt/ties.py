@@ -30,14 +30,23 @@ def keep_score(spec: Spec, choice: Mapping[str, int], active: Mapping[str, bool]
 def keep_more(spec: Spec, limits: Mapping[str, float], choice: Mapping[str, int], active: Mapping[str, bool],
               deadline: Deadline | None = None) -> tuple[dict[str, int], dict[str, bool], int]:
     """A configuration of at least the same exact value, within `limits`, that keeps at least as much;
-    and the number of moves made (0 when nothing more could be kept)."""
+    and the number of moves made (0 when nothing more could be kept).
+
+    Each candidate move is first estimated from the few terms it changes (a float sum with a generous
+    rounding margin); only a move the estimate cannot rule out is evaluated exactly, and only the exact
+    evaluation accepts a move."""
     deadline = deadline or Deadline(None)
     choice, active = dict(choice), dict(active)
-    value = evaluate(spec, choice, active).value
+    now = evaluate(spec, choice, active)
+    value = now.value
+    estimate = _MoveEstimate(spec, limits, now.value, now.costs)
 
     def acceptable(c: Mapping[str, int], a: Mapping[str, bool]) -> bool:
         ev = evaluate(spec, c, a)
-        return ev.value >= value and all(ev.costs[r] <= limit for r, limit in limits.items())
+        ok = ev.value >= value and all(ev.costs[r] <= limit for r, limit in limits.items())
+        if ok:
+            estimate.now = (ev.value, ev.costs)
+        return ok
 
     full_choice, full_active = spec.full_configuration()
     if (full_choice, full_active) == (choice, active):
@@ -53,10 +62,54 @@ def keep_more(spec: Spec, limits: Mapping[str, float], choice: Mapping[str, int]
                 if not choice[d.name] < k < d.size:
                     continue
                 trial = {**choice, d.name: k}
-                if acceptable(trial, active):
+                if estimate.may_fit(choice, active, d.name, k, None, value) and acceptable(trial, active):
                     choice, improved, moves = trial, True, moves + 1
                     break
         for b in spec.block_names:                # bring a removed block back
-            if not active[b] and acceptable(choice, {**active, b: True}):
+            if not active[b] and estimate.may_fit(choice, active, None, None, b, value) \
+                    and acceptable(choice, {**active, b: True}):
                 active, improved, moves = {**active, b: True}, True, moves + 1
     return choice, active, moves
+
+
+class _MoveEstimate:
+    """The value and costs after one move (a dim's choice changed, or a block brought back), estimated from
+    the terms the move touches; `may_fit` is False only when the move surely lowers the value or breaks a limit."""
+
+    def __init__(self, spec: Spec, limits: Mapping[str, float], value: float, costs: Mapping[str, float]) -> None:
+        self.limits = dict(limits)
+        self.now = (value, dict(costs))
+        self.by_dim: dict[str, list] = {d: [] for d in spec.dim_names}
+        self.by_block: dict[str, list] = {b: [] for b in spec.block_names}
+        for resource, _, term in spec.terms():
+            for d in term.dims:
+                self.by_dim[d].append((resource, term))
+            if term.block is not None:
+                self.by_block[term.block].append((resource, term))
+
+    def may_fit(self, choice: Mapping[str, int], active: Mapping[str, bool], dim: str | None, k: int | None,
+                block: str | None, value: float) -> bool:
+        delta: dict[str | None, float] = {}
+        size: dict[str | None, float] = {}
+        if dim is not None:
+            new = {**choice, dim: k}
+            for resource, t in self.by_dim[dim]:
+                if t.block is None or active[t.block]:
+                    a = float(t.table[tuple(new[n] for n in t.dims)])
+                    b = float(t.table[tuple(choice[n] for n in t.dims)])
+                    delta[resource] = delta.get(resource, 0.0) + a - b
+                    size[resource] = size.get(resource, 0.0) + abs(a) + abs(b)
+        else:
+            for resource, t in self.by_block[block]:
+                a = float(t.table[tuple(choice[n] for n in t.dims)])
+                delta[resource] = delta.get(resource, 0.0) + a
+                size[resource] = size.get(resource, 0.0) + abs(a)
+        now_value, now_costs = self.now
+        margin = 1e-9 * (abs(now_value) + abs(value) + size.get(None, 0.0)) + 1e-300
+        if now_value + delta.get(None, 0.0) < value - margin:
+            return False
+        for r, limit in self.limits.items():
+            margin = 1e-9 * (abs(now_costs[r]) + abs(limit) + size.get(r, 0.0)) + 1e-300
+            if now_costs[r] + delta.get(r, 0.0) > limit + margin:
+                return False
+        return True

@@ -158,7 +158,7 @@ def test_too_costly_one_pass_falls_back_to_one_solve_per_budget(monkeypatch):
     monkeypatch.setattr(importlib.import_module("mdp_opt.backends.dp"), "PAIRS_PER_SOLVE", 0)
     by_solving = frontier(spec, points=6)
     assert {p.result.stats["frontier"] for p in one_pass} == {module.ONE_PASS}
-    assert {p.result.stats["frontier"] for p in by_solving} == {module.ONE_SOLVE_PER_BUDGET}
+    assert {p.result.stats["frontier"] for p in by_solving} == {module.SHARED_PRESOLVE}
     assert [p.objective for p in by_solving] == pytest.approx([p.objective for p in one_pass])
 
 
@@ -182,3 +182,89 @@ def test_an_ambiguous_or_missing_resource_is_named():
     none = Spec(dims=dims, objective=(Term(("a",), [1.0, 2.0]),), costs={})
     with pytest.raises(SpecError, match=r"^resource: the spec has no cost terms"):
         frontier(none)
+
+
+# ---- the shared-presolve path: one solve per budget, sharing the presolve's work ----------------------
+
+from mdp_opt.frontier import ONE_SOLVE_PER_BUDGET, SHARED_PRESOLVE  # noqa: E402
+from mdp_opt.presolve import SharedPresolve  # noqa: E402
+
+DP = importlib.import_module("mdp_opt.backends.dp")
+
+
+def same_answer(point, reference) -> None:
+    assert point.status is reference.status
+    if reference.objective is None:
+        assert point.objective is None
+    else:
+        assert point.objective == pytest.approx(reference.objective, rel=1e-9, abs=1e-9)
+
+
+@settings(max_examples=30, deadline=None)
+@given(specs(max_resources=2), st.sampled_from(["dp", "cpsat"]), st.integers(1, 6))
+def test_shared_frontier_equals_independent_solves_and_brute_force(spec, backend, points):
+    resource = sorted(spec.costs)[0]
+    others = {r: b for r, b in spec.budgets.items() if r != resource}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(DP, "PAIRS_PER_SOLVE", 0)       # dp: no one-pass frontier, so the shared path runs
+        out = frontier(spec, resource, points=points, backend=backend)
+    full = spec.full_cost(resource)
+    budgets = [p.budget for p in out] + [0.5 * out[0].budget if out else 0.5 * full]   # one below the cheapest
+    fast = out + frontier(spec, resource, budgets=budgets[-1:], backend=backend)
+    for p, budget in zip(fast, budgets):
+        alone = mdp_opt.solve(spec, {resource: budget, **others}, backend=backend)
+        same_answer(p, alone)
+        same_answer(p, mdp_opt.solve(spec, {resource: budget, **others}, backend="brute"))
+    assert non_decreasing([p.objective for p in out])
+
+
+def test_real_instance_frontier_shares_passes_and_matches_independent_solves():
+    spec = mdp_opt.examples.make("mdp-rn50-step10")
+    full = spec.full_cost("latency")
+    budgets = [f * full for f in (0.2, 0.35, 0.5, 0.65, 0.8, 0.95, 1.2)]
+    out = frontier(spec, budgets=budgets, backend="cpsat")
+    assert all(p.result.stats["frontier"] == SHARED_PRESOLVE for p in out)
+    alone = [mdp_opt.solve(spec, {"latency": b}, backend="cpsat") for b in budgets]
+    for p, reference in zip(out, alone):
+        same_answer(p, reference)
+    shared = out[-1].result.stats["shared_presolve"]
+    assert shared["solves"] == len(budgets)
+    assert shared["passes_reused"] > 0
+    # fewer elimination passes in all than the independent solves made
+    assert shared["passes_run"] < sum(r.stats["presolve"]["passes"] for r in alone)
+    # above the full cost everything is kept, proven by the presolve alone
+    assert out[-1].result.stats["solved_by"] == "presolve" and out[-1].status is Status.OPTIMAL
+
+
+def test_share_false_or_presolve_false_solve_each_budget_alone():
+    spec = Spec.from_dict(EXAMPLE)
+    out = frontier(spec, points=3, backend="cpsat", presolve=False)
+    assert {p.result.stats["frontier"] for p in out} == {ONE_SOLVE_PER_BUDGET}
+    alone = frontier(spec, points=3, backend="cpsat", share=False)
+    assert {p.result.stats["frontier"] for p in alone} == {ONE_SOLVE_PER_BUDGET}
+    shared = frontier(spec, points=3, backend="cpsat")
+    assert {p.result.stats["frontier"] for p in shared} == {SHARED_PRESOLVE}
+    assert [p.objective for p in shared] == pytest.approx([p.objective for p in alone])
+    with pytest.raises(SpecError, match="^share"):
+        frontier(spec, points=3, share="no")
+
+
+def test_a_shared_presolve_of_another_spec_is_refused():
+    spec = Spec.from_dict(EXAMPLE)
+    other = mdp_opt.examples.make("mdp-rn50-step10")
+    with pytest.raises(SpecError, match="^presolve: .*another spec"):
+        mdp_opt.solve(spec, backend="dp", presolve=SharedPresolve(other))
+    with pytest.raises(SpecError, match="^presolve"):
+        mdp_opt.solve(spec, backend="dp", presolve="yes")
+
+
+def test_shared_presolve_counts_reused_passes():
+    spec = mdp_opt.examples.make("mdp-rn50-step10")
+    shared = SharedPresolve(spec)
+    first = mdp_opt.solve(spec, "40%", backend="dp", presolve=shared)
+    run = shared.stats["passes_run"]
+    again = mdp_opt.solve(spec, "40%", backend="dp", presolve=shared)
+    assert again.objective == first.objective and again.status is Status.OPTIMAL
+    assert shared.stats["passes_run"] == run              # the same budget: every pass is reused
+    assert again.stats["presolve"]["passes"] < first.stats["presolve"]["passes"]   # it starts at the bracket
+    assert shared.stats["passes_reused"] > 0

@@ -52,3 +52,13 @@ def test_the_spec_format_doc_examples_load(tmp_path, monkeypatch):
     namespace: dict = {}
     exec(compile(code, "SPEC_FORMAT.md", "exec"), namespace)
     assert namespace["spec"] == spec
+
+
+def test_shared_presolve_snippet_runs(capsys):
+    text = README.read_text()
+    snippet = re.search(r"Sharing the presolve across budgets:\n\n```python\n(.*?)```", text, re.S).group(1)
+    namespace: dict = {}
+    exec(compile(snippet, "README.md", "exec"), namespace)
+    assert [r.status.value for r in namespace["results"]] == ["optimal"] * 3
+    assert namespace["shared"].stats["solves"] == 3 and namespace["shared"].stats["passes_reused"] > 0
+    assert "passes_run" in capsys.readouterr().out

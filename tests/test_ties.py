@@ -33,3 +33,44 @@ def test_the_reference_answer_is_not_moved_by_the_tie_break_when_it_keeps_everyt
     spec = mdp_opt.examples.make("chain", depth=3, choices=3)
     result = mdp_opt.solve(spec, "100%", backend="brute")
     assert result.stats["ties"] == {"moves": 0} and (result.choice, result.active) == spec.full_configuration()
+
+
+def plain_keep_more(spec, caps, choice, active):
+    """keep_more's moves with every candidate evaluated exactly (no estimate): the reference."""
+    choice, active = dict(choice), dict(active)
+    value = mdp_opt.evaluate(spec, choice, active).value
+
+    def acceptable(c, a):
+        ev = mdp_opt.evaluate(spec, c, a)
+        return ev.value >= value and all(ev.costs[r] <= limit for r, limit in caps.items())
+    full_choice, full_active = spec.full_configuration()
+    if (full_choice, full_active) == (choice, active):
+        return choice, active
+    if acceptable(full_choice, full_active):
+        return full_choice, full_active
+    improved = True
+    while improved:
+        improved = False
+        for d in spec.dims:
+            for k in sorted({d.size - 1, choice[d.name] + 1}, reverse=True):
+                if choice[d.name] < k < d.size and acceptable({**choice, d.name: k}, active):
+                    choice, improved = {**choice, d.name: k}, True
+                    break
+        for b in spec.block_names:
+            if not active[b] and acceptable(choice, {**active, b: True}):
+                active, improved = {**active, b: True}, True
+    return choice, active
+
+
+@settings(max_examples=80, deadline=None)
+@given(problem=problems(), data=st.data())
+def test_the_move_estimate_rules_out_no_move_the_exact_evaluation_accepts(problem, data):
+    spec, budget = problem
+    caps = limits(mdp_opt.resolve_budgets(spec, budget))
+    choice = {d.name: data.draw(st.integers(0, d.size - 1)) for d in spec.dims}
+    active = {b: data.draw(st.booleans()) for b in spec.block_names}
+    before = mdp_opt.evaluate(spec, choice, active)
+    if not all(before.costs[r] <= limit for r, limit in caps.items()):
+        return
+    new_choice, new_active, _ = keep_more(spec, caps, choice, active)
+    assert (new_choice, new_active) == plain_keep_more(spec, caps, choice, active)

@@ -23,6 +23,7 @@ from ..result import NUMERIC_TOLERANCE, OPTIMALITY_GAP, Answer, BackendError, St
 from ..spec import Spec
 from .dual import LagrangianSearch
 from .fixing import reduce_spec, states_to_keep
+from .shared import SharedPresolve
 
 # the presolve runs a dozen elimination passes; beyond this table size it would cost more than it
 # saves, so it steps aside (status "skipped") and the backend gets the original spec
@@ -134,8 +135,11 @@ class Presolved:
 
 
 def presolve(spec: Spec, limits: Mapping[str, float], deadline: Deadline | None = None,
-             memory_limit: float = PRESOLVE_MEMORY_LIMIT) -> Presolved:
+             memory_limit: float = PRESOLVE_MEMORY_LIMIT, shared: SharedPresolve | None = None) -> Presolved:
     """Apply the presolve to `spec` under `limits` (resource -> largest cost allowed; see `budgets.limits`).
+
+    `shared`: a `SharedPresolve` of this same spec (its factor graph, earlier passes and incumbents are
+    reused, and this call's incumbent is added to it; its own memory limit applies).
 
     One round: repeating the fixing on the reduced spec was measured to remove nothing more (the
     configurations that attain the dual bound all survive, so the reduced spec has the same bound).
@@ -158,12 +162,21 @@ def presolve(spec: Spec, limits: Mapping[str, float], deadline: Deadline | None 
         return pre
 
     try:
-        graph = SpecGraph(spec, memory_limit=memory_limit)
-        graph.plan  # noqa: B018 - builds the elimination plan, which refuses a table over the memory limit
+        if shared is not None:
+            graph = shared.graph()
+        else:
+            graph = SpecGraph(spec, memory_limit=memory_limit)
+            graph.plan  # noqa: B018 - builds the elimination plan, which refuses a table over the memory limit
     except TableTooLarge as e:
         return finish("skipped", None, None, reason=str(e))
-    search = LagrangianSearch(graph, spec, limits, deadline)
+    search = LagrangianSearch(graph, spec, limits, deadline, shared)
+    if shared is not None:
+        shared.stats["solves"] += 1
+        for x, value, costs in shared.incumbents(limits):
+            search.offer(x, value, costs)
     infeasible = search.run()
+    if shared is not None:
+        shared.remember(search.incumbent, search.incumbent_value)
     stats = {"lambdas": dict(search.best_lambdas), "passes": search.passes, "local_moves": search.local.moves}
     if infeasible:
         return finish("infeasible", None, None, **stats)

@@ -24,6 +24,7 @@ from ..factor_graph import SpecGraph
 from ..result import OPTIMALITY_GAP, relative_gap
 from ..spec import Spec
 from .local_search import LocalSearch
+from .shared import SharedPresolve
 
 MAX_LINE_SEARCH_STEPS = 100
 MAX_SWEEPS = 20
@@ -33,9 +34,10 @@ CLIMB_STARTS = 3
 class LagrangianSearch:
     """Minimises L(lambda) over lambda >= 0, tracking the best bound and the best feasible configuration."""
 
-    def __init__(self, graph: SpecGraph, spec: Spec, limits: Mapping[str, float], deadline: Deadline | None = None
-                 ) -> None:
-        self.graph, self.spec = graph, spec
+    def __init__(self, graph: SpecGraph, spec: Spec, limits: Mapping[str, float], deadline: Deadline | None = None,
+                 shared: SharedPresolve | None = None) -> None:
+        """`shared`: passes and maximisers of earlier searches on the same graph (other limits) to reuse."""
+        self.graph, self.spec, self.shared = graph, spec, shared
         self.limits = dict(limits)
         self.deadline = deadline or Deadline(None)
         self.bound = math.inf
@@ -48,7 +50,7 @@ class LagrangianSearch:
     # -- points of the dual function
     def point(self, lambdas: Mapping[str, float]) -> tuple[np.ndarray, float, dict[str, float]]:
         """Maximise the Lagrangian at `lambdas`; update bound and incumbent; return (x, value, costs)."""
-        value, x = self.graph.max_sum(lambdas)
+        value, x = self._max_sum(lambdas)
         self.passes += 1
         bound = value + sum(lam * self.limits[r] for r, lam in lambdas.items()) + self.graph.rounding_margin(lambdas)
         if bound < self.bound:
@@ -56,6 +58,11 @@ class LagrangianSearch:
         v, costs = self.graph.evaluate(x)
         self.offer(x, v, costs)
         return x, v, costs
+
+    def _max_sum(self, lambdas: Mapping[str, float], value_weight: float = 1.0) -> tuple[float, np.ndarray]:
+        if self.shared is not None:
+            return self.shared.max_sum(lambdas, value_weight)
+        return self.graph.max_sum(lambdas, value_weight)
 
     def offer(self, x: np.ndarray, value: float, costs: Mapping[str, float]) -> None:
         """Keep `x` as incumbent if it is feasible and better (confirmed with the core's evaluate)."""
@@ -76,7 +83,7 @@ class LagrangianSearch:
         cheapest = {}
         for r in self.limits:
             weights = {r: 1.0}
-            neg_min, x = self.graph.max_sum(weights, value_weight=0.0)
+            neg_min, x = self._max_sum(weights, value_weight=0.0)
             self.passes += 1
             if -neg_min - self.graph.rounding_margin(weights, 0.0) > self.limits[r]:
                 return True
@@ -137,6 +144,15 @@ class LagrangianSearch:
         within = []
         hi = line(*cheapest)
         best_t, best_value = 0.0, lo[0]
+        if self.shared is not None and len(self.limits) == 1:
+            # start from the maximisers of earlier searches nearest in cost on either side of the limit: each is
+            # a valid cutting plane (some configuration's line), and for one resource they are adjacent hull points
+            near_within, near_over = self.shared.bracket(r, limit)
+            if near_over is not None:
+                lo = line(*near_over)
+            if near_within is not None:
+                hi = line(*near_within)
+                within.append(near_within[0])
         for _ in range(MAX_LINE_SEARCH_STEPS):
             if lo[1] >= hi[1] or self.deadline.expired:
                 break  # even the cheapest configuration is over limit r: no multiplier helps

@@ -1,0 +1,106 @@
+"""Work the presolve can share across many solves of one spec at different budgets (the frontier's).
+
+    shared = SharedPresolve(spec)
+    for budget in sorted(budgets):
+        solve(spec, budget, presolve=shared)
+
+One `SharedPresolve` holds what does not depend on the budget: the factor graph and its
+elimination plan (built once), every Lagrangian pass already made (multipliers -> maximiser;
+a pass at the same multipliers is not repeated, and the maximisers met bracket the next
+budget's multiplier: the cutting-plane search of `dual.py` starts from the two nearest in cost
+instead of from scratch) and the feasible configurations found so far (each is offered as an
+incumbent to every later budget; one that fits is feasible there). None of this changes what a
+solve proves: every bound still comes from an elimination pass at some multipliers, every
+incumbent is re-checked against the new limits, and the fixing and the backend run as before.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..factor_graph import SpecGraph, TableTooLarge
+from ..spec import Spec
+
+Point = tuple[np.ndarray, float, dict[str, float]]      # (assignment, value, costs)
+
+
+class SharedPresolve:
+    """The budget-independent part of the presolve of `spec`, shared by the solves that pass it as
+    `solve(..., presolve=shared)`; `stats` counts what was reused."""
+
+    def __init__(self, spec: Spec, memory_limit: float | None = None) -> None:
+        from . import PRESOLVE_MEMORY_LIMIT
+        self.spec = spec
+        self.memory_limit = PRESOLVE_MEMORY_LIMIT if memory_limit is None else memory_limit
+        self._graph: SpecGraph | None = None
+        self._too_large: str | None = None
+        self._passes: dict[tuple, tuple[float, np.ndarray]] = {}
+        self._maximisers: list[Point] = []          # maximisers of the passes, for brackets
+        self._feasible: dict[bytes, Point] = {}     # incumbents of earlier solves
+        self.stats: dict[str, Any] = {"solves": 0, "passes_run": 0, "passes_reused": 0}
+
+    def graph(self) -> SpecGraph:
+        """The spec's factor graph with its elimination plan, built on first use; raises `TableTooLarge`
+        (every time) when the plan exceeds the presolve's memory limit."""
+        if self._too_large is not None:
+            raise TableTooLarge(self._too_large)
+        if self._graph is None:
+            graph = SpecGraph(self.spec, memory_limit=self.memory_limit)
+            try:
+                graph.plan  # noqa: B018 - builds the elimination plan, which refuses a table over the limit
+            except TableTooLarge as e:
+                self._too_large = str(e)
+                raise
+            self._graph = graph
+        return self._graph
+
+    def max_sum(self, lambdas: Mapping[str, float], value_weight: float = 1.0) -> tuple[float, np.ndarray]:
+        """`graph().max_sum(lambdas, value_weight)`, remembered: the same multipliers are not eliminated twice."""
+        key = (value_weight, tuple(sorted((r, float(l)) for r, l in lambdas.items() if l)))
+        found = self._passes.get(key)
+        if found is not None:
+            self.stats["passes_reused"] += 1
+            return found[0], found[1].copy()
+        value, x = self.graph().max_sum(lambdas, value_weight)
+        self.stats["passes_run"] += 1
+        self._passes[key] = (value, x.copy())
+        if value_weight == 1.0:
+            v, costs = self.graph().evaluate(x)
+            self._maximisers.append((x.copy(), v, costs))
+        return value, x
+
+    def bracket(self, resource: str, limit: float) -> tuple[Point | None, Point | None]:
+        """Of the Lagrangian maximisers met so far, the one of largest `resource` cost within `limit` and the
+        one of least cost above it (None where there is none): each gives a cutting plane of the dual
+        function, and for one resource the two nearest hull points bracket the best multiplier."""
+        within = over = None
+        for point in list(self._maximisers):     # a snapshot: an abandoned solve's thread may still add
+            cost = point[2][resource]
+            if cost <= limit and (within is None or cost > within[2][resource]
+                                  or (cost == within[2][resource] and point[1] > within[1])):
+                within = point
+            elif cost > limit and (over is None or cost < over[2][resource]
+                                   or (cost == over[2][resource] and point[1] > over[1])):
+                over = point
+        return within, over
+
+    def incumbents(self, limits: Mapping[str, float]) -> list[Point]:
+        """Feasible configurations of earlier solves that fit `limits`, best first (at most a few)."""
+        fits = [p for p in list(self._feasible.values()) if all(p[2][r] <= lim for r, lim in limits.items())]
+        return sorted(fits, key=lambda p: -p[1])[:3]
+
+    def remember(self, x: np.ndarray | None, value: float) -> None:
+        """Keep a feasible configuration of a solve for later budgets."""
+        if x is None or not math.isfinite(value):
+            return
+        _, costs = self.graph().evaluate(x)
+        self._feasible.setdefault(x.tobytes(), (x.copy(), value, costs))
+
+    def remember_configuration(self, choice: Mapping[str, int], active: Mapping[str, bool], value: float) -> None:
+        """`remember` for a configuration given by name (a backend's lifted answer)."""
+        x = np.array([int(choice[d]) for d in self.spec.dim_names]
+                     + [int(bool(active.get(b, True))) for b in self.spec.block_names], dtype=np.int64)
+        self.remember(x, value)
