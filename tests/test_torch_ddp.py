@@ -10,8 +10,6 @@ shared cores under load (5 s of it the pipeline, the rest starting Python and im
 
 from __future__ import annotations
 
-import datetime
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +18,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import torch.distributed as dist  # noqa: E402
-import torch.multiprocessing as mp  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
@@ -30,9 +26,9 @@ import mdp_opt  # noqa: E402
 from mdp_opt.adapters.torch import MeasuredLatency, build_spec  # noqa: E402
 from mdp_opt.adapters.torch import distributed  # noqa: E402
 
+from ddp_ranks import WORLD, run_ranks  # noqa: E402
 from torch_models import small_resnet  # noqa: E402
 
-WORLD = 2
 BUDGET = "60%"
 
 
@@ -74,21 +70,9 @@ class CountingLatency(MeasuredLatency):
         return super().measure(*args, **kwargs)
 
 
-def _init(rank: int, init_file: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD,
-                            timeout=datetime.timedelta(seconds=60))
-    torch.set_num_threads(1)
-
-
-def _worker(rank: int, init_file: str, out: str) -> None:
-    """One rank: the primitives, then the pipeline; what it saw is pickled to `out`/rank<r>.pkl."""
-    _init(rank, init_file)
-    try:
-        record = {"primitives": _primitives(rank), "pipeline": _pipeline(rank, Path(out))}
-        with open(Path(out) / f"rank{rank}.pkl", "wb") as f:
-            pickle.dump(record, f)
-    finally:
-        dist.destroy_process_group()
+def _record(rank: int, out: Path) -> dict[str, Any]:
+    """One rank: the primitives, then the pipeline."""
+    return {"primitives": _primitives(rank), "pipeline": _pipeline(rank, out)}
 
 
 def _pipeline(rank: int, out: Path) -> dict[str, Any]:
@@ -155,18 +139,9 @@ def _primitives(rank: int) -> dict[str, Any]:
     return seen
 
 
-def _spawn(fn: Any, tmp: Path) -> list[dict[str, Any]]:
-    mp.spawn(fn, args=(str(tmp / "init"), str(tmp)), nprocs=WORLD, join=True)
-    out = []
-    for r in range(WORLD):
-        with open(tmp / f"rank{r}.pkl", "rb") as f:
-            out.append(pickle.load(f))
-    return out
-
-
 @pytest.fixture(scope="module")
 def spawned(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    return _spawn(_worker, tmp_path_factory.mktemp("ddp"))
+    return run_ranks(_record, tmp_path_factory.mktemp("ddp"))
 
 
 @pytest.fixture

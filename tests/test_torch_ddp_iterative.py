@@ -12,8 +12,6 @@ Slow lane: the spawn costs 10-20 s here (mostly starting Python and importing to
 
 from __future__ import annotations
 
-import datetime
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -22,19 +20,17 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import torch.distributed as dist  # noqa: E402
-import torch.multiprocessing as mp  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
 from mdp_opt.adapters.torch import IterativePruner  # noqa: E402
 
+from ddp_ranks import WORLD, run_ranks  # noqa: E402
 from torch_models import small_resnet  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::mdp_opt.adapters.torch.ImportanceWarning")
 
-WORLD = 2
 ITERATIONS = 8                      # prunes after iterations 3 and 6, then trains 2 more
 OPTIONS: dict[str, Any] = dict(steps=2, every=3, latency="flops", step=8)
 BUDGET = {"latency": "25%"}
@@ -61,18 +57,11 @@ def make_optimizer(params: Any) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=LR, momentum=0.9)
 
 
-def _worker(rank: int, init_file: str, out: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD,
-                            timeout=datetime.timedelta(seconds=60))
-    torch.set_num_threads(1)
-    try:
-        record = _train(rank)
-        record["latency_calls"] = _latency_calls()
-        record["infeasible"] = _infeasible(rank)
-        with open(Path(out) / f"rank{rank}.pkl", "wb") as f:
-            pickle.dump(record, f)
-    finally:
-        dist.destroy_process_group()
+def _record(rank: int, out: Path) -> dict[str, Any]:
+    record = _train(rank)
+    record["latency_calls"] = _latency_calls()
+    record["infeasible"] = _infeasible(rank)
+    return record
 
 
 def _train(rank: int) -> dict[str, Any]:
@@ -171,12 +160,7 @@ def single_process() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("ddp_iterative")
-    mp.spawn(_worker, args=(str(tmp / "init"), str(tmp)), nprocs=WORLD, join=True)
-    out = []
-    for r in range(WORLD):
-        with open(tmp / f"rank{r}.pkl", "rb") as f:
-            out.append(pickle.load(f))
-    return out
+    return run_ranks(_record, tmp)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ score), which is the ranking `apply` keeps channels by.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -33,15 +33,8 @@ def taylor_scores(model: nn.Module, layers: Iterable[str], data: Iterable[Any],
     device = params[0].device if params else torch.device("cpu")
     totals = {n: torch.zeros(_channels(modules[n]), dtype=torch.float64, device=device) for n in names}
     batches = 0
-    for i, batch in enumerate(data):
-        if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
-            raise ValueError(f"data[{i}]: expected an (inputs, targets) pair, got {type(batch).__name__}")
-        inputs, targets = (_to(x, device) for x in batch)
-        with torch.enable_grad():
-            loss = loss_fn(model(inputs), targets)
-            if not (isinstance(loss, torch.Tensor) and loss.numel() == 1):
-                raise ValueError("loss_fn: must return a scalar tensor")
-            grads = torch.autograd.grad(loss, params, allow_unused=True)
+    for loss in batch_losses(model, data, loss_fn, device):
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
         grad_of = {id(p): g for p, g in zip(params, grads)}
         for n in names:
             totals[n] += channel_taylor([p.detach() * grad_of[id(p)] for p in scored_params(modules[n])
@@ -50,6 +43,26 @@ def taylor_scores(model: nn.Module, layers: Iterable[str], data: Iterable[Any],
     if batches == 0:
         raise ValueError("data: no batches; give at least one (inputs, targets) batch")
     return {n: t.cpu().numpy() for n, t in totals.items()}
+
+
+def check_pair(i: int, batch: Any) -> None:
+    """A clear error unless `data[i]` is an `(inputs, targets)` pair."""
+    if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+        raise ValueError(f"data[{i}]: expected an (inputs, targets) pair, got {type(batch).__name__}")
+
+
+def batch_losses(model: nn.Module, data: Iterable[Any], loss_fn: Callable[[Any, Any], torch.Tensor],
+                 device: torch.device) -> Iterator[torch.Tensor]:
+    """The scalar loss of each `(inputs, targets)` batch of `data` (tensors moved to `device`), its graph
+    built with gradients enabled; a clear error for a batch that is not a pair or a loss that is not a scalar."""
+    for i, batch in enumerate(data):
+        check_pair(i, batch)
+        inputs, targets = (_to(x, device) for x in batch)
+        with torch.enable_grad():
+            loss = loss_fn(model(inputs), targets)
+        if not (isinstance(loss, torch.Tensor) and loss.numel() == 1):
+            raise ValueError("loss_fn: must return a scalar tensor")
+        yield loss
 
 
 def normalized(scores: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -29,6 +29,8 @@ import torch
 
 from mdp_opt import Spec
 
+from .importance import check_pair
+
 Key = TypeVar("Key", bound=Hashable)
 
 ZERO_SHARE = 0.5          # a layer is "mostly zero" when at least this share of its channels scores 0
@@ -63,8 +65,7 @@ def scores_by_halves(score: Callable[[list[Any]], Mapping[Key, np.ndarray]], dat
     halves: tuple[dict[Key, np.ndarray], dict[Key, np.ndarray]] = ({}, {})
     batches = samples = 0
     for i, batch in enumerate(data):
-        if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
-            raise ValueError(f"data[{i}]: expected an (inputs, targets) pair, got {type(batch).__name__}")
+        check_pair(i, batch)
         half = halves[i % 2]
         for key, value in score([batch]).items():
             half[key] = half[key] + value if key in half else np.asarray(value, dtype=np.float64).copy()

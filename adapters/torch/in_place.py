@@ -260,7 +260,6 @@ def install(model: nn.Module, small: nn.Module, tags: Tags, provenance: Mapping[
     replaced: list[str] = []
     new_params: dict[str, nn.Parameter] = {}
     kept_params: dict[str, nn.Parameter] = {}
-    small_tensors = {name: (owner, attr, t, is_param) for name, owner, attr, t, is_param in _tensors(small)}
 
     def real(name: str, t: torch.Tensor, like: torch.Tensor | None) -> torch.Tensor:
         if name in values:

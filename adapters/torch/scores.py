@@ -27,7 +27,7 @@ from .attention import SiteHandler
 from .blocks import Gate
 from .distributed import collectively, sum_scoring
 from .handlers import ConvHandler, LinearHandler, NormHandler
-from .importance import DimImportance, normalized, taylor_scores
+from .importance import DimImportance, batch_losses, normalized, taylor_scores
 from .importance_check import Scoring, scores_by_halves
 from .layout import positions
 from .structure import Structure
@@ -59,45 +59,29 @@ def dim_importances(structure: Structure, model: nn.Module, gates: Iterable[Gate
     """Per dim: its units by decreasing total score, and each block's share (None: outside every block);
     with the per-layer (or per-unit) scores and, for Taylor scores, how they split over the data's two
     halves (for `importance_check`)."""
-    gate_of: dict[int, str] = {}
-    for g in sorted(gates, key=lambda g: g.branch is not None):
-        for i in g.ops:
-            gate_of[i] = g.name
-    ops = {op.name: op for op in structure.atomic_ops() if op.first_call}
     layers = scored_layers(structure)
-    site_dims = {d.name: d for d in structure.dims if d.site is not None}
-    shares: dict[str, dict[str | None, np.ndarray]] = {d.name: {} for d in structure.dims}
-
-    def add(dim: str, gate: str | None, units: np.ndarray, values: np.ndarray) -> None:
-        share = shares[dim].setdefault(gate, np.zeros(structure.dim(dim).width))
-        np.add.at(share, units, values)
-
-    scoring: Scoring | None = None
     if importance is not None:
+        gate_of = _gate_of(gates)
+        ops = {op.name: op for op in structure.atomic_ops() if op.first_call}
+        shares = _Shares(structure)
         by_layer, by_dim = _given(structure, model, importance, layers, prunable)
         scores = {**by_dim, **by_layer}
         for dim, values in by_dim.items():
-            home = _home(structure, dim, ops, gate_of)
-            add(dim, home, np.arange(len(values)), values)
+            shares.add(dim, _home(structure, dim, ops, gate_of), np.arange(len(values)), values)
         for layer, values in by_layer.items():
             for dim, pairs in positions(ops[layer].output.layout, structure.spaces, structure.dim_of).items():
                 pos, units = (np.array(v) for v in zip(*pairs))
-                add(dim, gate_of.get(ops[layer].index), units, values[pos])
-    else:
-        names = sorted({name for entries in layers.values() for name, _, _ in entries})
+                shares.add(dim, gate_of.get(ops[layer].index), units, values[pos])
+        return shares.importances(), scores, None
+    names = sorted({name for entries in layers.values() for name, _, _ in entries})
 
-        def score(batches: list[Any]) -> dict[str, np.ndarray]:
-            return {**{f"layer:{k}": v for k, v in taylor_scores(model, names, batches, loss_fn).items()},
-                    **{f"site:{k}": v for k, v in _site_scores(model, structure.sites, batches, loss_fn).items()}}
+    def score(batches: list[Any]) -> dict[str, np.ndarray]:
+        return {**{f"layer:{k}": v for k, v in taylor_scores(model, names, batches, loss_fn).items()},
+                **{f"site:{k}": v for k, v in _site_scores(model, structure.sites, batches, loss_fn).items()}}
 
-        scoring = sum_scoring(collectively(lambda: scores_by_halves(score, data)))   # every rank's batches
-        scaled = normalized(scoring.totals)
-        return taylor_importances(structure, gates, scaled), scaled, scoring
-    out = {}
-    for d in structure.dims:
-        total = sum(shares[d.name].values(), np.zeros(d.width))
-        out[d.name] = DimImportance(np.argsort(-total, kind="stable"), shares[d.name])
-    return out, scores, scoring
+    scoring = sum_scoring(collectively(lambda: scores_by_halves(score, data)))   # every rank's batches
+    scaled = normalized(scoring.totals)
+    return taylor_importances(structure, gates, scaled), scaled, scoring
 
 
 def taylor_importances(structure: Structure, gates: Iterable[Gate], scores: Mapping[str, np.ndarray]
@@ -105,18 +89,11 @@ def taylor_importances(structure: Structure, gates: Iterable[Gate], scores: Mapp
     """Per dim: its units by decreasing total score and each block's share, from Taylor scores keyed as
     `build_spec` computes them (`layer:<name>` per output channel of every layer of `scored_layers`,
     `site:<site>.<kind>` per unit of an attention site); a key that is missing scores zero."""
-    gate_of: dict[int, str] = {}
-    for g in sorted(gates, key=lambda g: g.branch is not None):
-        for i in g.ops:
-            gate_of[i] = g.name
+    gate_of = _gate_of(gates)
     ops = {op.name: op for op in structure.atomic_ops() if op.first_call}
     site_dims = {d.name: d for d in structure.dims if d.site is not None}
-    shares: dict[str, dict[str | None, np.ndarray]] = {d.name: {} for d in structure.dims}
-
-    def add(dim: str, gate: str | None, units: np.ndarray, values: np.ndarray) -> None:
-        share = shares[dim].setdefault(gate, np.zeros(structure.dim(dim).width))
-        np.add.at(share, units, values)
-
+    shares = _Shares(structure)
+    add = shares.add
     for dim, entries in scored_layers(structure).items():
         if dim in site_dims:
             continue
@@ -128,11 +105,36 @@ def taylor_importances(structure: Structure, gates: Iterable[Gate], scores: Mapp
         kind = next(k for k, s in handler.spaces.items() if structure.dim_of[structure.spaces.find(s)] == dim.name)
         key = f"site:{dim.site}.{kind}"
         add(dim.name, gate_of.get(ops[dim.site].index), np.arange(dim.width), scores[key] if key in scores else 0.0)
-    out = {}
-    for d in structure.dims:
-        total = sum(shares[d.name].values(), np.zeros(d.width))
-        out[d.name] = DimImportance(np.argsort(-total, kind="stable"), shares[d.name])
-    return out
+    return shares.importances()
+
+
+def _gate_of(gates: Iterable[Gate]) -> dict[int, str]:
+    """Op index -> the gate (block or branch) it belongs to; a branch's gate over its block's."""
+    gate_of: dict[int, str] = {}
+    for g in sorted(gates, key=lambda g: g.branch is not None):
+        for i in g.ops:
+            gate_of[i] = g.name
+    return gate_of
+
+
+class _Shares:
+    """Per dim, each gate's share (None: outside every gate) of every unit's score."""
+
+    def __init__(self, structure: Structure) -> None:
+        self.structure = structure
+        self.by_dim: dict[str, dict[str | None, np.ndarray]] = {d.name: {} for d in structure.dims}
+
+    def add(self, dim: str, gate: str | None, units: np.ndarray, values: Any) -> None:
+        share = self.by_dim[dim].setdefault(gate, np.zeros(self.structure.dim(dim).width))
+        np.add.at(share, units, values)
+
+    def importances(self) -> dict[str, DimImportance]:
+        """Per dim: its units by decreasing total score, and each gate's share."""
+        out = {}
+        for d in self.structure.dims:
+            total = sum(self.by_dim[d.name].values(), np.zeros(d.width))
+            out[d.name] = DimImportance(np.argsort(-total, kind="stable"), self.by_dim[d.name])
+        return out
 
 
 def score_name(key: str) -> str:
@@ -197,15 +199,8 @@ def _site_scores(model: nn.Module, sites: Mapping[str, SiteHandler], data: Itera
                          "give importance= instead")
     device = params[0].device
     totals: dict[str, torch.Tensor] = {}
-    for i, batch in enumerate(data):
-        if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
-            raise ValueError(f"data[{i}]: expected an (inputs, targets) pair, got {type(batch).__name__}")
-        inputs, targets = (x.to(device) if isinstance(x, torch.Tensor) else x for x in batch)
-        with torch.enable_grad():
-            loss = loss_fn(model(inputs), targets)
-            if not (isinstance(loss, torch.Tensor) and loss.numel() == 1):
-                raise ValueError("loss_fn: must return a scalar tensor")
-            grads = torch.autograd.grad(loss, params, allow_unused=True)
+    for loss in batch_losses(model, data, loss_fn, device):
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
         products = {id(p): p.detach() * g for p, g in zip(params, grads) if g is not None}
 
         def value(p: torch.Tensor) -> torch.Tensor:

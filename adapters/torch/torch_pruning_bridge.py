@@ -33,6 +33,7 @@ from mdp_opt import Dim, Result, Spec, Term, importance_table
 from .checks import calibrate_if_measured, calibration_costs, check_result_for
 from .costs import workload_latencies
 from .handlers import Workload
+from .importance import batch_losses
 from .latency import MeasuredLatency, eval_mode
 from .latency_model import as_result
 from .spec_builder import describe_latency, width_choices
@@ -325,15 +326,8 @@ def _gradients(model: nn.Module, data: Iterable[Any], loss_fn: Callable[[Any, An
         for p in params:
             p.grad = None
         batches = 0
-        for i, batch in enumerate(data):
-            if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
-                raise ValueError(f"data[{i}]: expected an (inputs, targets) pair, got {type(batch).__name__}")
-            inputs, targets = (x.to(device) if isinstance(x, torch.Tensor) else x for x in batch)
-            with torch.enable_grad():
-                loss = loss_fn(model(inputs), targets)
-                if not (isinstance(loss, torch.Tensor) and loss.numel() == 1):
-                    raise ValueError("loss_fn: must return a scalar tensor")
-                loss.backward()
+        for loss in batch_losses(model, data, loss_fn, device):
+            loss.backward()
             batches += 1
         if batches == 0:
             raise ValueError("data: no batches; give at least one (inputs, targets) batch")

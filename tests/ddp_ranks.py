@@ -1,0 +1,38 @@
+"""Two gloo ranks on CPU for the torch.distributed tests: each runs `record(rank, out)` inside the process
+group and what it returns comes back to the test, one dict per rank."""
+
+from __future__ import annotations
+
+import datetime
+import pickle
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+WORLD = 2
+
+
+def _rank_main(rank: int, record: Callable[[int, Path], dict[str, Any]], init_file: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD,
+                            timeout=datetime.timedelta(seconds=60))
+    torch.set_num_threads(1)
+    try:
+        result = record(rank, Path(out))
+        with open(Path(out) / f"rank{rank}.pkl", "wb") as f:
+            pickle.dump(result, f)
+    finally:
+        dist.destroy_process_group()
+
+
+def run_ranks(record: Callable[[int, Path], dict[str, Any]], tmp: Path) -> list[dict[str, Any]]:
+    """`record(rank, tmp)` on WORLD spawned processes of one gloo group (a module-level function, so that
+    the spawned processes can import it); the dicts they returned, by rank."""
+    mp.spawn(_rank_main, args=(record, str(tmp / "init"), str(tmp)), nprocs=WORLD, join=True)
+    out = []
+    for r in range(WORLD):
+        with open(tmp / f"rank{r}.pkl", "rb") as f:
+            out.append(pickle.load(f))
+    return out
