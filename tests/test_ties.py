@@ -11,16 +11,25 @@ from mdp_opt.ties import keep_more, keep_score
 from strategies import problems
 
 
-@settings(max_examples=80, deadline=None)
-@given(problem=problems(), data=st.data())
-def test_keep_more_never_lowers_the_value_and_keeps_at_least_as_much(problem, data):
-    spec, budget = problem
+def feasible_start(spec, budget, data):
+    """(limits, choice, active, its evaluation) of a drawn configuration within the budget, or None."""
     caps = limits(mdp_opt.resolve_budgets(spec, budget))
     choice = {d.name: data.draw(st.integers(0, d.size - 1)) for d in spec.dims}
     active = {b: data.draw(st.booleans()) for b in spec.block_names}
     before = mdp_opt.evaluate(spec, choice, active)
     if not all(before.costs[r] <= limit for r, limit in caps.items()):
+        return None
+    return caps, choice, active, before
+
+
+@settings(max_examples=80, deadline=None)
+@given(problem=problems(), data=st.data())
+def test_keep_more_never_lowers_the_value_and_keeps_at_least_as_much(problem, data):
+    spec, budget = problem
+    start = feasible_start(spec, budget, data)
+    if start is None:
         return
+    caps, choice, active, before = start
     new_choice, new_active, moves = keep_more(spec, caps, choice, active)
     after = mdp_opt.evaluate(spec, new_choice, new_active)
     assert after.value >= before.value
@@ -66,11 +75,9 @@ def plain_keep_more(spec, caps, choice, active):
 @given(problem=problems(), data=st.data())
 def test_the_move_estimate_rules_out_no_move_the_exact_evaluation_accepts(problem, data):
     spec, budget = problem
-    caps = limits(mdp_opt.resolve_budgets(spec, budget))
-    choice = {d.name: data.draw(st.integers(0, d.size - 1)) for d in spec.dims}
-    active = {b: data.draw(st.booleans()) for b in spec.block_names}
-    before = mdp_opt.evaluate(spec, choice, active)
-    if not all(before.costs[r] <= limit for r, limit in caps.items()):
+    start = feasible_start(spec, budget, data)
+    if start is None:
         return
+    caps, choice, active, before = start
     new_choice, new_active, _ = keep_more(spec, caps, choice, active)
     assert (new_choice, new_active) == plain_keep_more(spec, caps, choice, active)
