@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -18,10 +19,19 @@ EXAMPLE = ROOT / "examples" / "ddp_prune.py"
 QUICK = ["--epochs", "3", "--finetune", "1", "--batches", "4", "--repeats", "3"]
 
 
+# A rank aborting in gloo's C++ layer with this line and no Python traceback was seen about once in 20 runs on a
+# loaded 2-core machine, right after rank 0 broadcast its latency tables; its cause is not found yet (open in
+# the project's notes). Such a run is repeated once, with a warning; any other failure, or the abort twice, fails.
+GLOO_ABORT = "terminate called without an active exception"
+
+
 def _run(launcher: list[str], tmp_path: Path) -> dict:
     out = tmp_path / "summary.json"
     command = launcher + [str(EXAMPLE), *QUICK, "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0 and GLOO_ABORT in done.stderr:
+        warnings.warn(f"a rank aborted in gloo ({GLOO_ABORT!r}); running the example once more")
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(out.read_text())
 

@@ -37,6 +37,20 @@ def busy_spec():
     return mdp_opt.examples.make(BUSY["name"], choices=BUSY["choices"], integer=BUSY["integer"])
 
 
+@pytest.fixture
+def ctrl_c_handled():
+    """Python's own Ctrl-C handler for the test, as in an interactive session: a process started in the background
+    by a non-interactive shell ignores SIGINT, and then `_thread.interrupt_main` does nothing."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def _sigint_by_default() -> None:
+    """For a child process: SIGINT at its default, so that Python installs its Ctrl-C handler at start-up."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt_main_after(seconds: float) -> threading.Timer:
     """Ctrl-C as the user sends it: a KeyboardInterrupt in the main thread, `seconds` from now."""
     timer = threading.Timer(seconds, _thread.interrupt_main)
@@ -45,7 +59,7 @@ def interrupt_main_after(seconds: float) -> threading.Timer:
 
 
 @pytest.mark.parametrize("backend", backends_with(Feature.INTERRUPT))
-def test_ctrl_c_stops_the_backend_and_keeps_the_best_answer(backend, busy_spec):
+def test_ctrl_c_stops_the_backend_and_keeps_the_best_answer(backend, busy_spec, ctrl_c_handled):
     timer = interrupt_main_after(0.5)
     try:
         with pytest.raises(mdp_opt.Interrupted) as info:
@@ -59,16 +73,30 @@ def test_ctrl_c_stops_the_backend_and_keeps_the_best_answer(backend, busy_spec):
         assert result.costs["latency"] <= result.budgets["latency"] * (1 + 1e-9)
 
 
-def test_ctrl_c_during_the_presolve_returns_its_incumbent(busy_spec, register):
+def test_ctrl_c_during_the_presolve_returns_its_incumbent(busy_spec, register, monkeypatch, ctrl_c_handled):
+    """Ctrl-C lands inside the presolve, after its first incumbent (the cheapest configuration) and before its
+    multiplier search: the call stops there, returns that incumbent verified, and never reaches the backend.
+    The stop is sent from inside the presolve, not after a delay, so a fast presolve cannot outrun it."""
+    from mdp_opt.presolve.dual import LagrangianSearch
+    real_line_search = LagrangianSearch.line_search
+
+    def interrupted_line_search(self, *args, **kwargs):
+        _thread.interrupt_main()
+        for _ in range(1000):                      # until the watching thread has turned Ctrl-C into the stop
+            if self.deadline.expired:
+                break
+            time.sleep(0.01)
+        return real_line_search(self, *args, **kwargs)
+    monkeypatch.setattr(LagrangianSearch, "line_search", interrupted_line_search)
     called = []
     register("never-called", lambda s, b, o: called.append(s), features={"presolve"})
-    timer = interrupt_main_after(0.05)
-    try:
-        with pytest.raises(mdp_opt.Interrupted) as info:
-            mdp_opt.solve(busy_spec, backend="never-called")
-    finally:
-        timer.cancel()
-    assert info.value.result.status in (Status.INTERRUPTED, Status.OPTIMAL, Status.INFEASIBLE)
+    with pytest.raises(mdp_opt.Interrupted) as info:
+        mdp_opt.solve(busy_spec, backend="never-called")
+    result = info.value.result
+    assert not called
+    assert result.status is Status.INTERRUPTED and result.stats["stopped_by"] == "Ctrl-C"
+    assert result.has_solution and result.costs["latency"] <= result.budgets["latency"] * (1 + 1e-9)
+    assert result.stats["solved_by"] == "presolve"
 
 
 def test_a_backend_that_ignores_the_stop_is_abandoned_after_its_grace(register):
@@ -124,7 +152,8 @@ def test_ctrl_c_on_the_command_line_prints_the_answer_and_exits_130(backend):
     before = mindtpy_workers()
     process = subprocess.Popen(CLI + ["solve", "--example", "resnet101", "--budget", "25%", "--backend", backend,
                                       "--json", "--option", "presolve=false"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=_sigint_by_default)
     time.sleep(2.5)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
