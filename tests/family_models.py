@@ -635,3 +635,35 @@ class HybridNet(nn.Module):
         x = self.stage2(self.down(self.stage1(self.stem(x))))
         x = self.blocks(x.flatten(2).transpose(1, 2) + self.pos)
         return self.head(self.norm(x).mean(1))
+
+
+# ---- a width read from the input (as timm's CoaT factorised attention) -----------------------------
+
+class WidthReadingMixer(nn.Module):
+    """Reads its input width from the tensor and splits a projection's output into `groups` groups of
+    `width // groups` channels: it runs only at the width it was built for, and no tensor shows it."""
+
+    def __init__(self, c: int, groups: int = 4) -> None:
+        super().__init__()
+        self.groups = groups
+        self.proj = nn.Conv2d(c, 2 * c, 1)
+        self.out = nn.Conv2d(c, c, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        y = self.proj(x).reshape(b, 2, self.groups, c // self.groups, h, w).sum(1)
+        return self.out(y.reshape(b, c, h, w))
+
+
+class WidthReadingNet(nn.Module):
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = conv_bn_relu(3, 16)
+        self.mixer = WidthReadingMixer(16)
+        self.conv = conv_bn_relu(16, 32, stride=2)
+        self.head = nn.Linear(32, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = x + self.mixer(x)
+        return self.head(self.conv(x).mean((2, 3)))

@@ -432,12 +432,17 @@ class _HardCodedView(nn.Module):
         return self.fc(self.conv(x).mean((2, 3)).reshape(-1, 16))
 
 
-def test_a_width_hard_coded_in_the_forward_is_named_when_applying(tmp_path):
-    """`reshape(-1, 16)` with a literal: the tables follow the width (the size argument is the channel count),
-    but the slimmed model cannot, and apply says so."""
+def test_a_width_hard_coded_in_the_forward_is_kept_at_build_time_and_named_when_applying(tmp_path, monkeypatch):
+    """`reshape(-1, 16)` with a literal: the trace follows the width (the size argument is the channel count),
+    but the slimmed model cannot. `build_spec` runs a slimmed copy and keeps the width; without that probe,
+    apply says so."""
+    from mdp_opt.adapters.torch import spec_builder
     model = _HardCodedView()
     timer = MeasuredLatency(repeats=1, warmup=0, cache_dir=tmp_path, progress=False, calibrate=False)
     x = torch.randn(1, 3, 4, 4)
+    spec, handle = build_spec(model, x, importance={model.conv: np.ones(16)}, latency=timer, step=8)
+    assert spec.dim("conv").choices == (16,) and "hard-coded" in spec.meta["pinned"]["conv"]
+    monkeypatch.setattr(spec_builder, "hard_coded_widths", lambda *args: {})
     spec, handle = build_spec(model, x, importance={model.conv: np.ones(16)}, latency=timer, step=8)
     assert spec.dim("conv").choices == (8, 16)
     with pytest.raises(RuntimeError, match="the slimmed model fails on the example input.*ignore="):

@@ -24,8 +24,8 @@ from mdp_opt.solve import verify  # noqa: E402
 
 from flops import counted_macs  # noqa: E402
 from family_models import (BranchNet, ConvNeXtLike, DenseNetLike, HFStyleViT, HybridNet, LayerScaleViT,  # noqa: E402
-                           SwinLike, WindowAttention, biased_vit, folded_heads_vit, sdpa_vit,
-                           wide_value_vit)
+                           SwinLike, WidthReadingNet, WindowAttention, biased_vit, folded_heads_vit,
+                           sdpa_vit, wide_value_vit)
 
 # family -> (model factory, input size, the family that must recognise it, build options)
 CASES = {
@@ -407,3 +407,34 @@ def test_a_family_that_breaks_while_reading_a_model_is_a_clear_refusal_not_a_tra
             as caught:
         build("densenet", model, x)
     assert isinstance(caught.value.__cause__, KeyError)
+
+
+PROBE_PIN = "found by running a slimmed copy at build time"
+
+
+def test_a_width_the_forward_pass_reads_from_its_input_is_kept_before_the_solve(monkeypatch):
+    """The mixer reshapes with `width // groups` read from its input (as CoaT's factorised attention): no
+    tensor in the trace shows it, so only running a slimmed copy does. Without that probe the answer fails in
+    `apply`, after the solve; with it the width is kept at build time, with the reason, and the rest prunes."""
+    from mdp_opt.adapters.torch import spec_builder
+    torch.manual_seed(0)
+    model, x = WidthReadingNet().eval(), torch.randn(2, 3, 16, 16)
+    spec, handle = build("width-reading", model, x, step=4)
+    assert PROBE_PIN in spec.meta["pinned"]["stem.0"] and "RuntimeError" in spec.meta["pinned"]["stem.0"]
+    assert spec.dim("stem.0").choices == (16,) and len(spec.dim("conv.0").choices) > 1
+    result = mdp_opt.solve(spec, {"latency": "85%"}, backend=exact_backend())
+    assert result.kept["conv.0"] < 32
+    assert handle.apply(result)(x).shape == (2, 10)
+
+    monkeypatch.setattr(spec_builder, "hard_coded_widths", lambda *args: {})
+    spec, handle = build("width-reading", model, x, step=4)
+    assert len(spec.dim("stem.0").choices) > 1
+    result = configuration(spec, {"stem.0": 8})
+    with pytest.raises(RuntimeError, match="hard-codes"):
+        handle.apply(result)
+
+
+@pytest.mark.parametrize("kind", list(CASES))
+def test_models_that_run_slimmed_have_no_width_pinned_by_the_probe(built, kind):
+    _, _, spec, _ = built[kind]
+    assert not [d for d, why in spec.meta["pinned"].items() if PROBE_PIN in why]

@@ -418,7 +418,10 @@ class WidthInForward(TorchvisionStyleViT):
         return self.heads(self.encoder(x)[:, 0])
 
 
-def test_apply_follows_width_attributes_and_checks_that_the_slimmed_model_runs():
+def test_apply_follows_width_attributes_and_checks_that_the_slimmed_model_runs(monkeypatch):
+    """A width read from an attribute follows the kept width; one written as a literal is kept at build time
+    (a slimmed copy fails), and without that probe apply names the failure."""
+    from mdp_opt.adapters.torch import spec_builder
     torch.manual_seed(0)
     model = WidthInForward().eval()
     spec, handle = build(model)
@@ -426,6 +429,9 @@ def test_apply_follows_width_attributes_and_checks_that_the_slimmed_model_runs()
     assert small.width == small.hidden_dim == 32 and model.width == 48
     model = WidthInForward(literal=True).eval()
     spec, handle = build(model)
+    assert spec.dim("embed").choices == (48,) and "hard-coded" in spec.meta["pinned"]["embed"]
     handle.apply(result_for(spec, {}))
+    monkeypatch.setattr(spec_builder, "hard_coded_widths", lambda *args: {})
+    spec, handle = build(model)
     with pytest.raises(RuntimeError, match="slimmed model fails on the example input.*ignore="):
         handle.apply(result_for(spec, {"embed": 32}))

@@ -25,6 +25,7 @@ from .handlers import Workload
 from .importance import objective_terms
 from .importance_check import with_importance_check
 from .latency import MeasuredLatency
+from .probe import hard_coded_widths
 from .scores import dim_importances, score_name
 from .structure import DimInfo, Options, Structure, module_names
 
@@ -106,6 +107,10 @@ def build_spec(model: nn.Module, example_input: torch.Tensor, *, data: Iterable[
     minimum = _minimums(model, structure, min_channels)
     choices = {d.name: _choices(d, options.granularity(d.kind), minimum[d.name], d.name in pinned)
                for d in structure.dims}
+    hard = hard_coded_widths(fam, structure, model, example_input,
+                             {n: c[-2] for n, c in choices.items() if len(c) > 1})
+    for dim, why in hard.items():
+        pinned[dim], choices[dim] = why, (choices[dim][-1],)
     prunable = {n for n, c in choices.items() if len(c) > 1}
     if isinstance(importance, str):
         if importance != "uniform":
