@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 from .spec import SpecError
 
 _LOCAL = re.compile(r"^local(?::(\d+))?$")
+_connected: str | None = None      # the address this module started or joined Ray with, while it runs
 
 
 def run_jobs(function: Callable[..., Any], jobs: Sequence[tuple], ray: str | None = None,
@@ -48,7 +49,11 @@ def run_jobs(function: Callable[..., Any], jobs: Sequence[tuple], ray: str | Non
 
 def connect(address: str) -> Any:
     """The `ray` module, initialised on `address`: "auto" (the cluster `ray start` runs here), "local" or
-    "local:N" (start a local instance with N CPUs), or a cluster address ("ray://host:10001", "host:6379")."""
+    "local:N" (start a local instance with N CPUs), or a cluster address ("ray://host:10001", "host:6379").
+
+    Ray runs one session per process: a session started by the caller's own `ray.init` is used as it is; one
+    started here on another address is an error (`ray.shutdown()` first), not silently reused."""
+    global _connected
     if not isinstance(address, str) or not address:
         raise SpecError(f"ray: expected a cluster address, 'auto' or 'local[:N]', got {address!r:.40}")
     try:
@@ -56,7 +61,10 @@ def connect(address: str) -> Any:
     except ImportError:
         raise SpecError("ray: Ray is not installed; pip install 'mdp-opt[ray]'") from None
     if ray.is_initialized():
-        return ray
+        if _connected is None or _connected == address:
+            return ray
+        raise SpecError(f"ray: this process is connected to {_connected!r}, not {address!r}; Ray holds one session "
+                        "per process: call ray.shutdown() before connecting elsewhere")
     local = _LOCAL.match(address)
     try:
         if local:
@@ -67,4 +75,5 @@ def connect(address: str) -> Any:
     except (ConnectionError, ValueError, RuntimeError) as e:
         raise SpecError(f"ray: cannot connect to {address!r} ({e}); start the cluster with `ray start --head` "
                         "or use 'local:N'") from None
+    _connected = address
     return ray

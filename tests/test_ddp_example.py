@@ -16,7 +16,7 @@ pytest.importorskip("sklearn")
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "ddp_prune.py"
-QUICK = ["--epochs", "3", "--finetune", "1", "--batches", "4", "--repeats", "3"]
+QUICK = ["--epochs", "6", "--finetune", "3", "--batches", "4", "--repeats", "3"]   # 3 + 1 epochs: pruned 19-37%
 
 
 # A rank aborting in gloo's C++ layer with this line and no Python traceback was seen about once in 20 runs on a
@@ -43,7 +43,7 @@ def _check(summary: dict) -> None:
     assert len(set(summary["checksums_after_finetuning"])) == 1   # ... and it stays so under DDP training
     predicted = summary["predicted_ms"]
     assert predicted["pruned"] <= predicted["budget"] + 1e-9 and predicted["budget"] < predicted["dense"]
-    assert summary["dense_accuracy"] > 0.5 and summary["pruned_accuracy"] > 0.3      # chance is 0.1
+    assert summary["dense_accuracy"] > 0.8 and summary["pruned_accuracy"] > 0.5      # chance is 0.1
 
 
 @pytest.mark.slow

@@ -50,6 +50,13 @@ def test_jobs_run_on_the_workers_and_come_back_in_order(pool):
     assert results == [budget_limit(b) for b in budgets] and sorted(done) == list(range(8))
 
 
+@pytest.mark.slow
+def test_another_address_while_connected_is_an_error_not_the_same_session(pool):
+    assert mdp_opt.pool.connect(pool) is ray                 # the same address: the session it has
+    with pytest.raises(mdp_opt.SpecError, match=r"connected to 'local:2', not 'local:3'.*ray.shutdown\(\)"):
+        mdp_opt.pool.connect("local:3")
+
+
 def test_a_bad_address_is_a_clear_error():
     with pytest.raises(mdp_opt.SpecError, match="^ray: "):
         mdp_opt.pool.connect("")

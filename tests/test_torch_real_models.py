@@ -1,9 +1,9 @@
 """Real torchvision, timm and Hugging Face transformers models through `build_spec` (random weights).
 
 Each test is skipped, saying why, where its library is not installed; none of them is required.
-Per model: the family that recognises it, a round trip at 50% of its MACs (the slimmed model runs,
-keeps its output shape and has exactly the parameters the spec predicts) and the keep-everything
-equality. Run them with e.g. `pip install torchvision timm transformers` beside the CPU torch.
+Per model: the family that recognises it, which widths a slimmed copy showed to be hard-coded, a round trip at
+50% of its MACs (the slimmed model runs, keeps its output shape and has exactly the parameters the spec
+predicts) and the keep-everything equality. Run them with e.g. `pip install torchvision timm transformers` beside the CPU torch.
 """
 
 from __future__ import annotations
@@ -83,11 +83,19 @@ MODELS = {
     "timm.swin_tiny_patch4_window7_224": (timm("swin_tiny_patch4_window7_224"), 224, "transformer"),
     "timm.convnext_atto": (timm("convnext_atto"), 64, "cnn"),
     "timm.cait_xxs24_224": (timm("cait_xxs24_224"), 224, "transformer"),
+    "timm.coat_lite_tiny": (timm("coat_lite_tiny"), 224, "cnn"),
     "transformers.vit": (hugging_face("vit"), 32, "transformer"),
     "transformers.deit": (hugging_face("deit"), 32, "transformer"),
     "transformers.swin": (hugging_face("swin"), 32, "transformer"),
     "transformers.convnext": (hugging_face("convnext"), 32, "cnn"),
 }
+
+
+# models whose forward pass reads a width from its input (CoaT's factorised attention reshapes by the width it
+# is given), so that `build_spec`'s slimmed copy fails and those widths are kept; in every other model a width
+# kept that way would be a width `apply` cannot slim: a gap to fix, not to hide
+READS_WIDTHS = {"timm.coat_lite_tiny"}
+PROBE_PIN = "found by running a slimmed copy at build time"
 
 
 def exact_backend() -> str:
@@ -110,6 +118,8 @@ def test_real_model_round_trip(name):
     spec, handle = build_spec(model, x, data=data, loss_fn=F.cross_entropy, latency="flops",
                               costs=("latency", "params"), step=32, mlp_step=64, head_dim_step=16, ignore=ignore)
     assert spec.meta["family"] == family
+    probed = sorted(d for d, why in spec.meta["pinned"].items() if PROBE_PIN in why)
+    assert bool(probed) == (name in READS_WIDTHS), probed
     assert spec.full_costs()["params"] == sum(p.numel() for p in model.parameters())
     assert sum(len(d.choices) > 1 for d in spec.dims) > 0
     result = mdp_opt.solve(spec, {"latency": "50%"}, backend=exact_backend(), time_limit=120)
