@@ -35,9 +35,21 @@ class ChannelsFirstLayerNorm(nn.LayerNorm):
         return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
-class ConvNeXtBlock(nn.Module):
-    def __init__(self, dim: int, channels_last_scale: bool) -> None:
+class ChannelScale(nn.Module):
+    """A learned per-channel scale of an NCHW tensor held by a module of its own (as timm's LayerScale2d)."""
+
+    def __init__(self, dim: int) -> None:
         super().__init__()
+        self.gamma = nn.Parameter(0.5 + torch.rand(dim, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
+class ConvNeXtBlock(nn.Module):
+    def __init__(self, dim: int, channels_last_scale: bool, scale_module: bool = False) -> None:
+        super().__init__()
+        self.scale = ChannelScale(dim) if scale_module else None
         self.dwconv = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.pwconv1 = nn.Linear(dim, 4 * dim)
@@ -55,18 +67,21 @@ class ConvNeXtBlock(nn.Module):
         y = y.permute(0, 3, 1, 2)
         if not self.channels_last_scale:
             y = self.layer_scale * y
+        if self.scale is not None:
+            y = self.scale(y)
         return x + y
 
 
 class ConvNeXtLike(nn.Module):
     def __init__(self, dims: tuple[int, ...] = (16, 32), depths: tuple[int, ...] = (2, 2), num_classes: int = 10,
-                 channels_last_scale: bool = False) -> None:
+                 channels_last_scale: bool = False, scale_module: bool = False) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Sequential(nn.Conv2d(3, dims[0], 4, 4), ChannelsFirstLayerNorm(dims[0]))]
         for i, (dim, depth) in enumerate(zip(dims, depths)):
             if i:
                 layers.append(nn.Sequential(ChannelsFirstLayerNorm(dims[i - 1]), nn.Conv2d(dims[i - 1], dim, 2, 2)))
-            layers.append(nn.Sequential(*[ConvNeXtBlock(dim, channels_last_scale) for _ in range(depth)]))
+            layers.append(nn.Sequential(*[ConvNeXtBlock(dim, channels_last_scale, scale_module)
+                                          for _ in range(depth)]))
         self.features = nn.Sequential(*layers)
         self.norm = nn.LayerNorm(dims[-1])
         self.head = nn.Linear(dims[-1], num_classes)
@@ -567,6 +582,23 @@ def folded_heads_vit() -> GenericViT:
 
 def wide_value_vit() -> GenericViT:
     return GenericViT(WideValueAttention)
+
+
+class CachingAttention(SDPAAttention):
+    """Overrides `train()` to empty a cache and, as timm's TinyViT attention does, returns nothing from it, so
+    `module.eval()` is None and cannot be chained."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__(dim, heads)
+        self.cache: dict[str, torch.Tensor] = {}
+
+    def train(self, mode: bool = True) -> None:  # type: ignore[override]
+        super().train(mode)
+        self.cache = {}
+
+
+def caching_vit() -> GenericViT:
+    return GenericViT(CachingAttention)
 
 
 class BiasedBlock(nn.Module):

@@ -25,12 +25,13 @@ from mdp_opt.solve import verify  # noqa: E402
 from flops import counted_macs  # noqa: E402
 from family_models import (BranchNet, ConvNeXtLike, DenseNetLike, HFStyleViT, HybridNet, LayerScaleViT,  # noqa: E402
                            SwinLike, WidthReadingNet, WindowAttention, biased_vit, folded_heads_vit,
-                           sdpa_vit, wide_value_vit)
+                           caching_vit, sdpa_vit, wide_value_vit)
 
 # family -> (model factory, input size, the family that must recognise it, build options)
 CASES = {
     "convnext": (ConvNeXtLike, 32, "cnn", {}),
     "convnext-channels-last-scale": (lambda: ConvNeXtLike(channels_last_scale=True), 32, "cnn", {}),
+    "convnext-scale-module": (lambda: ConvNeXtLike(scale_module=True), 32, "cnn", {}),
     "swin": (SwinLike, 32, "transformer", {}),
     "densenet": (DenseNetLike, 16, "cnn", dict(step=4)),
     "branches": (BranchNet, 16, "cnn", dict(step=4)),
@@ -39,6 +40,7 @@ CASES = {
     "sdpa-vit": (sdpa_vit, 32, "transformer", {}),
     "folded-heads-vit": (folded_heads_vit, 32, "transformer", {}),
     "wide-value-vit": (wide_value_vit, 32, "transformer", {}),
+    "caching-vit": (caching_vit, 32, "transformer", {}),
     "hybrid": (HybridNet, 32, "transformer", {}),
 }
 
@@ -145,7 +147,7 @@ def test_full_costs_are_the_model_s(built, kind):
 
 # ---- ConvNeXt ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind", ["convnext", "convnext-channels-last-scale"])
+@pytest.mark.parametrize("kind", ["convnext", "convnext-channels-last-scale", "convnext-scale-module"])
 def test_layer_scale_follows_the_channels_it_scales(built, kind):
     model, x, spec, handle = built[kind]
     stage = "features.0.0"                      # the stem convolution names the first stage's stream
@@ -157,6 +159,9 @@ def test_layer_scale_follows_the_channels_it_scales(built, kind):
     scale = model.features[1][0].layer_scale
     assert torch.equal(small.features[1][0].layer_scale, scale[kept])
     assert small.features[1][0].dwconv.groups == 8 and small.features[1][0].pwconv1.in_features == 8
+    if kind == "convnext-scale-module":           # a (channels, 1, 1) parameter of a module of its own
+        gamma = model.features[1][0].scale.gamma
+        assert torch.equal(small.features[1][0].scale.gamma, gamma[kept])
     removed = handle.apply(configuration(spec, removed=("features.1.1",)))
     assert isinstance(removed.features[1][1], nn.Identity)
 

@@ -84,6 +84,8 @@ MODELS = {
     "timm.convnext_atto": (timm("convnext_atto"), 64, "cnn"),
     "timm.cait_xxs24_224": (timm("cait_xxs24_224"), 224, "transformer"),
     "timm.coat_lite_tiny": (timm("coat_lite_tiny"), 224, "cnn"),
+    "timm.fastvit_t8": (timm("fastvit_t8"), 256, "cnn"),
+    "timm.tiny_vit_5m_224": (timm("tiny_vit_5m_224"), 224, "transformer"),
     "transformers.vit": (hugging_face("vit"), 32, "transformer"),
     "transformers.deit": (hugging_face("deit"), 32, "transformer"),
     "transformers.swin": (hugging_face("swin"), 32, "transformer"),

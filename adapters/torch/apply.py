@@ -14,7 +14,7 @@ from mdp_opt import Result, Spec
 from .attention import REPLACE
 from .blocks import Gate
 from .checks import check_result_for
-from .modules import PrunedAttention
+from .modules import PrunedAttention, evaluating
 from .structure import DimInfo, LayerWidths, Structure
 
 
@@ -122,7 +122,7 @@ class PruningHandle:
         flags = {m: m.training for m in small.modules()}
         try:
             with torch.no_grad():
-                small.eval()(self.example_input)
+                evaluating(small)(self.example_input)
         except (RuntimeError, ValueError, IndexError) as e:
             raise RuntimeError(f"the slimmed model fails on the example input ({e}); a width that the forward pass "
                                "hard-codes cannot change: pin the layers that produce it with ignore=") from e

@@ -31,7 +31,7 @@ from torch import nn
 
 from .handlers import LayerHandler, Sizes, Workload, _channel_layout, _random
 from .layout import Layout, Segment
-from .modules import PrunedAttention
+from .modules import PrunedAttention, evaluating
 from .slicing import set_tensor
 from .trace import OpRecord, TraceContext
 
@@ -288,8 +288,8 @@ class SiteHandler(LayerHandler):
               f"{[sizes.shape(t) for t in op.inputs]}|{arguments.constants}|{_digest(op.module)}"
 
         def setup_in_place(device: torch.device, dtype: torch.dtype) -> tuple[Callable[..., Any], list[torch.Tensor]]:
-            module = self.slimmed(op.module, keep, torch.arange(e_in), torch.arange(e_out)).to(device=device,
-                                                                                              dtype=dtype).eval()
+            module = evaluating(self.slimmed(op.module, keep, torch.arange(e_in), torch.arange(e_out)).to(
+                device=device, dtype=dtype))
 
             def run(*tensors: torch.Tensor) -> Any:
                 a, k = arguments.fill(tensors)

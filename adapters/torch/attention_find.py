@@ -35,6 +35,7 @@ from torch import nn
 
 from .attention import IN_PLACE, REPLACE, AttentionSite, Projection, SiteHandler, head_index
 from .handlers import FUNCTION, LinearHandler, OpaqueHandler, UnsupportedModelError, handler_for_module
+from .modules import evaluating
 from .slicing import common_prefix
 from .trace import ModuleCall, OpRecord, TensorInfo, _Hole, record
 
@@ -418,7 +419,8 @@ def _reproduces(model: nn.Module, site: AttentionSite, call: ModuleCall) -> bool
     if site.returns is None:
         return False
     keep = {"heads": torch.arange(site.heads), "qk_dim": torch.arange(site.qk_dim), "v_dim": torch.arange(site.v_dim)}
-    new = site.replacement(model, keep, torch.arange(site.in_width), torch.arange(site.out_width)).eval()
+    new = site.replacement(model, keep, torch.arange(site.in_width), torch.arange(site.out_width))
+    new = evaluating(new)
     return _close(_run(new, call), call.outputs[0].value)
 
 
@@ -555,7 +557,7 @@ def _without_last_head(module: nn.Module, site: AttentionSite, call: ModuleCall)
 
 
 def _copy(module: nn.Module) -> nn.Module:
-    return copy.deepcopy(module).eval()
+    return evaluating(copy.deepcopy(module))
 
 
 def _tried(handler: SiteHandler, module: nn.Module, keep: dict[str, torch.Tensor], site: AttentionSite,
@@ -565,7 +567,7 @@ def _tried(handler: SiteHandler, module: nn.Module, keep: dict[str, torch.Tensor
         small = handler.slimmed(module, keep, torch.arange(width), torch.arange(site.out_width if width ==
                                                                                   site.in_width else width))
         x = call.inputs[0].value[..., :width]
-        out = _run(small.eval(), call, x)
+        out = _run(evaluating(small), call, x)
     except (RuntimeError, ValueError, IndexError, TypeError):
         return False
     if expected is not None:

@@ -26,6 +26,7 @@ from torch import nn
 
 from . import axes
 from .layout import Layout, Segment, Spaces, fixed, total
+from .modules import evaluating
 from .slicing import set_tensor
 from .trace import OpRecord, TensorInfo, TraceContext
 
@@ -136,7 +137,7 @@ class LayerHandler:
         args = op.arguments
 
         def setup(device: torch.device, dtype: torch.dtype) -> tuple[Callable[..., Any], list[torch.Tensor]]:
-            module = self.make(op, sizes).to(device=device, dtype=dtype).eval()
+            module = evaluating(self.make(op, sizes).to(device=device, dtype=dtype))
 
             def run(*tensors: torch.Tensor) -> Any:
                 a, k = args.fill(tensors)
@@ -291,9 +292,10 @@ class NormHandler(LayerHandler):
         _set_output(op, axis, layout)
 
     def params(self, op: OpRecord, sizes: Sizes) -> int:
-        width = sizes.width(op.output.layout, self.features(op.module))
-        return sum((width if p.dim() == 1 and p.shape[0] == self.features(op.module) else p.numel())
-                   for p in op.module.parameters())
+        full = self.features(op.module)
+        width = sizes.width(op.output.layout, full)
+        return sum((width if p.dim() and p.shape[0] == full and p.numel() == full else p.numel())
+                   for p in op.module.parameters())   # one value per channel: (channels,) or (channels, 1, 1)
 
     def make(self, op: OpRecord, sizes: Sizes) -> nn.Module:
         """A copy of the layer keeping its first channels (a subclass keeps its own forward)."""
@@ -327,8 +329,9 @@ class NormHandler(LayerHandler):
 
 class ChannelwiseHandler(NormHandler):
     """A layer without rules of its own whose parameters hold one value per channel and whose output has its
-    input's shape (timm's LayerScale, PReLU, a learned scaling): its parameters follow the channels, and its
-    integer attributes equal to the channel count (PReLU's num_parameters) follow the kept count."""
+    input's shape (timm's LayerScale and LayerScale2d, PReLU, a learned scaling): its parameters follow the
+    channels, and its integer attributes equal to the channel count (PReLU's num_parameters) follow the kept
+    count."""
 
     def features(self, m: nn.Module) -> int:
         return next(p.shape[0] for p in m.parameters())
@@ -340,7 +343,7 @@ class ChannelwiseHandler(NormHandler):
         m, x = op.module, op.inputs[0]
         params = list(m.parameters())
         widths = {p.shape[0] for p in params}
-        if any(p.dim() != 1 for p in params) or len(widths) != 1 or op.output.shape != x.shape or (
+        if any(not _per_channel(p, x) for p in params) or len(widths) != 1 or op.output.shape != x.shape or (
                 x.layout is not None and total(x.layout) != widths.pop()):
             DEFAULT_HANDLER.propagate(op, ctx)
             return
@@ -361,6 +364,16 @@ class ChannelwiseHandler(NormHandler):
         for attr, value in vars(module).items():
             if type(value) is int and not attr.startswith("_") and value == full:
                 setattr(module, attr, c)
+
+
+def _per_channel(p: torch.Tensor, x: Any) -> bool:
+    """One value per channel of `x`: a vector, or (channels, 1, ..., 1) whose first axis meets the channel axis
+    when broadcast against `x` (timm's LayerScale2d holds (channels, 1, 1) for NCHW tensors)."""
+    if p.dim() == 1:
+        return True
+    if any(size != 1 for size in p.shape[1:]):
+        return False
+    return x.layout is None or x.axis == len(x.shape) - p.dim()
 
 
 class FunctionHandler:

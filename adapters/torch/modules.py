@@ -22,6 +22,13 @@ from torch import nn
 from torch.nn import functional as F
 
 
+def evaluating(module: nn.Module) -> nn.Module:
+    """`module` switched to eval mode, returned: `module.eval()` returns what `module.train()` returns, and some
+    models override `train()` without returning the module (timm's TinyViT attention returns None)."""
+    module.eval()
+    return module
+
+
 class PrunedAttention(nn.Module):
     """Multi-head self-attention (batch first) with q/k dim per head `qk_dim` and v dim per head `v_dim`.
 

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from .modules import evaluating
 from .structure import Structure
 
 
@@ -67,7 +68,7 @@ def _output_shape(model: nn.Module, example_input: torch.Tensor) -> torch.Size |
     """The shape of the model's first tensor output, in eval mode (the model's modes are restored)."""
     modes = {m: m.training for m in model.modules()}
     try:
-        out = model.eval()(example_input)
+        out = evaluating(model)(example_input)
     finally:
         for m, mode in modes.items():
             m.training = mode

@@ -36,6 +36,7 @@ from .handlers import Workload
 from .importance import batch_losses
 from .latency import MeasuredLatency, eval_mode
 from .latency_model import as_result
+from .modules import evaluating
 from .spec_builder import describe_latency, width_choices
 from .tp_graph import GroupInfo, LayerInfo, ParamInfo, layer_infos, param_infos, reaches_output
 
@@ -398,7 +399,7 @@ def _workload(layer: LayerInfo, call: int, c_out: int, c_in: int) -> Workload:
             return nn.Linear(c_in, c_out, m.bias is not None)
 
     def setup(device: torch.device, dtype: torch.dtype) -> tuple[Callable[..., Any], list[torch.Tensor]]:
-        module = make().to(device=device, dtype=dtype).eval()
+        module = evaluating(make().to(device=device, dtype=dtype))
         return module, [torch.randn(*x_shape, device=device, dtype=dtype)]
 
     return Workload(f"{config}|{[list(x_shape)]}|", macs, params, setup)
