@@ -36,20 +36,23 @@ class ChannelsFirstLayerNorm(nn.LayerNorm):
 
 
 class ChannelScale(nn.Module):
-    """A learned per-channel scale of an NCHW tensor held by a module of its own (as timm's LayerScale2d)."""
+    """A learned per-channel scale of an NCHW tensor held by a module of its own: a (dim, 1, 1) parameter (as
+    timm's LayerScale2d), or with `view` a (dim,) parameter viewed as `self.shape` = (dim, 1, 1) in the forward
+    pass (as MetaFormer's Scale)."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, view: bool = False) -> None:
         super().__init__()
-        self.gamma = nn.Parameter(0.5 + torch.rand(dim, 1, 1))
+        self.shape = (dim, 1, 1) if view else None
+        self.gamma = nn.Parameter(0.5 + torch.rand(dim) if view else 0.5 + torch.rand(dim, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gamma
+        return x * (self.gamma if self.shape is None else self.gamma.view(self.shape))
 
 
 class ConvNeXtBlock(nn.Module):
-    def __init__(self, dim: int, channels_last_scale: bool, scale_module: bool = False) -> None:
+    def __init__(self, dim: int, channels_last_scale: bool, scale_module: str | None = None) -> None:
         super().__init__()
-        self.scale = ChannelScale(dim) if scale_module else None
+        self.scale = ChannelScale(dim, view=scale_module == "view") if scale_module else None
         self.dwconv = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.pwconv1 = nn.Linear(dim, 4 * dim)
@@ -74,7 +77,7 @@ class ConvNeXtBlock(nn.Module):
 
 class ConvNeXtLike(nn.Module):
     def __init__(self, dims: tuple[int, ...] = (16, 32), depths: tuple[int, ...] = (2, 2), num_classes: int = 10,
-                 channels_last_scale: bool = False, scale_module: bool = False) -> None:
+                 channels_last_scale: bool = False, scale_module: str | None = None) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Sequential(nn.Conv2d(3, dims[0], 4, 4), ChannelsFirstLayerNorm(dims[0]))]
         for i, (dim, depth) in enumerate(zip(dims, depths)):

@@ -31,7 +31,8 @@ from family_models import (BranchNet, ConvNeXtLike, DenseNetLike, HFStyleViT, Hy
 CASES = {
     "convnext": (ConvNeXtLike, 32, "cnn", {}),
     "convnext-channels-last-scale": (lambda: ConvNeXtLike(channels_last_scale=True), 32, "cnn", {}),
-    "convnext-scale-module": (lambda: ConvNeXtLike(scale_module=True), 32, "cnn", {}),
+    "convnext-scale-module": (lambda: ConvNeXtLike(scale_module="parameter"), 32, "cnn", {}),
+    "convnext-view-scale-module": (lambda: ConvNeXtLike(scale_module="view"), 32, "cnn", {}),
     "swin": (SwinLike, 32, "transformer", {}),
     "densenet": (DenseNetLike, 16, "cnn", dict(step=4)),
     "branches": (BranchNet, 16, "cnn", dict(step=4)),
@@ -147,7 +148,8 @@ def test_full_costs_are_the_model_s(built, kind):
 
 # ---- ConvNeXt ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind", ["convnext", "convnext-channels-last-scale", "convnext-scale-module"])
+@pytest.mark.parametrize("kind", ["convnext", "convnext-channels-last-scale", "convnext-scale-module",
+                                  "convnext-view-scale-module"])
 def test_layer_scale_follows_the_channels_it_scales(built, kind):
     model, x, spec, handle = built[kind]
     stage = "features.0.0"                      # the stem convolution names the first stage's stream
@@ -159,9 +161,11 @@ def test_layer_scale_follows_the_channels_it_scales(built, kind):
     scale = model.features[1][0].layer_scale
     assert torch.equal(small.features[1][0].layer_scale, scale[kept])
     assert small.features[1][0].dwconv.groups == 8 and small.features[1][0].pwconv1.in_features == 8
-    if kind == "convnext-scale-module":           # a (channels, 1, 1) parameter of a module of its own
+    if kind.endswith("scale-module"):     # a (channels, 1, 1) parameter of a module of its own, or a view shape
         gamma = model.features[1][0].scale.gamma
         assert torch.equal(small.features[1][0].scale.gamma, gamma[kept])
+        if kind == "convnext-view-scale-module":
+            assert small.features[1][0].scale.shape == (8, 1, 1) and model.features[1][0].scale.shape == (16, 1, 1)
     removed = handle.apply(configuration(spec, removed=("features.1.1",)))
     assert isinstance(removed.features[1][1], nn.Identity)
 

@@ -330,8 +330,8 @@ class NormHandler(LayerHandler):
 class ChannelwiseHandler(NormHandler):
     """A layer without rules of its own whose parameters hold one value per channel and whose output has its
     input's shape (timm's LayerScale and LayerScale2d, PReLU, a learned scaling): its parameters follow the
-    channels, and its integer attributes equal to the channel count (PReLU's num_parameters) follow the kept
-    count."""
+    channels, and its integer attributes equal to the channel count (PReLU's num_parameters), and such counts
+    in tuples of integers (a view shape (channels, 1, 1)), follow the kept count."""
 
     def features(self, m: nn.Module) -> int:
         return next(p.shape[0] for p in m.parameters())
@@ -361,9 +361,14 @@ class ChannelwiseHandler(NormHandler):
     def resize(self, module: nn.Module, op: OpRecord, sizes: Sizes) -> None:
         full = total(op.output.layout) if op.output.layout is not None else None
         c = sizes.width(op.output.layout, full)
-        for attr, value in vars(module).items():
-            if type(value) is int and not attr.startswith("_") and value == full:
+        for attr, value in list(vars(module).items()):
+            if attr.startswith("_"):
+                continue
+            if type(value) is int and value == full:
                 setattr(module, attr, c)
+            elif type(value) is tuple and full in value and all(type(v) is int for v in value):
+                # a view shape such as (channels, 1, 1) that the forward pass reshapes the parameter to
+                setattr(module, attr, tuple(c if v == full else v for v in value))
 
 
 def _per_channel(p: torch.Tensor, x: Any) -> bool:
