@@ -488,3 +488,34 @@ def test_a_layer_called_twice_keeps_one_set_of_channels():
     small = handle.apply(result)
     assert small.shared.weight.shape == (8, 8, 3, 3) and small(x).shape == (2, 4)
     assert count_flops_params(small, x) == (result.costs["flops"], result.costs["params"])
+
+
+class _StandardisedConv2d(nn.Conv2d):
+    """A weight-standardised convolution (as NF-ResNet's): a learned gain per output channel, shaped
+    (out, 1, 1, 1), besides the weight and bias."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.gain = nn.Parameter(0.5 + torch.rand(self.out_channels, 1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        w = (w - w.mean((1, 2, 3), keepdim=True)) / (w.std((1, 2, 3), keepdim=True) + 1e-5) * self.gain
+        return F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+def test_a_convolution_s_own_per_output_channel_parameters_follow_its_channels(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(_StandardisedConv2d(3, 16, 3, padding=1), nn.ReLU(), _StandardisedConv2d(16, 32, 3),
+                          nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 4)).eval()
+    x = torch.randn(1, 3, 8, 8)
+    timer = MeasuredLatency(repeats=1, warmup=0, cache_dir=tmp_path, progress=False, calibrate=False)
+    spec, handle = build_spec(model, x, importance={model[0]: torch.arange(16.0), model[2]: torch.arange(32.0)},
+                              latency=timer, costs=("latency", "params"), step=8)
+    assert len(spec.dim("0").choices) > 1 and not spec.meta["pinned"].get("0")
+    result = result_for(spec, kept={"0": 8, "2": 16})
+    small = handle.apply(result)
+    assert torch.equal(small[0].gain, model[0].gain[8:]) and torch.equal(small[2].gain, model[2].gain[16:])
+    assert sum(p.numel() for p in small.parameters()) == result.costs["params"]
+    assert spec.full_costs()["params"] == sum(p.numel() for p in model.parameters())
+    assert small(x).shape == (1, 4)

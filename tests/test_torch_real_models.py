@@ -86,6 +86,7 @@ MODELS = {
     "timm.coat_lite_tiny": (timm("coat_lite_tiny"), 224, "cnn"),
     "timm.fastvit_t8": (timm("fastvit_t8"), 256, "cnn"),
     "timm.convformer_s18": (timm("convformer_s18"), 64, "cnn"),
+    "timm.nf_resnet26": (timm("nf_resnet26"), 64, "cnn"),
     "timm.tiny_vit_5m_224": (timm("tiny_vit_5m_224"), 224, "transformer"),
     "transformers.vit": (hugging_face("vit"), 32, "transformer"),
     "transformers.deit": (hugging_face("deit"), 32, "transformer"),

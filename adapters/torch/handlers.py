@@ -184,6 +184,8 @@ class ConvHandler(LayerHandler):
         ctx.slot(op.name, "weight", 0, out)
         if m.bias is not None:
             ctx.slot(op.name, "bias", 0, out)
+        for name in _per_output_extras(m, m.out_channels):
+            ctx.slot(op.name, name, 0, out)
         _set_output(op, 1, out)
 
     def _shape(self, op: OpRecord, sizes: Sizes) -> tuple[int, int, int]:
@@ -202,7 +204,12 @@ class ConvHandler(LayerHandler):
     def params(self, op: OpRecord, sizes: Sizes) -> int:
         c_out, c_in, groups = self._shape(op, sizes)
         bias = c_out if op.module.bias is not None else 0
-        return c_out * (c_in // groups) * math.prod(op.module.kernel_size) + bias
+        m = op.module
+        extras = _per_output_extras(m, m.out_channels)
+        others = sum(p.numel() for name, p in m.named_parameters(recurse=False)
+                     if name not in ("weight", "bias") and name not in extras)
+        per_output = sum(1 for name, _ in m.named_parameters(recurse=False) if name in extras)
+        return c_out * (c_in // groups) * math.prod(m.kernel_size) + bias + c_out * per_output + others
 
     def make(self, op: OpRecord, sizes: Sizes) -> nn.Module:
         m = op.module
@@ -219,6 +226,14 @@ class ConvHandler(LayerHandler):
         return (f"{type(m).__name__}({c_in}, {c_out}, kernel_size={m.kernel_size}, stride={m.stride}, "
                 f"padding={m.padding}, dilation={m.dilation}, groups={groups}, bias={m.bias is not None}, "
                 f"padding_mode={m.padding_mode})")
+
+
+def _per_output_extras(m: nn.Module, out_channels: int) -> list[str]:
+    """Parameters and buffers of a convolution subclass besides its weight and bias holding one value per output
+    channel ((out, 1, 1, 1): a weight-standardised convolution's gain): they are sliced with the output channels."""
+    tensors = list(m.named_parameters(recurse=False)) + list(m.named_buffers(recurse=False))
+    return [name for name, t in tensors if name not in ("weight", "bias") and t is not None and t.dim() >= 1
+            and t.shape[0] == out_channels and t.numel() == out_channels]
 
 
 class LinearHandler(LayerHandler):
