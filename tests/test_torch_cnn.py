@@ -492,11 +492,12 @@ def test_a_layer_called_twice_keeps_one_set_of_channels():
 
 class _StandardisedConv2d(nn.Conv2d):
     """A weight-standardised convolution (as NF-ResNet's): a learned gain per output channel, shaped
-    (out, 1, 1, 1), besides the weight and bias."""
+    (out, 1, 1, 1), besides the weight and bias; its constructor is not nn.Conv2d's (measuring its latency
+    tables copies it rather than calling it)."""
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.gain = nn.Parameter(0.5 + torch.rand(self.out_channels, 1, 1, 1))
+    def __init__(self, c_in: int, c_out: int, kernel_size: int, padding: int = 0, gain_init: float = 0.5) -> None:
+        super().__init__(c_in, c_out, kernel_size, padding=padding)
+        self.gain = nn.Parameter(gain_init + torch.rand(self.out_channels, 1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight
@@ -504,7 +505,7 @@ class _StandardisedConv2d(nn.Conv2d):
         return F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
 
-def test_a_convolution_s_own_per_output_channel_parameters_follow_its_channels(tmp_path):
+def test_a_convolution_s_own_per_output_channel_parameters_follow_its_channels_and_it_is_timed(tmp_path):
     torch.manual_seed(0)
     model = nn.Sequential(_StandardisedConv2d(3, 16, 3, padding=1), nn.ReLU(), _StandardisedConv2d(16, 32, 3),
                           nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 4)).eval()

@@ -212,10 +212,21 @@ class ConvHandler(LayerHandler):
         return c_out * (c_in // groups) * math.prod(m.kernel_size) + bias + c_out * per_output + others
 
     def make(self, op: OpRecord, sizes: Sizes) -> nn.Module:
+        """A convolution at the configuration's widths; a subclass (whose constructor may take other arguments)
+        is a copy of the layer with its weight, bias and per-output-channel tensors cut to their first channels."""
         m = op.module
         c_out, c_in, groups = self._shape(op, sizes)
-        return type(m)(c_in, c_out, m.kernel_size, m.stride, m.padding, m.dilation, groups,
-                       m.bias is not None, m.padding_mode)
+        if type(m) in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
+            return type(m)(c_in, c_out, m.kernel_size, m.stride, m.padding, m.dilation, groups,
+                           m.bias is not None, m.padding_mode)
+        new = copy.deepcopy(m)
+        tensors = dict(new.named_parameters(recurse=False)) | dict(new.named_buffers(recurse=False))
+        with torch.no_grad():
+            set_tensor(new, "weight", new.weight[:c_out, :c_in // groups].clone(), new.weight)
+            for name in ["bias"] * (new.bias is not None) + _per_output_extras(m, m.out_channels):
+                set_tensor(new, name, tensors[name][:c_out].clone(), tensors[name])
+        new.out_channels, new.in_channels, new.groups = c_out, c_in, groups
+        return new
 
     def resize(self, module: nn.Module, op: OpRecord, sizes: Sizes) -> None:
         module.out_channels, module.in_channels, module.groups = self._shape(op, sizes)
