@@ -14,7 +14,8 @@ from mdp_opt import Result, Spec
 from .attention import REPLACE
 from .blocks import Gate
 from .checks import check_result_for
-from .modules import PrunedAttention, evaluating
+from .latency import eval_mode
+from .modules import PrunedAttention
 from .structure import DimInfo, LayerWidths, Structure
 
 
@@ -119,16 +120,12 @@ class PruningHandle:
 
     def _check_runs(self, small: nn.Module) -> None:
         """Run the slimmed model (in eval mode) once on the example input."""
-        flags = {m: m.training for m in small.modules()}
         try:
-            with torch.no_grad():
-                evaluating(small)(self.example_input)
+            with torch.no_grad(), eval_mode(small):
+                small(self.example_input)
         except (RuntimeError, ValueError, IndexError) as e:
             raise RuntimeError(f"the slimmed model fails on the example input ({e}); a width that the forward pass "
                                "hard-codes cannot change: pin the layers that produce it with ignore=") from e
-        finally:
-            for m, flag in flags.items():
-                m.training = flag
 
     def _check_widths(self, small: nn.Module, result: Result) -> None:
         modules = dict(small.named_modules())

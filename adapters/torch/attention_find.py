@@ -419,8 +419,7 @@ def _reproduces(model: nn.Module, site: AttentionSite, call: ModuleCall) -> bool
     if site.returns is None:
         return False
     keep = {"heads": torch.arange(site.heads), "qk_dim": torch.arange(site.qk_dim), "v_dim": torch.arange(site.v_dim)}
-    new = site.replacement(model, keep, torch.arange(site.in_width), torch.arange(site.out_width))
-    new = evaluating(new)
+    new = evaluating(site.replacement(model, keep, torch.arange(site.in_width), torch.arange(site.out_width)))
     return _close(_run(new, call), call.outputs[0].value)
 
 

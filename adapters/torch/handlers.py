@@ -205,11 +205,10 @@ class ConvHandler(LayerHandler):
         c_out, c_in, groups = self._shape(op, sizes)
         bias = c_out if op.module.bias is not None else 0
         m = op.module
-        extras = _per_output_extras(m, m.out_channels)
-        others = sum(p.numel() for name, p in m.named_parameters(recurse=False)
-                     if name not in ("weight", "bias") and name not in extras)
-        per_output = sum(1 for name, _ in m.named_parameters(recurse=False) if name in extras)
-        return c_out * (c_in // groups) * math.prod(m.kernel_size) + bias + c_out * per_output + others
+        extras = _per_output_extras(m, m.out_channels)        # a subclass's own parameters: per channel or whole
+        own = sum(c_out if name in extras else p.numel() for name, p in m.named_parameters(recurse=False)
+                  if name not in ("weight", "bias"))
+        return c_out * (c_in // groups) * math.prod(m.kernel_size) + bias + own
 
     def make(self, op: OpRecord, sizes: Sizes) -> nn.Module:
         """A convolution at the configuration's widths; a subclass (whose constructor may take other arguments)

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from .modules import evaluating
+from .latency import eval_mode
 from .structure import Structure
 
 
@@ -66,12 +66,8 @@ def _failure(family: Any, structure: Structure, model: nn.Module, example_input:
 
 def _output_shape(model: nn.Module, example_input: torch.Tensor) -> torch.Size | None:
     """The shape of the model's first tensor output, in eval mode (the model's modes are restored)."""
-    modes = {m: m.training for m in model.modules()}
-    try:
-        out = evaluating(model)(example_input)
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
+    with eval_mode(model):
+        out = model(example_input)
     while isinstance(out, (tuple, list)) and out:
         out = out[0]
     if isinstance(out, Mapping) and out:
