@@ -520,3 +520,29 @@ def test_a_convolution_s_own_per_output_channel_parameters_follow_its_channels_a
     assert sum(p.numel() for p in small.parameters()) == result.costs["params"]
     assert spec.full_costs()["params"] == sum(p.numel() for p in model.parameters())
     assert small(x).shape == (1, 4)
+
+
+class _GatedLinear(nn.Linear):
+    """A Linear subclass with its own constructor and a learned gate per output feature."""
+
+    def __init__(self, features_in: int, features_out: int, gate_init: float = 0.5) -> None:
+        super().__init__(features_in, features_out)
+        self.gate = nn.Parameter(gate_init + torch.rand(features_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) * self.gate
+
+
+def test_a_linear_subclass_s_own_per_output_parameters_follow_its_features_and_it_is_timed(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), _GatedLinear(48, 32), nn.ReLU(), nn.Linear(32, 4)).eval()
+    x = torch.randn(2, 3, 4, 4)
+    timer = MeasuredLatency(repeats=1, warmup=0, cache_dir=tmp_path, progress=False, calibrate=False)
+    spec, handle = build_spec(model, x, importance={model[1]: torch.arange(32.0)}, latency=timer,
+                              costs=("latency", "params"), step=8)
+    result = result_for(spec, kept={"1": 16})
+    small = handle.apply(result)
+    assert torch.equal(small[1].gate, model[1].gate[16:]) and small[1].out_features == 16
+    assert sum(p.numel() for p in small.parameters()) == result.costs["params"]
+    assert spec.full_costs()["params"] == sum(p.numel() for p in model.parameters())
+    assert small(x).shape == (2, 4)

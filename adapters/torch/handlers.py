@@ -205,25 +205,16 @@ class ConvHandler(LayerHandler):
         c_out, c_in, groups = self._shape(op, sizes)
         bias = c_out if op.module.bias is not None else 0
         m = op.module
-        extras = _per_output_extras(m, m.out_channels)        # a subclass's own parameters: per channel or whole
-        own = sum(c_out if name in extras else p.numel() for name, p in m.named_parameters(recurse=False)
-                  if name not in ("weight", "bias"))
-        return c_out * (c_in // groups) * math.prod(m.kernel_size) + bias + own
+        return c_out * (c_in // groups) * math.prod(m.kernel_size) + bias + _own_params(m, c_out)
 
     def make(self, op: OpRecord, sizes: Sizes) -> nn.Module:
-        """A convolution at the configuration's widths; a subclass (whose constructor may take other arguments)
-        is a copy of the layer with its weight, bias and per-output-channel tensors cut to their first channels."""
+        """A convolution at the configuration's widths; a subclass is a copy cut to them (see `_cut_copy`)."""
         m = op.module
         c_out, c_in, groups = self._shape(op, sizes)
         if type(m) in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
             return type(m)(c_in, c_out, m.kernel_size, m.stride, m.padding, m.dilation, groups,
                            m.bias is not None, m.padding_mode)
-        new = copy.deepcopy(m)
-        tensors = dict(new.named_parameters(recurse=False)) | dict(new.named_buffers(recurse=False))
-        with torch.no_grad():
-            set_tensor(new, "weight", new.weight[:c_out, :c_in // groups].clone(), new.weight)
-            for name in ["bias"] * (new.bias is not None) + _per_output_extras(m, m.out_channels):
-                set_tensor(new, name, tensors[name][:c_out].clone(), tensors[name])
+        new = _cut_copy(m, c_out, c_in // groups)
         new.out_channels, new.in_channels, new.groups = c_out, c_in, groups
         return new
 
@@ -239,11 +230,32 @@ class ConvHandler(LayerHandler):
 
 
 def _per_output_extras(m: nn.Module, out_channels: int) -> list[str]:
-    """Parameters and buffers of a convolution subclass besides its weight and bias holding one value per output
-    channel ((out, 1, 1, 1): a weight-standardised convolution's gain): they are sliced with the output channels."""
+    """Parameters and buffers of a convolution or Linear subclass besides its weight and bias holding one value
+    per output channel ((out, 1, 1, 1): a weight-standardised convolution's gain): sliced with the outputs."""
     tensors = list(m.named_parameters(recurse=False)) + list(m.named_buffers(recurse=False))
     return [name for name, t in tensors if name not in ("weight", "bias") and t is not None and t.dim() >= 1
             and t.shape[0] == out_channels and t.numel() == out_channels]
+
+
+def _own_params(m: nn.Module, c_out: int) -> int:
+    """Parameters of a layer subclass besides its weight and bias: per output channel (see `_per_output_extras`)
+    or whole."""
+    extras = _per_output_extras(m, m.weight.shape[0])
+    return sum(c_out if name in extras else p.numel() for name, p in m.named_parameters(recurse=False)
+               if name not in ("weight", "bias"))
+
+
+def _cut_copy(m: nn.Module, c_out: int, weight_in: int) -> nn.Module:
+    """A copy of a layer subclass (whose constructor may take other arguments than its base class's) with its
+    weight cut to [:c_out, :weight_in] and its bias and per-output-channel tensors to [:c_out]: what its latency
+    is measured on."""
+    new = copy.deepcopy(m)
+    tensors = dict(new.named_parameters(recurse=False)) | dict(new.named_buffers(recurse=False))
+    with torch.no_grad():
+        set_tensor(new, "weight", new.weight[:c_out, :weight_in].clone(), new.weight)
+        for name in ["bias"] * (new.bias is not None) + _per_output_extras(m, m.weight.shape[0]):
+            set_tensor(new, name, tensors[name][:c_out].clone(), tensors[name])
+    return new
 
 
 class LinearHandler(LayerHandler):
@@ -258,6 +270,8 @@ class LinearHandler(LayerHandler):
         ctx.slot(op.name, "weight", 0, out)
         if m.bias is not None:
             ctx.slot(op.name, "bias", 0, out)
+        for name in _per_output_extras(m, m.out_features):
+            ctx.slot(op.name, name, 0, out)
         _set_output(op, -1, out)
 
     def _shape(self, op: OpRecord, sizes: Sizes) -> tuple[int, int]:
@@ -272,11 +286,16 @@ class LinearHandler(LayerHandler):
 
     def params(self, op: OpRecord, sizes: Sizes) -> int:
         c_out, c_in = self._shape(op, sizes)
-        return c_out * c_in + (c_out if op.module.bias is not None else 0)
+        return c_out * c_in + (c_out if op.module.bias is not None else 0) + _own_params(op.module, c_out)
 
     def make(self, op: OpRecord, sizes: Sizes) -> nn.Module:
+        """nn.Linear at the configuration's widths; a subclass is a copy cut to them (see `_cut_copy`)."""
         c_out, c_in = self._shape(op, sizes)
-        return nn.Linear(c_in, c_out, op.module.bias is not None)
+        if type(op.module) is nn.Linear:
+            return nn.Linear(c_in, c_out, op.module.bias is not None)
+        new = _cut_copy(op.module, c_out, c_in)
+        new.out_features, new.in_features = c_out, c_in
+        return new
 
     def resize(self, module: nn.Module, op: OpRecord, sizes: Sizes) -> None:
         module.out_features, module.in_features = self._shape(op, sizes)
