@@ -306,6 +306,9 @@ class EliminationPlan:
         marginals: list[np.ndarray] = [np.empty(0)] * len(self.sizes)
         for i in reversed(range(len(self.steps))):
             step = self.steps[i]
+            if step.gate_axis is not None:
+                marginals[step.var] = self._gated_downward(i, canonical, messages, downward)
+                continue
             belief = self._clique(step, canonical, messages)
             if step.parent is None:
                 belief += total - root_values[i]  # the best of every other component and the constants
@@ -315,6 +318,33 @@ class EliminationPlan:
             for j, shape in step.messages:
                 downward[j] = (belief - messages[j].reshape(shape)).max(axis=self.steps[j].parent_axes)
         return MaxMarginals(total, self._backtrack(choices), marginals)
+
+    def _gated_downward(self, i: int, tables: list[np.ndarray], messages: list[np.ndarray],
+                        downward: list[np.ndarray | None]) -> np.ndarray:
+        """The downward pass of a gated step (never a root: the gate is a separator variable): its variable's
+        max-marginals, and its children's downward messages stored in `downward`.
+
+        At the gate's state 0 every input is 0, so the belief there is the parent's downward message alone
+        (constant along the step's variable, and every child's message, which names the gate, is 0 there):
+        only the gate's other states are built, as in `_eliminate`."""
+        step = self.steps[i]
+        a, shape = step.gate_axis, step.shape
+        on = (slice(None),) * a + (slice(1, None),)
+        off = (slice(None),) * a + (slice(0, 1),)
+        parent = downward[i].reshape(shape[:-1] + (1,))
+        inputs = [p[on] if p.shape[a] > 1 else p for p in self._inputs(step, tables, messages)]
+        belief = self._sum(inputs, shape[:a] + (shape[a] - 1,) + shape[a + 1:], writable=True)
+        belief += parent[on]
+        belief_off = parent[off]
+        marginal = np.maximum(belief.reshape(-1, shape[-1]).max(axis=0), belief_off.max())
+        for j, child_shape in step.messages:
+            axes = self.steps[j].parent_axes
+            gate = a - sum(1 for x in axes if x < a)  # the gate's axis in the child's separator
+            out = np.empty(tuple(n for x, n in enumerate(shape) if x not in axes))
+            out[(slice(None),) * gate + (slice(1, None),)] = (belief - messages[j].reshape(child_shape)[on]).max(axis=axes)
+            out[(slice(None),) * gate + (slice(0, 1),)] = belief_off.max(axis=axes)  # its variable's axis broadcasts
+            downward[j] = out
+        return marginal
 
 
 class SpecGraph:
@@ -360,7 +390,10 @@ class SpecGraph:
             for resource, term_scope, table in members:
                 axes = sorted(range(len(term_scope)), key=lambda a: scope.index(term_scope[a]))
                 inside = table.transpose(axes).reshape([self.sizes[v] if v in term_scope else 1 for v in scope])
-                sums[resource] = sums[resource] + inside if resource in sums else np.broadcast_to(inside, shape).copy()
+                if resource in sums:
+                    sums[resource] += inside  # in place: a new full-size array per term cost more than the sum
+                else:
+                    sums[resource] = np.broadcast_to(inside, shape).copy()
             self.value_tables.append(sums.get(None, np.zeros(shape)))
             for r in self.resources:
                 self.cost_tables[r].append(sums.get(r))
