@@ -113,6 +113,36 @@ class _Step:
     gate_axis: int | None = None                           # a separator axis at whose state 0 every input is 0
 
 
+@dataclass(frozen=True)
+class Combination:
+    """A factor table given as sum_i weight_i * table_i (tables of one shape), summed only where a step
+    needs it: `SpecGraph` passes objective - lambda * cost this way, so a pass never builds the weighted
+    table of a factor at its own size (for a gated factor, twice what its step uses)."""
+
+    terms: tuple[tuple[float, np.ndarray], ...]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.terms[0][1].shape
+
+    def reshape(self, shape: Sequence[int]) -> Combination:
+        return Combination(tuple((w, t.reshape(shape)) for w, t in self.terms))
+
+    def __getitem__(self, index: tuple) -> Combination:
+        return Combination(tuple((w, t[index]) for w, t in self.terms))
+
+    def materialise(self) -> np.ndarray:
+        """The weighted sum as one new array."""
+        (w, t), rest = self.terms[0], self.terms[1:]
+        table = np.multiply(t, w)
+        for w, t in rest:
+            if w == 1.0:
+                table += t
+            else:
+                table += w * t
+        return table
+
+
 class EliminationPlan:
     """Elimination order and table layout for factors with fixed scopes, reusable across tables.
 
@@ -229,18 +259,39 @@ class EliminationPlan:
                 + [messages[j].reshape(shape) for j, shape in step.messages])
 
     @staticmethod
-    def _sum(parts: list[np.ndarray], shape: tuple[int, ...], writable: bool) -> np.ndarray:
-        """The sum of `parts` broadcast to `shape` (a read-only view of a lone part unless `writable`)."""
-        if not parts:
+    def _sum(parts: list[np.ndarray | Combination], shape: tuple[int, ...], writable: bool) -> np.ndarray:
+        """The sum of `parts` broadcast to `shape` (a read-only view of a lone array unless `writable`).
+
+        A `Combination` part as large as the result is summed term by term into it (its weighted table is
+        never built on its own); a smaller one is summed at its own size first."""
+        size = math.prod(shape)
+        terms: list[tuple[float, np.ndarray]] = []
+        for part in parts:
+            if not isinstance(part, Combination):
+                terms.append((1.0, part))
+            elif math.prod(part.shape) < size:  # cheaper summed at its own size, then broadcast once
+                terms.append((1.0, part.materialise()))
+            else:
+                terms.extend(part.terms)
+        if not terms:
             return np.zeros(shape)
-        if len(parts) == 1:
-            table = np.broadcast_to(parts[0], shape)
+        if len(terms) == 1 and terms[0][0] == 1.0:
+            table = np.broadcast_to(terms[0][1], shape)
             return table.copy() if writable else table
-        table = np.add(parts[0], parts[1])
-        if table.shape != shape:
-            table = np.broadcast_to(table, shape).copy()
-        for part in parts[2:]:
-            table += part
+        weighted = [(w, t) for w, t in terms if w != 1.0]
+        plain = [t for w, t in terms if w == 1.0]
+        if weighted:
+            table = np.empty(shape)
+            np.multiply(weighted[0][1], weighted[0][0], out=table)
+            for w, t in weighted[1:]:
+                table += w * t
+        else:
+            table = np.add(plain[0], plain[1])
+            if table.shape != shape:
+                table = np.broadcast_to(table, shape).copy()
+            plain = plain[2:]
+        for t in plain:
+            table += t
         return table
 
     def _clique(self, step: _Step, tables: list[np.ndarray], messages: list[np.ndarray]) -> np.ndarray:
@@ -297,7 +348,9 @@ class EliminationPlan:
         An upward (elimination) pass and a downward pass over the elimination tree; the
         downward message to a step removes its own upward message from the parent's belief.
         """
-        canonical, constant = self._canonical_tables(tables)
+        return self._max_marginals(*self._canonical_tables(tables))
+
+    def _max_marginals(self, canonical: Sequence[np.ndarray | Combination], constant: float) -> MaxMarginals:
         messages, choices = self._upward(canonical)
         roots = [i for i, s in enumerate(self.steps) if s.parent is None]
         root_values = {i: float(messages[i]) for i in roots}
@@ -428,20 +481,40 @@ class SpecGraph:
 
     def tables(self, lambdas: Mapping[str, float], value_weight: float = 1.0) -> list[np.ndarray]:
         """Per factor: value_weight * objective - sum_r lambdas[r] * cost_r."""
-        out = []
-        for f, value in enumerate(self.value_tables):
-            table = value * value_weight if value_weight != 1.0 else value
-            for r, lam in lambdas.items():
-                cost = self.cost_tables[r][f]
-                if lam and cost is not None:
-                    table = table - lam * cost
-            out.append(table)
-        return out
+        return [self.table(f, lambdas, value_weight) for f in range(len(self.value_tables))]
+
+    def table(self, f: int, lambdas: Mapping[str, float], value_weight: float = 1.0) -> np.ndarray:
+        """Factor f of `tables` (the value table itself, not a copy, when no multiplier applies)."""
+        return self._sum_terms(self.combination(f, lambdas, value_weight))
+
+    def combination(self, f: int, lambdas: Mapping[str, float], value_weight: float = 1.0) -> np.ndarray | Combination:
+        """Factor f of `tables` as the elimination takes it: the value table, or a `Combination`."""
+        terms = [(-lam, self.cost_tables[r][f]) for r, lam in lambdas.items()
+                 if lam and self.cost_tables[r][f] is not None]
+        if not terms and value_weight == 1.0:
+            return self.value_tables[f]
+        if value_weight != 0.0 or not terms:
+            terms.append((value_weight, self.value_tables[f]))
+        return Combination(tuple(terms))
+
+    @staticmethod
+    def _sum_terms(table: np.ndarray | Combination) -> np.ndarray:
+        return table.materialise() if isinstance(table, Combination) else table
 
     def max_sum(self, lambdas: Mapping[str, float], value_weight: float = 1.0) -> tuple[float, np.ndarray]:
-        """(max over assignments of the weighted tables, a maximising assignment); see `tables`."""
-        tables = self.tables(lambdas, value_weight)
-        return self.plan._max_sum(tables, sum(float(tables[f]) for f in self._constants))
+        """(max over assignments of the weighted tables, a maximising assignment); see `tables`.
+
+        Each factor's weighted table is summed into its step's table, never built on its own: building them
+        first cost more than the pass itself on large specs."""
+        tables = [self.combination(f, lambdas, value_weight) for f in range(len(self.value_tables))]
+        constant = sum(float(self._sum_terms(tables[f])) for f in self._constants)
+        return self.plan._max_sum(tables, constant)
+
+    def max_marginals(self, lambdas: Mapping[str, float]) -> MaxMarginals:
+        """`EliminationPlan.max_marginals` of `tables(lambdas)`, its factors passed as in `max_sum`."""
+        tables = [self.combination(f, lambdas) for f in range(len(self.value_tables))]
+        constant = sum(float(self._sum_terms(tables[f])) for f in self._constants)
+        return self.plan._max_marginals(tables, constant)
 
     def rounding_margin(self, lambdas: Mapping[str, float], value_weight: float = 1.0) -> float:
         """A safe bound on the float error of one elimination pass over `tables(lambdas, value_weight)`."""

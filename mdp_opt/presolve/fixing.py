@@ -19,7 +19,7 @@ from ..spec import Dim, Spec, Term
 def states_to_keep(graph: SpecGraph, lambdas: Mapping[str, float], limits: Mapping[str, float],
                    incumbent: np.ndarray, incumbent_value: float) -> list[np.ndarray]:
     """Per variable, a mask of the states some configuration at least as good as the incumbent may use."""
-    mm = graph.plan.max_marginals(graph.tables(lambdas))
+    mm = graph.max_marginals(lambdas)
     offset = sum(lam * limits[r] for r, lam in lambdas.items()) + 2 * graph.rounding_margin(lambdas)
     keep = []
     for var, marginal in enumerate(mm.marginals):
