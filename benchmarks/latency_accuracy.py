@@ -235,9 +235,15 @@ def plot(cases: list[dict], path: Path) -> None:
 
 
 def load(path: Path) -> list[dict]:
+    """The results in `path`, the latest run of each case (architecture, input, runtime, device) only."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    latest = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            case = json.loads(line)
+            latest[(case["arch"], case["size"], case["batch"], case["runtime"], case["device"])] = case
+    return list(latest.values())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -268,6 +269,7 @@ class SiteHandler(LayerHandler):
         macs = s.macs(part, e_in, h, d, e_out)
         params = s.params(self.model, part, e_in, h, d, e_out) if op.first_call else 0
         x_shape = sizes.shape(op.inputs[0])
+        written = _written(part, x_shape, h, qk, v, e_out)
         if s.mode == REPLACE:
             key = f"attention.{part}|e{e_in},h{h},d{d},o{e_out}|{x_shape}|bias{int(s.weights(self.model, 'q')[1] is not None)}"
 
@@ -280,7 +282,7 @@ class SiteHandler(LayerHandler):
                 probs = torch.rand(*x_shape[:-2], h, x_shape[-2], x_shape[-2], device=device,
                                    dtype=dtype).softmax(dim=-1)
                 return attn.attend, [x, probs]
-            return Workload(key, macs, params, setup)
+            return Workload(key, macs, params, setup, written)
 
         arguments = op.arguments
         keep = {"heads": torch.arange(h), "head_dim": torch.arange(d)}
@@ -295,7 +297,7 @@ class SiteHandler(LayerHandler):
                 a, k = arguments.fill(tensors)
                 return module(*a, **k)
             return run, [_random(t, sizes.shape(t), device, dtype) for t in op.inputs]
-        return Workload(key, macs, params, setup_in_place)
+        return Workload(key, macs, params, setup_in_place, written)
 
     def slimmed(self, module: nn.Module, keep: dict[str, torch.Tensor], embed_in: torch.Tensor,
                 embed_out: torch.Tensor) -> nn.Module:
@@ -348,3 +350,12 @@ def _digest(module: nn.Module) -> str:
 def head_index(heads: int, per_head: int, offset: int = 0) -> np.ndarray:
     """Head-major rows: row of (head h, channel j) is offset + h * per_head + j."""
     return offset + np.arange(heads * per_head).reshape(heads, per_head)
+
+
+def _written(part: str, x_shape: Sequence[int], heads: int, qk: int, v: int, out: int) -> int:
+    """Elements an attention part writes: queries, keys and the attention probabilities ("qk"); values, the
+    attended values and the output ("v"); all of them ("all")."""
+    tokens, n = math.prod(x_shape[:-1]), x_shape[-2]
+    qk_side = 2 * tokens * heads * qk + tokens // n * heads * n * n
+    v_side = 2 * tokens * heads * v + tokens * out
+    return {"qk": qk_side, "v": v_side, "all": qk_side + v_side}[part]

@@ -12,7 +12,7 @@ from mdp_opt import Result, Spec
 from .calibration import calibrate_latency
 from .latency import MeasuredLatency
 
-RESOURCES = ("latency", "flops", "params")
+RESOURCES = ("latency", "flops", "params", "activations")
 
 
 def check_build_arguments(model: Any, example_input: Any, data: Any, loss_fn: Any, importance: Any, latency: Any,
@@ -46,11 +46,13 @@ def check_result_for(spec: Spec, result: Any, builder: str) -> None:
 
 
 def calibration_costs(costs: Sequence[str], latency: Any) -> tuple[str, ...]:
-    """The resources a builder computes: `costs`, plus "params" when measured latency is calibrated with
-    the affine model (its weight-streaming term; dropped again by `calibrate_if_measured`)."""
+    """The resources a builder computes: `costs`, plus "params" and "activations" when measured latency is
+    calibrated with the affine model (its weight- and activation-streaming terms; dropped again by
+    `calibrate_if_measured`)."""
     costs = tuple(costs)
-    wanted = "latency" in costs and isinstance(latency, MeasuredLatency) and latency.calibrate == "affine"
-    return costs + ("params",) if wanted and "params" not in costs else costs
+    if "latency" in costs and isinstance(latency, MeasuredLatency) and latency.calibrate == "affine":
+        return costs + tuple(c for c in ("params", "activations") if c not in costs)
+    return costs
 
 
 def calibrate_if_measured(spec: Spec, handle: Any, latency: Any, costs: Any, example_input: torch.Tensor) -> Spec:

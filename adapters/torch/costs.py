@@ -72,6 +72,8 @@ def cost_terms(family: Any, structure: Structure, model: nn.Module, choices: Map
             values[resource] = np.array([w.macs for w in workloads], dtype=np.float64)
         elif resource == "params":
             values[resource] = np.where(first, [w.params for w in workloads], 0).astype(np.float64)
+        elif resource == "activations":
+            values[resource] = np.array([w.activations for w in workloads], dtype=np.float64)
         else:
             values[resource] = workload_latencies(workloads, latency, example_input)
     order = {d.name: i for i, d in enumerate(structure.dims)}

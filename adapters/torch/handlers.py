@@ -48,6 +48,7 @@ class Workload:
     macs: int
     params: int
     setup: Callable[[torch.device, torch.dtype], tuple[Callable[..., Any], list[torch.Tensor]]]
+    activations: int = 0    # elements the operation writes at these widths (its outputs; an attention's inner tensors)
 
 
 class Sizes:
@@ -101,6 +102,11 @@ def _channel_layout(op: OpRecord, ctx: TraceContext, x: TensorInfo, axis: int, w
     return fixed(x.shape[axis])
 
 
+def written(op: OpRecord, sizes: Sizes) -> int:
+    """Elements of the operation's outputs at the widths in `sizes`."""
+    return sum(math.prod(sizes.shape(t)) for t in op.outputs)
+
+
 class LayerHandler:
     """Base handler for an atomic module. The default refuses a layer with parameters (it has no rules)."""
 
@@ -145,7 +151,7 @@ class LayerHandler:
             return run, [_random(t, s, device, dtype) for t, s in zip(op.inputs, shapes)]
 
         key = f"{self.config(op, sizes)}|{shapes}|{args.constants if args else ''}"
-        return Workload(key, self.macs(op, sizes), self.params(op, sizes), setup)
+        return Workload(key, self.macs(op, sizes), self.params(op, sizes), setup, written(op, sizes))
 
 
 class OpaqueHandler(LayerHandler):
@@ -650,8 +656,7 @@ class FunctionHandler:
         name = op.func_name
         if name in ("matmul", "bmm", "mm", "__matmul__") and len(op.inputs) == 2:
             a, b = (sizes.shape(t) for t in op.inputs)
-            out = op.output.shape
-            return math.prod(out) * a[-1]
+            return math.prod(sizes.shape(op.output)) * a[-1]
         return 0
 
     def params(self, op: OpRecord, sizes: Sizes) -> int:
@@ -670,7 +675,8 @@ class FunctionHandler:
                 return func(*a, **k)
             return run, [_random(t, s, device, dtype) for t, s in zip(op.inputs, shapes)]
 
-        return Workload(f"{op.func_name}|{shapes}|{arguments.constants}|{widths}", self.macs(op, sizes), 0, setup)
+        return Workload(f"{op.func_name}|{shapes}|{arguments.constants}|{widths}", self.macs(op, sizes), 0, setup,
+                        written(op, sizes))
 
 
 def _replace(args: tuple, path: tuple[int, ...], value: Any) -> tuple:

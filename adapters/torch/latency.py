@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
+from .allocator import steady_heap
 from .calibration import METHODS
 from .handlers import Workload
 from .latency_cache import CHECKPOINT_S, LatencyCache, cpu_model_name, device_identity
@@ -53,7 +54,9 @@ class MeasuredLatency:
             `$MDP_OPT_CACHE/latency` or `~/.cache/mdp-opt/latency`.
         progress: show a tqdm progress bar with the time left.
         flush_mb: megabytes written before each repetition to push the weights out of cache
-            (None: 8x the L2 cache); part of the cache key.
+            (None: 8x the L2 cache); part of the cache key. On CPU every timing runs in a steady
+            heap (`allocator.steady_heap`: glibc keeps freed memory for the rest of the process),
+            so page faults from memory handed back between runs do not depend on what ran before.
         calibrate: after the tables are built, fit them to whole models built by the handle and
             measured like `measure_latency` (see `calibration`), so the spec predicts what slimmed
             models really measure: True or "affine" (tables scaled per group of terms plus a fixed
@@ -193,7 +196,7 @@ class MeasuredLatency:
     def describe(self) -> str:
         """How whole models are timed, for the spec's meta."""
         return (f"measure_latency: runtime {self.runtime.key()}, threads={self.threads}, cache flushed "
-                f"({self.flush_mb} MB) before each run")
+                f"({self.flush_mb} MB) before each run, {steady_heap()}")
 
     def compiled(self, model: nn.Module, example_input: torch.Tensor) -> Compiled:
         """`model` compiled by the runtime for `example_input`, kept while the model lives (compiled again
@@ -277,8 +280,11 @@ def time_samples(compiled: Compiled, device: torch.device, repeats: int, warmup:
 
 def interleaved_samples(compiled: Sequence[Compiled], device: torch.device, runs: int, warmup: int, flush_mb: int,
                         twin: Compiled | None = None) -> list[list[float]]:
-    """`time_samples` of several computations, one run of each in turn."""
+    """`time_samples` of several computations, one run of each in turn (on CPU in a steady heap:
+    `allocator.steady_heap`)."""
     cuda = device.type == "cuda"
+    if not cuda:
+        steady_heap()
     clock = time.thread_time_ns if not cuda and torch.get_num_threads() == 1 else time.perf_counter_ns
     samples: list[list[float]] = [[] for _ in compiled]
     with torch.no_grad():

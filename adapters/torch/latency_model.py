@@ -9,18 +9,20 @@ Scaling every entry by one factor (measured / predicted of the full model) turns
 per-parameter costs into proportional ones: pruned models then measure slower than predicted,
 more so the more is pruned.
 
-The model here is affine. With T the table cost of a configuration and P its parameter count,
-both counted above the smallest entries of the terms that are always present (what no choice
-removes),
+The model here is affine. With T the table cost of a configuration, P its parameter count and
+A the elements its operations write (activations), all counted above the smallest entries of the
+terms that are always present (what no choice removes),
 
-    latency = a * T  +  m * P  +  c,        a, m, c >= 0.
+    latency = a * T  +  m * P  +  k * A  +  c,        a, m, k, c >= 0.
 
 `c` is the fixed cost of the model: the always-present minimum plus whatever the runtime spends
-outside the tables. The coefficients are fitted by non-negative least squares of relative error
-to reference models that span what a solver can pick (`reference_configurations`), measured run
-by run in alternation. The spec stays a plain spec: the latency tables times `a`, the parameter
-tables times `m` (both with their ungated tables shifted down by their smallest entry), and `c`
-as one constant term, so every backend sees the same model.
+outside the tables. P and A enter when the spec has the "params" and "activations" resources
+(the builders add them for the fit and drop them after). The coefficients are fitted by
+non-negative least squares of relative error to reference models that span what a solver can
+pick (`reference_configurations`), measured run by run in alternation. The spec stays a plain
+spec: the latency tables times `a`, the parameter tables times `m`, the activation tables times
+`k` (all with their ungated tables shifted down by their smallest entry), and `c` as one
+constant term, so every backend sees the same model.
 
 Measured on the development machine (benchmarks/RESULTS.md): at 64 px, batch 1, on six
 architectures in eager PyTorch and ONNX Runtime, this predicted the solver's answers at
@@ -42,7 +44,9 @@ from mdp_opt import Result, Spec, Status, Term, evaluate, kept_counts
 
 RATIOS = (0.75, 0.5, 0.25)
 COMPONENTS = {"tables": "latency tables (ms per ms of table)",
-              "params": "parameters kept (ms per parameter: weights streamed from memory)"}
+              "params": "parameters kept (ms per parameter: weights streamed from memory)",
+              "activations": "elements written by the operations (ms per element: activations streamed through "
+                             "memory)"}
 
 
 @dataclass(frozen=True)
@@ -148,10 +152,11 @@ def as_result(spec: Spec, choice: Mapping[str, int], active: Mapping[str, bool],
 
 def components(spec: Spec, resource: str = "latency") -> dict[str, list[Term]]:
     """The parts of the model, each with its terms: the latency tables ("tables"), and the parameter
-    count ("params") when the spec has that resource."""
+    count ("params") and elements written ("activations") when the spec has those resources."""
     out = {"tables": list(spec.costs[resource])}
-    if "params" in spec.costs and resource != "params":
-        out["params"] = list(spec.costs["params"])
+    for extra in ("params", "activations"):
+        if extra in spec.costs and resource != extra:
+            out[extra] = list(spec.costs[extra])
     return {name: terms for name, terms in out.items() if terms}
 
 

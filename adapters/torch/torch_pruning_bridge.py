@@ -30,7 +30,7 @@ from torch import nn
 
 from mdp_opt import Dim, Result, Spec, Term, importance_table
 
-from .checks import calibrate_if_measured, calibration_costs, check_result_for
+from .checks import RESOURCES, calibrate_if_measured, calibration_costs, check_result_for
 from .costs import workload_latencies
 from .handlers import Workload
 from .importance import batch_losses
@@ -40,7 +40,6 @@ from .modules import evaluating
 from .spec_builder import describe_latency, width_choices
 from .tp_graph import GroupInfo, LayerInfo, ParamInfo, layer_infos, param_infos, reaches_output
 
-RESOURCES = ("latency", "flops", "params")
 MAX_TABLE = 4096
 
 
@@ -380,7 +379,8 @@ def _workload(layer: LayerInfo, call: int, c_out: int, c_in: int) -> Workload:
     if isinstance(m, nn.modules.conv._ConvNd):
         groups = c_in if layer.depthwise else m.groups
         x_shape = (in_shape[0], c_in) + tuple(in_shape[2:])
-        macs = math.prod(out_shape) // out_shape[1] * c_out * (c_in // groups) * math.prod(m.kernel_size)
+        written = math.prod(out_shape) // out_shape[1] * c_out
+        macs = written * (c_in // groups) * math.prod(m.kernel_size)
         params = c_out * (c_in // groups) * math.prod(m.kernel_size) + (c_out if m.bias is not None else 0)
         config = (f"{type(m).__name__}({c_in}, {c_out}, kernel_size={m.kernel_size}, stride={m.stride}, "
                   f"padding={m.padding}, dilation={m.dilation}, groups={groups}, bias={m.bias is not None}, "
@@ -391,7 +391,8 @@ def _workload(layer: LayerInfo, call: int, c_out: int, c_in: int) -> Workload:
                            m.padding_mode)
     else:
         x_shape = tuple(in_shape[:-1]) + (c_in,)
-        macs = math.prod(out_shape[:-1]) * c_out * c_in
+        written = math.prod(out_shape[:-1]) * c_out
+        macs = written * c_in
         params = c_out * c_in + (c_out if m.bias is not None else 0)
         config = f"Linear({c_in}, {c_out}, bias={m.bias is not None})"
 
@@ -402,7 +403,7 @@ def _workload(layer: LayerInfo, call: int, c_out: int, c_in: int) -> Workload:
         module = evaluating(make().to(device=device, dtype=dtype))
         return module, [torch.randn(*x_shape, device=device, dtype=dtype)]
 
-    return Workload(f"{config}|{[list(x_shape)]}|", macs, params, setup)
+    return Workload(f"{config}|{[list(x_shape)]}|", macs, params, setup, written)
 
 
 def _cost_terms(layers: Sequence[LayerInfo], params: Sequence[ParamInfo], choices: Mapping[str, tuple[int, ...]],
@@ -428,6 +429,8 @@ def _cost_terms(layers: Sequence[LayerInfo], params: Sequence[ParamInfo], choice
             values[resource] = np.array([w.macs for w in workloads], dtype=np.float64)
         elif resource == "params":
             values[resource] = np.array([w.params for w in workloads], dtype=np.float64)
+        elif resource == "activations":
+            values[resource] = np.array([w.activations for w in workloads], dtype=np.float64)
         else:
             values[resource] = workload_latencies(workloads, latency, example_input)
     out: dict[str, tuple[Term, ...]] = {}
