@@ -546,3 +546,34 @@ def test_a_linear_subclass_s_own_per_output_parameters_follow_its_features_and_i
     assert sum(p.numel() for p in small.parameters()) == result.costs["params"]
     assert spec.full_costs()["params"] == sum(p.numel() for p in model.parameters())
     assert small(x).shape == (2, 4)
+
+
+def _written_by_layers(model: nn.Module, x: torch.Tensor) -> int:
+    """Elements the leaf modules of `model` write on `x` (their outputs), counted with forward hooks."""
+    total = 0
+
+    def hook(m: nn.Module, inputs: tuple, out: torch.Tensor) -> None:
+        nonlocal total
+        total += out.numel()
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    with torch.no_grad():
+        model.eval()(x)
+    for h in handles:
+        h.remove()
+    return total
+
+
+def test_activations_are_the_elements_the_layers_write():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                          nn.Conv2d(16, 24, 3, stride=2, padding=1), nn.BatchNorm2d(24), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(24, 10))
+    x = torch.randn(2, 3, 16, 16)
+    data = [(torch.randn(4, 3, 16, 16), torch.randint(0, 10, (4,))) for _ in range(2)]
+    spec, handle = build_spec(model, x, data=data, loss_fn=F.cross_entropy, latency="flops",
+                              costs=("activations",), step=4)
+    assert spec.full_costs()["activations"] == _written_by_layers(model, x)
+    result = mdp_opt.solve(spec, budget={"activations": "50%"}, backend=exact_backend(), time_limit=60)
+    assert result.status == Status.OPTIMAL and any(result.kept[d.name] < d.choices[-1] for d in spec.dims)
+    assert result.costs["activations"] == _written_by_layers(handle.apply(result), x)

@@ -435,3 +435,14 @@ def test_apply_follows_width_attributes_and_checks_that_the_slimmed_model_runs(m
     spec, handle = build(model)
     with pytest.raises(RuntimeError, match="slimmed model fails on the example input.*ignore="):
         handle.apply(result_for(spec, {"embed": 32}))
+
+
+def test_attention_activations_count_queries_keys_and_probabilities():
+    model = make(TimmStyleViT)
+    spec, _ = build(model, costs=("activations",))
+    table = {t.dims: t.table for t in spec.costs["activations"]}[("embed", "blocks.0.heads", "blocks.0.qk_dim")]
+    batch, tokens = 2, (32 // 8) ** 2 + 1                      # the example input: 2 images of 16 patches + a class token
+    heads, qk = spec.dims[spec.dim_names.index("blocks.0.heads")].choices, (6, 12)
+    extra_heads = table[-1, 1, 1] - table[-1, 0, 1]            # queries, keys and probabilities of the heads pruned
+    assert extra_heads == batch * (heads[1] - heads[0]) * (2 * tokens * qk[1] + tokens * tokens)
+    assert table[-1, 1, 1] - table[-1, 1, 0] == batch * tokens * heads[1] * 2 * (qk[1] - qk[0])
