@@ -4,8 +4,8 @@ glibc's malloc returns freed memory at the top of its heap to the system once it
 threshold that it adapts as the process runs. Whether a model's activations are then handed
 back after a run, and page-faulted in again (zeroed by the kernel) on the next, depends on
 what the process allocated before: on the development machine MobileNet-V2 at 64 px, batch 32,
-measured 62 ms in one interleaved calibration and 41 ms in the next, 9,000 page faults per
-run against none (benchmarks/RESULTS.md). A serving process running one model reaches the
+measured 62 ms in an interleaved calibration (9,000 page faults per run) and 43 ms a minute later
+in the same process (none) (benchmarks/RESULTS.md). A serving process running one model reaches the
 steady state without faults; timing in that state is what the tables and the whole models
 have to agree on.
 

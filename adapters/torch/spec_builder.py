@@ -57,7 +57,9 @@ def build_spec(model: nn.Module, example_input: torch.Tensor, *, data: Iterable[
             "flops" (multiply-accumulates as the latency), or a callable `fn(workload) -> cost`
             called once per operation and width choice.
         costs: the resources to put in the spec, any of "latency", "flops" (multiply-accumulates of
-            convolutions, Linears and attention products, exact), "params" (parameter count, exact).
+            convolutions, Linears and attention products, exact), "params" (parameter count, exact),
+            "activations" (elements the operations write: their outputs, and an attention's queries,
+            keys, probabilities and values; a proxy of memory traffic).
         step: granularity of channel widths (and of a transformer's embedding); `mlp_step` (default
             `step`) of MLP hidden widths; `head_step` of head counts; `head_dim_step` (default `step`) of
             channels per head. Kept counts are multiples of the granularity or the full width, never 0.

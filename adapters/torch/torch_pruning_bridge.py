@@ -78,7 +78,8 @@ def spec_from_torch_pruning(model: nn.Module, example_input: torch.Tensor, *, im
             as the latency), or a callable `fn(workload) -> cost`. Only convolution and Linear layers have tables;
             measured latency's calibration fits the rest (norms, activations, additions) as a whole-model term.
         costs: the resources in the spec: any of "latency", "flops" (multiply-accumulates of convolutions and
-            Linear layers, exact) and "params" (every parameter of the model, exact).
+            Linear layers, exact), "params" (every parameter of the model, exact) and "activations" (elements
+            the pruned layers write).
         step: kept counts are multiples of `step` or the full width; `min_channels`: the fewest a group keeps
             (a count >= 1, or a fraction in (0, 1) of its width).
         ignored_layers: modules whose output channels keep their width, as in Torch-Pruning (the groups pruning
