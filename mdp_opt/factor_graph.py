@@ -420,15 +420,12 @@ class SpecGraph:
         self.resources = tuple(spec.costs)
         index = {name: i for i, name in enumerate(spec.dim_names)}  # dim and block names may coincide
         block_index = {name: len(spec.dims) + j for j, name in enumerate(spec.block_names)}
-        groups: dict[frozenset[int], list[tuple[str | None, tuple[int, ...], np.ndarray]]] = {}
+        groups: dict[frozenset[int], list[tuple[str | None, tuple[int, ...], np.ndarray, int | None]]] = {}
         for resource, _, term in spec.terms():
             scope = tuple(index[d] for d in term.dims)
-            table = term.table
-            if term.block is not None:
-                gated = np.zeros(table.shape + (2,))
-                gated[..., 1] = table
-                scope, table = scope + (block_index[term.block],), gated
-            groups.setdefault(frozenset(scope), []).append((resource, scope, table))
+            gate = None if term.block is None else block_index[term.block]
+            groups.setdefault(frozenset(scope + ((gate,) if gate is not None else ())), []).append(
+                (resource, scope, term.table, gate))
         groups = self._absorb(groups)
         self._order = elimination_order(self.sizes, [tuple(s) for s in groups], heuristic)
         self._memory_limit = memory_limit
@@ -437,24 +434,23 @@ class SpecGraph:
         self.scopes = scopes
         self.value_tables: list[np.ndarray] = []
         self.cost_tables: dict[str, list[np.ndarray | None]] = {r: [] for r in self.resources}
+        self.zero_at: list[tuple[int, ...]] = []  # per factor, the blocks whose removal (state 0) zeroes it
         for scope, members in zip(scopes, groups.values()):
             shape = tuple(self.sizes[v] for v in scope)
             sums: dict[str | None, np.ndarray] = {}
-            for resource, term_scope, table in members:
+            for resource, term_scope, table, gate in members:
+                # a gated term is added into its block's active half only: the removed half stays 0, never written
                 axes = sorted(range(len(term_scope)), key=lambda a: scope.index(term_scope[a]))
-                inside = table.transpose(axes).reshape([self.sizes[v] if v in term_scope else 1 for v in scope])
-                if resource in sums:
-                    sums[resource] += inside  # in place: a new full-size array per term cost more than the sum
-                else:
-                    sums[resource] = np.broadcast_to(inside, shape).copy()
+                inside = table.transpose(axes).reshape(
+                    [self.sizes[v] if v in term_scope else 1 for v in scope if v != gate])
+                target = sums.setdefault(resource, np.zeros(shape))
+                target[tuple(1 if v == gate else slice(None) for v in scope)] += inside
             self.value_tables.append(sums.get(None, np.zeros(shape)))
             for r in self.resources:
                 self.cost_tables[r].append(sums.get(r))
+            gates = {gate for *_, gate in members}
+            self.zero_at.append(tuple(gates) if len(gates) == 1 and None not in gates else ())
         self._constants = [f for f, scope in enumerate(scopes) if not scope]
-        # per factor, the blocks in its scope whose removal (state 0) zeroes every table of the factor
-        self.zero_at = [tuple(v for a, v in enumerate(scope) if v >= len(spec.dims) and all(
-            not np.any(t.take(0, axis=a)) for t in [self.value_tables[f]] + [
-                ts[f] for ts in self.cost_tables.values() if ts[f] is not None])) for f, scope in enumerate(scopes)]
         self._value_scale = sum(float(np.abs(t).max()) for t in self.value_tables)
         self._cost_scale = {r: sum(float(t.max()) for t in ts if t is not None) for r, ts in self.cost_tables.items()}
 
