@@ -435,24 +435,34 @@ class SpecGraph:
         self.value_tables: list[np.ndarray] = []
         self.cost_tables: dict[str, list[np.ndarray | None]] = {r: [] for r in self.resources}
         self.zero_at: list[tuple[int, ...]] = []  # per factor, the blocks whose removal (state 0) zeroes it
+        value_scale, cost_scale = 0.0, {r: 0.0 for r in self.resources}
         for scope, members in zip(scopes, groups.values()):
             shape = tuple(self.sizes[v] for v in scope)
-            sums: dict[str | None, np.ndarray] = {}
+            # each resource's sum is stored only over the axes its terms name (and their gates) and broadcast to
+            # the factor's shape as a read-only view: an importance vector merged into an attention factor
+            # stays a vector, not a copy per (embedding, heads, head dim)
+            named: dict[str | None, set[int]] = {}
+            for resource, term_scope, _, gate in members:
+                named.setdefault(resource, set()).update(term_scope, () if gate is None else (gate,))
+            sums = {r: np.zeros([self.sizes[v] if v in axes else 1 for v in scope]) for r, axes in named.items()}
             for resource, term_scope, table, gate in members:
                 # a gated term is added into its block's active half only: the removed half stays 0, never written
                 axes = sorted(range(len(term_scope)), key=lambda a: scope.index(term_scope[a]))
                 inside = table.transpose(axes).reshape(
                     [self.sizes[v] if v in term_scope else 1 for v in scope if v != gate])
-                target = sums.setdefault(resource, np.zeros(shape))
-                target[tuple(1 if v == gate else slice(None) for v in scope)] += inside
-            self.value_tables.append(sums.get(None, np.zeros(shape)))
+                sums[resource][tuple(1 if v == gate else slice(None) for v in scope)] += inside
+            value = sums.get(None, np.zeros([1] * len(scope)))
+            value_scale += float(np.abs(value).max())
+            self.value_tables.append(np.broadcast_to(value, shape))
             for r in self.resources:
-                self.cost_tables[r].append(sums.get(r))
+                cost = sums.get(r)
+                if cost is not None:
+                    cost_scale[r] += float(cost.max())
+                self.cost_tables[r].append(None if cost is None else np.broadcast_to(cost, shape))
             gates = {gate for *_, gate in members}
             self.zero_at.append(tuple(gates) if len(gates) == 1 and None not in gates else ())
         self._constants = [f for f, scope in enumerate(scopes) if not scope]
-        self._value_scale = sum(float(np.abs(t).max()) for t in self.value_tables)
-        self._cost_scale = {r: sum(float(t.max()) for t in ts if t is not None) for r, ts in self.cost_tables.items()}
+        self._value_scale, self._cost_scale = value_scale, cost_scale
 
     @functools.cached_property
     def plan(self) -> EliminationPlan:
