@@ -24,6 +24,7 @@ from ..spec import Spec
 from .dual import LagrangianSearch
 from .fixing import reduce_spec, states_to_keep
 from .shared import SharedPresolve
+from .warm import warm_start
 
 # the presolve runs a dozen elimination passes; beyond this table size it would cost more than it
 # saves, so it steps aside (status "skipped") and the backend gets the original spec
@@ -169,7 +170,11 @@ def presolve(spec: Spec, limits: Mapping[str, float], deadline: Deadline | None 
             graph.plan  # noqa: B018 - builds the elimination plan, which refuses a table over the memory limit
     except TableTooLarge as e:
         return finish("skipped", None, None, reason=str(e))
-    search = LagrangianSearch(graph, spec, limits, deadline, shared)
+    warm = time.perf_counter()
+    # a frontier's later budgets start from the passes of the earlier ones instead
+    seeds = warm_start(graph, limits, deadline) if shared is None or not shared.stats["passes_run"] else []
+    warm = time.perf_counter() - warm
+    search = LagrangianSearch(graph, spec, limits, deadline, shared, seeds)
     if shared is not None:
         shared.stats["solves"] += 1
         for x, value, costs in shared.incumbents(limits):
@@ -177,7 +182,8 @@ def presolve(spec: Spec, limits: Mapping[str, float], deadline: Deadline | None 
     infeasible = search.run()
     if shared is not None:
         shared.remember(search.incumbent, search.incumbent_value)
-    stats = {"lambdas": dict(search.best_lambdas), "passes": search.passes, "local_moves": search.local.moves}
+    stats = {"lambdas": dict(search.best_lambdas), "passes": search.passes, "local_moves": search.local.moves,
+             "warm_start": {"seeds": len(seeds), "time": warm}}
     if infeasible:
         return finish("infeasible", None, None, **stats)
     incumbent = search.incumbent_configuration()

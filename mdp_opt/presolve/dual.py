@@ -14,7 +14,7 @@ feasible configuration it meets (confirmed with the core's `evaluate`, then impr
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -24,7 +24,7 @@ from ..factor_graph import SpecGraph
 from ..result import OPTIMALITY_GAP, relative_gap
 from ..spec import Spec
 from .local_search import LocalSearch
-from .shared import SharedPresolve
+from .shared import Point, SharedPresolve, nearest
 
 MAX_LINE_SEARCH_STEPS = 100
 MAX_SWEEPS = 20
@@ -35,9 +35,17 @@ class LagrangianSearch:
     """Minimises L(lambda) over lambda >= 0, tracking the best bound and the best feasible configuration."""
 
     def __init__(self, graph: SpecGraph, spec: Spec, limits: Mapping[str, float], deadline: Deadline | None = None,
-                 shared: SharedPresolve | None = None) -> None:
-        """`shared`: passes and maximisers of earlier searches on the same graph (other limits) to reuse."""
+                 shared: SharedPresolve | None = None, seeds: Sequence[Point] = (), tolerance: float = 1e-10,
+                 polish: bool = True) -> None:
+        """`shared`: passes and maximisers of earlier searches on the same graph (other limits) to reuse.
+        `seeds`: configurations of the graph (with their value and costs) to start from: offered as incumbents,
+        one within every limit stands in for the cheapest-configuration passes, and with one limited resource
+        the two nearest the limit start the line search (see `presolve.warm`).
+        `tolerance`: the line search stops when a pass lies within this fraction of the cutting-plane model.
+        `polish`: improve the incumbent by local search at the end."""
         self.graph, self.spec, self.shared = graph, spec, shared
+        self.seeds, self.tolerance, self.polish = list(seeds), tolerance, polish
+        self.points: list[Point] = []       # every maximiser met, with its value and costs
         self.limits = dict(limits)
         self.deadline = deadline or Deadline(None)
         self.bound = math.inf
@@ -56,6 +64,7 @@ class LagrangianSearch:
         if bound < self.bound:
             self.bound, self.best_lambdas = bound, dict(lambdas)
         v, costs = self.graph.evaluate(x)
+        self.points.append((x, v, costs))
         self.offer(x, v, costs)
         return x, v, costs
 
@@ -80,8 +89,11 @@ class LagrangianSearch:
         """Search the multipliers; True when some resource's minimum cost proves the limits infeasible.
 
         Stops early (with the bound and incumbent found so far) when the deadline passes."""
-        cheapest = {}
-        for r in self.limits:
+        for seed in self.seeds:
+            self.offer(*seed)
+        fits = [p for p in self.seeds if self.local.feasible(p[2])]
+        cheapest = {r: max(fits, key=lambda p: p[1]) for r in self.limits} if fits else {}
+        for r in self.limits if not fits else ():  # a configuration within every limit proves them feasible
             weights = {r: 1.0}
             neg_min, x = self._max_sum(weights, value_weight=0.0)
             self.passes += 1
@@ -107,7 +119,7 @@ class LagrangianSearch:
             remaining = self.bound - self.incumbent_value if self.incumbent is not None else abs(self.bound)
             if self.closed() or self.deadline.expired or before - self.bound <= 0.01 * remaining:
                 break
-        if not self.closed():
+        if self.polish and not self.closed():
             for x in self.best_starts(starts + ([self.incumbent] if self.incumbent is not None else [])):
                 if self.deadline.expired or self.closed():
                     break
@@ -138,21 +150,22 @@ class LagrangianSearch:
             return value - others, -(costs[r] - limit), x
 
         trial = dict(lambdas, **{r: 0.0})
-        lo = line(*self.point(trial))
-        if lo[1] >= 0:
-            return 0.0, [lo[2]]
-        within = []
-        hi = line(*cheapest)
-        best_t, best_value = 0.0, lo[0]
-        if self.shared is not None and len(self.limits) == 1:
-            # start from the maximisers of earlier searches nearest in cost on either side of the limit: each is
-            # a valid cutting plane (some configuration's line), and for one resource they are adjacent hull points
-            near_within, near_over = self.shared.bracket(r, limit)
-            if near_over is not None:
-                lo = line(*near_over)
-            if near_within is not None:
-                hi = line(*near_within)
-                within.append(near_within[0])
+        near_within = near_over = None
+        if len(self.limits) == 1:
+            # start from the seeds and the maximisers of earlier searches nearest in cost on either side of the
+            # limit: each is a valid cutting plane (some configuration's line), and for one resource they are
+            # adjacent hull points
+            earlier = [p for p in self.shared.bracket(r, limit) if p is not None] if self.shared is not None else []
+            near_within, near_over = nearest(self.seeds + earlier, r, limit)
+        if near_over is None:
+            lo = line(*self.point(trial))
+            if lo[1] >= 0:
+                return 0.0, [lo[2]]
+            best_t, best_value = 0.0, lo[0]
+        else:
+            lo, best_t, best_value = line(*near_over), 0.0, math.inf
+        hi = line(*(near_within or cheapest))
+        within = [] if near_within is None else [near_within[0]]
         for _ in range(MAX_LINE_SEARCH_STEPS):
             if lo[1] >= hi[1] or self.deadline.expired:
                 break  # even the cheapest configuration is over limit r: no multiplier helps
@@ -163,7 +176,7 @@ class LagrangianSearch:
             value = new[0] + new[1] * t
             if value < best_value:
                 best_t, best_value = t, value
-            if value <= model + 1e-10 * max(1.0, abs(model)) + self.graph.rounding_margin(trial) or self.closed():
+            if value <= model + self.tolerance * max(1.0, abs(model)) + self.graph.rounding_margin(trial) or self.closed():
                 break
             if new[1] < 0:
                 lo = new

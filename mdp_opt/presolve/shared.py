@@ -73,19 +73,8 @@ class SharedPresolve:
         return value, x
 
     def bracket(self, resource: str, limit: float) -> tuple[Point | None, Point | None]:
-        """Of the Lagrangian maximisers met so far, the one of largest `resource` cost within `limit` and the
-        one of least cost above it (None where there is none): each gives a cutting plane of the dual
-        function, and for one resource the two nearest hull points bracket the best multiplier."""
-        within = over = None
-        for point in list(self._maximisers):     # a snapshot: an abandoned solve's thread may still add
-            cost = point[2][resource]
-            if cost <= limit and (within is None or cost > within[2][resource]
-                                  or (cost == within[2][resource] and point[1] > within[1])):
-                within = point
-            elif cost > limit and (over is None or cost < over[2][resource]
-                                   or (cost == over[2][resource] and point[1] > over[1])):
-                over = point
-        return within, over
+        """`nearest(maximisers met so far, resource, limit)`."""
+        return nearest(list(self._maximisers), resource, limit)  # a snapshot: an abandoned solve's thread may add
 
     def incumbents(self, limits: Mapping[str, float]) -> list[Point]:
         """Feasible configurations of earlier solves that fit `limits`, best first (at most a few)."""
@@ -104,3 +93,19 @@ class SharedPresolve:
         x = np.array([int(choice[d]) for d in self.spec.dim_names]
                      + [int(bool(active.get(b, True))) for b in self.spec.block_names], dtype=np.int64)
         self.remember(x, value)
+
+
+def nearest(points: list[Point], resource: str, limit: float) -> tuple[Point | None, Point | None]:
+    """Of `points`, the one of largest `resource` cost within `limit` and the one of least cost above it (None
+    where there is none; equal costs: the higher value): each gives a cutting plane of the dual function, and
+    for one resource the two nearest hull points bracket the best multiplier."""
+    within = over = None
+    for point in points:
+        cost = point[2][resource]
+        if cost <= limit and (within is None or cost > within[2][resource]
+                              or (cost == within[2][resource] and point[1] > within[1])):
+            within = point
+        elif cost > limit and (over is None or cost < over[2][resource]
+                               or (cost == over[2][resource] and point[1] > over[1])):
+            over = point
+    return within, over

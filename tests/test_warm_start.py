@@ -1,0 +1,84 @@
+"""The presolve's warm start: a Lagrangian search on a thinned spec seeds the full one (`presolve.warm`)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from unittest import mock
+
+import numpy as np
+from hypothesis import given, settings
+
+import mdp_opt
+from mdp_opt import Dim, Spec, Term
+from mdp_opt.budgets import limits
+from mdp_opt.factor_graph import SpecGraph
+from mdp_opt.presolve import presolve, warm
+from strategies import problems
+from test_presolve import all_optima, close
+
+
+@contextlib.contextmanager
+def forced_warm_start():
+    """Warm-start every single-resource presolve, thinning every dim of 2 or more choices."""
+    with mock.patch.object(warm, "WARM_START_MIN_CHOICES", 0), mock.patch.object(warm, "THIN_MIN_SIZE", 2):
+        yield
+
+
+def test_thinning_keeps_the_first_and_every_fourth_choice_counting_from_the_last_and_the_same_tables():
+    rng = np.random.default_rng(0)
+    dims = (Dim("a", tuple(range(1, 6))), Dim("b", tuple(range(1, 17))), Dim("c", tuple(range(1, 38))))
+    spec = Spec(dims=dims, objective=(Term(("b",), np.sort(rng.random(16))), Term(("c",), np.sort(rng.random(37)))),
+                costs={"latency": (Term(("a", "b", "c"), rng.random((5, 16, 37))),)})
+    thin, kept = warm.thinned(spec)
+    assert kept == {"a": (0, 1, 2, 3, 4), "b": (0, 3, 7, 11, 15), "c": (0, 4, 8, 12, 16, 20, 24, 28, 32, 36)}
+    for choice in ({"a": 1, "b": 2, "c": 9}, {"a": 4, "b": 0, "c": 0}):
+        lifted = {d: kept[d][k] for d, k in choice.items()}
+        a, b = mdp_opt.evaluate(thin, choice), mdp_opt.evaluate(spec, lifted)
+        assert a.value == b.value and a.costs == b.costs
+
+
+@settings(max_examples=80, deadline=None)
+@given(problems(max_configurations=3000))
+def test_a_warm_started_presolve_keeps_every_optimal_configuration(problem):
+    spec, budget = problem
+    budgets = mdp_opt.resolve_budgets(spec, budget)
+    best, optima = all_optima(spec, budgets)
+    with forced_warm_start():
+        seeds = warm.warm_start(SpecGraph(spec), limits(budgets))
+        pre = presolve(spec, limits(budgets))
+    graph = SpecGraph(spec)
+    for x, value, costs in seeds:  # seeds are configurations of the full spec, with their own value and costs
+        assert (value, costs) == graph.evaluate(x)
+    if best is None:
+        assert pre.incumbent is None and pre.status in ("infeasible", "reduced")
+        return
+    assert pre.bound >= best - 1e-9 * max(1.0, abs(best))
+    choice, active, value = pre.incumbent
+    ev = mdp_opt.evaluate(spec, choice, active, budgets)
+    assert ev.feasible and close(ev.value, value) and value <= best + 1e-9 * max(1.0, abs(best))
+    if pre.status == "optimal":
+        assert close(value, best)
+    for choice, active in optima:
+        if all(active[b] == state for b, state in pre.fixed_blocks.items()):
+            relevant = {t_dim for _, _, t in spec.terms() for t_dim in t.dims
+                        if t.block is None or pre.fixed_blocks.get(t.block, True)}
+            assert all(choice[d] in pre.kept[d] for d in relevant), (choice, pre.kept)
+
+
+def test_a_large_spec_is_warm_started_with_fewer_passes_and_the_same_answer():
+    spec = mdp_opt.examples.make("resnet50", seed=1, choices=128)
+    assert sum(d.size for d in spec.dims) >= warm.WARM_START_MIN_CHOICES
+    warmed = mdp_opt.solve(spec, "40%", backend="dp")
+    with mock.patch.object(warm, "WARM_START_MIN_CHOICES", math.inf):
+        cold = mdp_opt.solve(spec, "40%", backend="dp")
+    assert warmed.status is cold.status is mdp_opt.Status.OPTIMAL
+    assert warmed.objective == cold.objective
+    assert warmed.stats["presolve"]["warm_start"]["seeds"] >= 2 and cold.stats["presolve"]["warm_start"]["seeds"] == 0
+    assert warmed.stats["presolve"]["passes"] < cold.stats["presolve"]["passes"]
+
+
+def test_several_limited_resources_are_not_warm_started():
+    spec = mdp_opt.examples.make("resnet50", seed=1, choices=128, params=True)
+    budgets = mdp_opt.resolve_budgets(spec, {"latency": "50%", "params": "50%"})
+    assert warm.warm_start(SpecGraph(spec), limits(budgets)) == []
