@@ -33,6 +33,10 @@ Options (`solve(..., backend="dp", **options)`):
   answer is `optimal` when it is also feasible on the true costs or meets a rounded-up pass.
 - `memory_cap`: bytes the stored sets may take (default 2 GiB); beyond it a `StateTooLarge`
   error names the size reached.
+- `hint`: a starting configuration (a Result, or {"choice": {dim: index}, "active": {block: bool}}; the
+  presolve passes its incumbent): the Lagrangian search for value pruning starts from it, so with one
+  resource too the multiplier and incumbent come from that search instead of the coarse pass. Ignored
+  with `resolution`.
 - `time_limit`: seconds; when reached the status is `feasible` with the coarse pass's
   configuration if there is one (value pruning), else `time_limit_no_solution`.
 """
@@ -48,6 +52,7 @@ import numpy as np
 
 from mdp_opt.backend import Feature, FrontierUnavailable, check_number, register_backend, take_options
 from mdp_opt.deadline import Deadline
+from mdp_opt.evaluate import configuration_from_hint
 from mdp_opt.factor_graph import SpecGraph, elimination_order
 from mdp_opt.presolve.dual import LagrangianSearch
 from mdp_opt.result import Answer, Status
@@ -55,7 +60,7 @@ from mdp_opt.rounding import answer_from_passes, round_costs, solve_rounded
 from mdp_opt.spec import Spec, SpecError
 
 DEFAULT_MEMORY_CAP = 2 * 1024**3
-DEFAULTS: dict[str, Any] = {"resolution": None, "memory_cap": DEFAULT_MEMORY_CAP}
+DEFAULTS: dict[str, Any] = {"resolution": None, "memory_cap": DEFAULT_MEMORY_CAP, "hint": None}
 _CHUNK_PAIRS = 1 << 21          # candidate pairs built at once (bounds temporary memory)
 _BLOCK = 256                    # pairs compared at once in the several-resource dominance filter
 COARSE_CELLS = 256              # the incumbent for value pruning comes from costs rounded up to budget/this
@@ -524,8 +529,9 @@ def solve(spec: Spec, limits: Mapping[str, float], options: dict) -> Answer:
     coarse = None
     try:
         if not any(scales.values()):
-            coarse = (_coarse_incumbent(spec, limits, memory_cap, deadline) if len(limits) == 1
-                      else _lagrangian_incumbent(spec, limits, deadline))
+            hint = configuration_from_hint(spec, opts["hint"]) if opts["hint"] is not None else None
+            coarse = (_coarse_incumbent(spec, limits, memory_cap, deadline) if len(limits) == 1 and hint is None
+                      else _lagrangian_incumbent(spec, limits, deadline, hint))
             front = _pass(spec, limits, memory_cap, deadline,
                           pruning=None if coarse is None else (coarse[0], coarse[1][0]))
             return exact_answer(front.best(limits[first] if first else math.inf), front.stats)
@@ -543,15 +549,20 @@ def solve(spec: Spec, limits: Mapping[str, float], options: dict) -> Answer:
                 "coarse pass's (costs rounded up)" if len(limits) == 1 else "Lagrangian search's")})
 
 
-def _lagrangian_incumbent(spec: Spec, limits: Mapping[str, float], deadline: Deadline
+def _lagrangian_incumbent(spec: Spec, limits: Mapping[str, float], deadline: Deadline,
+                          hint: tuple[dict[str, int], dict[str, bool]] | None = None
                           ) -> tuple[np.ndarray, Best] | None:
-    """(multipliers, a feasible configuration) for value pruning with several resources, from the core's
-    Lagrangian search (`mdp_opt.presolve.dual`) on this spec: its best multipliers and its incumbent; None
-    when it has no feasible configuration or a resource's limit is infinite."""
+    """(multipliers, a feasible configuration) for value pruning (several resources, or a hint), from the
+    core's Lagrangian search (`mdp_opt.presolve.dual`) on this spec, started from the hint: its best
+    multipliers and its incumbent; None when it has no feasible configuration or a limit is infinite."""
     if not limits or not all(math.isfinite(v) for v in limits.values()):
         return None
     graph = SpecGraph(spec)
-    search = LagrangianSearch(graph, spec, limits, deadline)
+    seeds = []
+    if hint is not None:
+        x = np.array([hint[0][d] for d in spec.dim_names] + [int(hint[1][b]) for b in spec.block_names])
+        seeds.append((x, *graph.evaluate(x)))
+    search = LagrangianSearch(graph, spec, limits, deadline, seeds=seeds)
     if search.run():
         return None            # infeasible: the exact pass says so
     found = search.incumbent_configuration()
@@ -697,9 +708,11 @@ def check_options(opts: Mapping[str, Any], spec: Spec, limits: Mapping[str, floa
     """Reject bad option values before any work."""
     _memory_cap(opts["memory_cap"])
     _scales(spec, opts["resolution"], limits)
+    if opts.get("hint") is not None:
+        configuration_from_hint(spec, opts["hint"])
 
 
 register_backend("dp", solve, options=DEFAULTS, frontier=OnePassFront, check=check_options,
-                 features={Feature.EXACT, Feature.BOUND, Feature.PRESOLVE, Feature.FRONTIER, Feature.TIME_LIMIT,
-                           Feature.INTERRUPT},
+                 features={Feature.EXACT, Feature.BOUND, Feature.HINT, Feature.PRESOLVE, Feature.FRONTIER,
+                           Feature.TIME_LIMIT, Feature.INTERRUPT},
                  description="dynamic programming over the factor graph, numpy only (exact)")
