@@ -166,6 +166,20 @@ def test_value_pruning_with_several_resources_keeps_the_optimum(budget):
     assert agree(result, mdp_opt.solve(spec, budget, backend="brute"))
 
 
+@pytest.mark.parametrize("budget", ["20%", "35%", "50%"])
+def test_a_hint_starts_the_value_pruning_search_and_keeps_the_optimum(budget):
+    """With a hint (the presolve's incumbent, here a poorer answer), one resource too: the Lagrangian search
+    starts from it, its incumbent is at least the hint's value, and the optimum stays."""
+    spec = mdp_opt.examples.make("chain", depth=5, choices=6)
+    reference = mdp_opt.solve(spec, budget, backend="brute")
+    poor = mdp_opt.solve(spec, f"{int(budget[:-1]) // 2}%", backend="brute")  # fits the budget, and worse
+    result = mdp_opt.solve(spec, budget, backend="dp", presolve=False, hint=poor)
+    pruning = result.stats["value_pruning"]
+    assert pruning["incumbent"] >= poor.objective and pruning["multipliers"]["latency"] > 0
+    assert pruning["pairs_pruned"] > 0
+    assert agree(result, reference)
+
+
 @pytest.mark.parametrize("resources", [1, 2, 3])
 def test_pareto_filter_keeps_exactly_the_non_dominated_pairs(resources):
     """Across block boundaries, with ties and duplicates: survivors are exactly one copy of each pair that no
