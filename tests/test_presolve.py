@@ -54,6 +54,12 @@ def test_presolve_keeps_every_optimal_configuration(problem):
         if len(budgets) == 1:
             assert pre.status == "infeasible"  # one resource: its minimum cost proves it
         return
+    check_presolved(spec, budgets, pre, best, optima)
+
+
+def check_presolved(spec: Spec, budgets, pre, best: float, optima) -> None:
+    """A feasible problem's presolve: a valid bound, a feasible incumbent no better than the optimum, and every
+    optimal configuration left in the reduced spec."""
     assert pre.status != "infeasible"
     assert pre.bound >= best - 1e-9 * max(1.0, abs(best))
     choice, active, value = pre.incumbent

@@ -15,7 +15,7 @@ from mdp_opt.budgets import limits
 from mdp_opt.factor_graph import SpecGraph
 from mdp_opt.presolve import presolve, warm
 from strategies import problems
-from test_presolve import all_optima, close
+from test_presolve import all_optima, check_presolved
 
 
 @contextlib.contextmanager
@@ -53,17 +53,7 @@ def test_a_warm_started_presolve_keeps_every_optimal_configuration(problem):
     if best is None:
         assert pre.incumbent is None and pre.status in ("infeasible", "reduced")
         return
-    assert pre.bound >= best - 1e-9 * max(1.0, abs(best))
-    choice, active, value = pre.incumbent
-    ev = mdp_opt.evaluate(spec, choice, active, budgets)
-    assert ev.feasible and close(ev.value, value) and value <= best + 1e-9 * max(1.0, abs(best))
-    if pre.status == "optimal":
-        assert close(value, best)
-    for choice, active in optima:
-        if all(active[b] == state for b, state in pre.fixed_blocks.items()):
-            relevant = {t_dim for _, _, t in spec.terms() for t_dim in t.dims
-                        if t.block is None or pre.fixed_blocks.get(t.block, True)}
-            assert all(choice[d] in pre.kept[d] for d in relevant), (choice, pre.kept)
+    check_presolved(spec, budgets, pre, best, optima)
 
 
 def test_a_large_spec_is_warm_started_with_fewer_passes_and_the_same_answer():
