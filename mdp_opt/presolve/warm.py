@@ -1,12 +1,12 @@
 """A warm start for the multiplier search on large specs: the same search on a thinned spec.
 
-Keeping every `THIN_STRIDE`-th choice of each long dim (and its first and last) leaves a spec whose passes cost a
-small fraction of the full ones: a factor over k long dims shrinks about THIN_STRIDE^k-fold. Its Lagrangian
-search ends on configurations on either side of the limit near the best multiplier, and these are
-configurations of the full spec too, so their lines are valid cutting planes of the full dual function. The
-full search starts its line search from them instead of from lambda = 0 and the cheapest configuration
-(measured on ViT-H at 128 choices a dim: 11 passes instead of 17, the fixing pass included). Nothing proven changes: every bound is
-still a pass over the full spec, and every incumbent is re-evaluated on it.
+Keeping every `THIN_STRIDE`-th choice of each long dim (and its first and last) leaves a spec whose passes
+cost a small fraction of the full ones: a factor over k long dims shrinks about THIN_STRIDE^k-fold. Its
+Lagrangian search ends on configurations on either side of the limit near the best multiplier, and these
+are configurations of the full spec too, so their lines are valid cutting planes of the full dual function.
+The full search starts its line search from them instead of from lambda = 0 and the cheapest configuration
+(measured on ViT-H at 128 choices a dim: 11 passes instead of 17, the fixing pass included). Nothing proven
+changes: every bound is still a pass over the full spec, and every incumbent is re-evaluated on it.
 
 The thinned spec is warm-started the same way while it is still large.
 """
