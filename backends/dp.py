@@ -560,7 +560,7 @@ def _lagrangian_incumbent(spec: Spec, limits: Mapping[str, float], deadline: Dea
     graph = SpecGraph(spec)
     seeds = []
     if hint is not None:
-        x = np.array([hint[0][d] for d in spec.dim_names] + [int(hint[1][b]) for b in spec.block_names])
+        x = graph.assignment(*hint)
         seeds.append((x, *graph.evaluate(x)))
     search = LagrangianSearch(graph, spec, limits, deadline, seeds=seeds)
     if search.run():

@@ -546,6 +546,12 @@ class SpecGraph:
         return ({d: int(assignment[i]) for i, d in enumerate(self.spec.dim_names)},
                 {b: bool(assignment[n + j]) for j, b in enumerate(self.spec.block_names)})
 
+    def assignment(self, choice: Mapping[str, int], active: Mapping[str, bool]) -> np.ndarray:
+        """The assignment of a configuration (the inverse of `configuration`; a block missing from `active`
+        is active)."""
+        return np.array([int(choice[d]) for d in self.spec.dim_names]
+                        + [int(bool(active.get(b, True))) for b in self.spec.block_names], dtype=np.int64)
+
 
 def _check_sizes(sizes: Sequence[int]) -> list[int]:
     out = []

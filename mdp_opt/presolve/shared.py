@@ -90,9 +90,7 @@ class SharedPresolve:
 
     def remember_configuration(self, choice: Mapping[str, int], active: Mapping[str, bool], value: float) -> None:
         """`remember` for a configuration given by name (a backend's lifted answer)."""
-        x = np.array([int(choice[d]) for d in self.spec.dim_names]
-                     + [int(bool(active.get(b, True))) for b in self.spec.block_names], dtype=np.int64)
-        self.remember(x, value)
+        self.remember(self.graph().assignment(choice, active), value)
 
 
 def nearest(points: list[Point], resource: str, limit: float) -> tuple[Point | None, Point | None]:
