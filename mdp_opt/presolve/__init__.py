@@ -22,7 +22,8 @@ from ..factor_graph import SpecGraph, TableTooLarge
 from ..result import NUMERIC_TOLERANCE, OPTIMALITY_GAP, Answer, BackendError, Status, relative_gap
 from ..spec import Spec
 from .dual import LagrangianSearch
-from .fixing import reduce_spec, states_to_keep
+from .fixing import keep_masks, reduce_spec, state_bounds
+from .probing import PROBE_MIN_CHOICES, open_choices, probe
 from .shared import SharedPresolve
 from .warm import warm_start
 
@@ -193,11 +194,23 @@ def presolve(spec: Spec, limits: Mapping[str, float], deadline: Deadline | None 
         return finish("stopped", search.bound, incumbent, **stats)
     if incumbent is None:
         return finish("reduced", search.bound, None, **stats)
-    keep = states_to_keep(graph, search.best_lambdas, limits, search.incumbent, search.incumbent_value)
+    bounds = state_bounds(graph, search.best_lambdas, limits)
     search.passes += 1
     stats["passes"] = search.passes
-    reduced, kept, fixed = reduce_spec(spec, keep, search.incumbent)
+    keep = keep_masks(bounds, search.incumbent, search.incumbent_value)
+    x, value, bound = search.incumbent, search.incumbent_value, search.bound
+    if open_choices(spec, keep) >= PROBE_MIN_CHOICES:
+        probed = probe(graph, limits, keep, bounds, x, value, search.hull_difference(), deadline)
+        if probed is not None:
+            keep, x, value, bound = probed.keep, probed.incumbent, probed.incumbent_value, probed.bound
+            stats["probing"] = probed.stats
+            if shared is not None:
+                shared.remember(x, value)
+    incumbent = (*graph.configuration(x), value)
+    if relative_gap(bound, value) <= OPTIMALITY_GAP:
+        return finish("optimal", bound, incumbent, **stats)
+    reduced, kept, fixed = reduce_spec(spec, keep, x)
     if not reduced.blocks and all(d.size == 1 for d in reduced.dims):
         # only the incumbent is left, and fixing keeps every optimal configuration
         return finish("optimal", incumbent[2], incumbent, reduced, kept, fixed, **stats)
-    return finish("reduced", search.bound, incumbent, reduced, kept, fixed, **stats)
+    return finish("reduced", bound, incumbent, reduced, kept, fixed, **stats)

@@ -36,15 +36,17 @@ class LagrangianSearch:
 
     def __init__(self, graph: SpecGraph, spec: Spec, limits: Mapping[str, float], deadline: Deadline | None = None,
                  shared: SharedPresolve | None = None, seeds: Sequence[Point] = (), tolerance: float = 1e-10,
-                 polish: bool = True) -> None:
+                 polish: bool = True, cutoff: float = -math.inf) -> None:
         """`shared`: passes and maximisers of earlier searches on the same graph (other limits) to reuse.
         `seeds`: configurations of the graph (with their value and costs) to start from: offered as incumbents,
         one within every limit stands in for the cheapest-configuration passes, and with one limited resource
         the two nearest the limit start the line search (see `presolve.warm`).
         `tolerance`: the line search stops when a pass lies within this fraction of the cutting-plane model.
-        `polish`: improve the incumbent by local search at the end."""
+        `polish`: improve the incumbent by local search at the end.
+        `cutoff`: a value known to be attained elsewhere (probing's incumbent): the search stops once its bound
+        is below it, since nothing here can then beat it."""
         self.graph, self.spec, self.shared = graph, spec, shared
-        self.seeds, self.tolerance, self.polish = list(seeds), tolerance, polish
+        self.seeds, self.tolerance, self.polish, self.cutoff = list(seeds), tolerance, polish, cutoff
         self.points: list[Point] = []       # every maximiser met, with its value and costs
         self.limits = dict(limits)
         self.deadline = deadline or Deadline(None)
@@ -83,6 +85,9 @@ class LagrangianSearch:
             self.incumbent, self.incumbent_value = x.copy(), ev.value
 
     def closed(self) -> bool:
+        """True when nothing is left to search: the incumbent is proven optimal, or the bound is below `cutoff`."""
+        if self.bound < self.cutoff:
+            return True
         return self.incumbent is not None and relative_gap(self.bound, self.incumbent_value) <= OPTIMALITY_GAP
 
     def run(self) -> bool:
@@ -184,6 +189,15 @@ class LagrangianSearch:
                 hi = new
                 within.append(new[2])
         return best_t, within + [lo[2]]
+
+    def hull_difference(self) -> np.ndarray | None:
+        """With one limited resource, where the maximisers met nearest the limit on either side differ (the
+        variables the bound's gap lies in); None with several resources or without both."""
+        if len(self.limits) != 1:
+            return None
+        (r, limit), = self.limits.items()
+        within, over = nearest(self.points, r, limit)
+        return None if within is None or over is None else within[0] != over[0]
 
     def incumbent_configuration(self) -> tuple[dict[str, int], dict[str, bool], float] | None:
         if self.incumbent is None:

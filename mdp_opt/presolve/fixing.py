@@ -16,15 +16,28 @@ from ..factor_graph import SpecGraph
 from ..spec import Dim, Spec, Term
 
 
-def states_to_keep(graph: SpecGraph, lambdas: Mapping[str, float], limits: Mapping[str, float],
-                   incumbent: np.ndarray, incumbent_value: float) -> list[np.ndarray]:
-    """Per variable, a mask of the states some configuration at least as good as the incumbent may use."""
+def state_bounds(graph: SpecGraph, lambdas: Mapping[str, float], limits: Mapping[str, float]) -> list[np.ndarray]:
+    """Per variable and state, an upper bound on the value of every feasible configuration using that state
+    (its max-marginal at `lambdas`, plus the multipliers' share of the limits and a float-rounding margin)."""
     mm = graph.max_marginals(lambdas)
     offset = sum(lam * limits[r] for r, lam in lambdas.items()) + 2 * graph.rounding_margin(lambdas)
+    return [marginal + offset for marginal in mm.marginals]
+
+
+def states_to_keep(graph: SpecGraph, lambdas: Mapping[str, float], limits: Mapping[str, float],
+                   incumbent: np.ndarray | None, incumbent_value: float) -> list[np.ndarray]:
+    """Per variable, a mask of the states some configuration at least as good as the incumbent may use
+    (the incumbent's own states are always kept; `incumbent` may be None when only its value is known)."""
+    return keep_masks(state_bounds(graph, lambdas, limits), incumbent, incumbent_value)
+
+
+def keep_masks(bounds: list[np.ndarray], incumbent: np.ndarray | None, incumbent_value: float) -> list[np.ndarray]:
+    """`states_to_keep` from the `state_bounds` already computed."""
     keep = []
-    for var, marginal in enumerate(mm.marginals):
-        mask = marginal + offset >= incumbent_value
-        mask[incumbent[var]] = True
+    for var, bound in enumerate(bounds):
+        mask = bound >= incumbent_value
+        if incumbent is not None:
+            mask[incumbent[var]] = True
         keep.append(mask)
     return keep
 
