@@ -64,7 +64,8 @@ class FrontierPoint:
 
 
 def frontier(spec: Spec, resource: str | None = None, budgets: Sequence[float] | None = None, points: int = 50,
-             backend: str = "dp", ray: str | None = None, share: bool = True, **options: Any) -> list[FrontierPoint]:
+             backend: str = "dp", ray: str | None = None, share: bool = True, workers: int = 1,
+             **options: Any) -> list[FrontierPoint]:
     """The optimal value of `spec` at a grid of budgets of `resource`, other budgets of the spec enforced.
 
     Args:
@@ -82,6 +83,11 @@ def frontier(spec: Spec, resource: str | None = None, budgets: Sequence[float] |
             `SharedPresolve` across the budgets (in increasing order: the factor graph, the Lagrangian passes
             and the incumbents of smaller budgets are reused); the answers are the same. False solves each
             budget alone (for benchmarking).
+        workers: with `share`, solve in this many processes of this machine, each taking every `workers`-th
+            budget with its own `SharedPresolve` (the points are the same; on 2 cores a 100-point frontier of a
+            10,000-choice spec took 24 s with 2 workers, 42 s with 1). The processes are spawned: a script
+            calling this needs the usual `if __name__ == "__main__":` guard. Not with `ray` or `share=False`;
+            unused where dp's one pass applies.
         options: passed to the backend (`resolution`, `memory_cap`, `time_limit`, ...). With one pass,
             `time_limit` bounds the whole pass and reaching it raises TimeoutError; otherwise it applies
             to each solve.
@@ -97,6 +103,11 @@ def frontier(spec: Spec, resource: str | None = None, budgets: Sequence[float] |
     grid = None if budgets is None else _checked_budgets(budgets)
     if not isinstance(share, bool):
         raise SpecError(f"share: expected True or False, got {share!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise SpecError(f"workers: expected a positive whole number of processes, got {workers!r}")
+    if workers > 1 and (ray is not None or not share):
+        raise SpecError("workers: processes here share the presolve within each; with ray= or share=False use "
+                        "ray='local:N' for N processes instead")
     if grid is None and (isinstance(points, bool) or not isinstance(points, int) or points < 1):
         raise SpecError(f"points: expected a positive whole number of budgets, got {points!r}")
     full = spec.full_cost(resource)
@@ -107,7 +118,7 @@ def frontier(spec: Spec, resource: str | None = None, budgets: Sequence[float] |
             return _frontier_one_pass(hook, spec, resource, others, grid, points, full, backend, options)
         except FrontierUnavailable:
             pass                     # the one pass would cost more than solving budget by budget
-    return _frontier_by_solving(spec, resource, others, grid, points, full, backend, options, ray, shared)
+    return _frontier_by_solving(spec, resource, others, grid, points, full, backend, options, ray, shared, workers)
 
 
 def _frontier_one_pass(hook: Any, spec: Spec, resource: str, others: dict[str, float], grid: list[float] | None,
@@ -148,10 +159,11 @@ def _least_cost(shared: SharedPresolve, resource: str) -> float | None:
 
 def _frontier_by_solving(spec: Spec, resource: str, others: dict[str, float], grid: list[float] | None,
                          points: int, full: float, backend: str, options: dict[str, Any],
-                         ray: str | None = None, shared: SharedPresolve | None = None) -> list[FrontierPoint]:
+                         ray: str | None = None, shared: SharedPresolve | None = None, workers: int = 1
+                         ) -> list[FrontierPoint]:
     """One solve() per budget; a configuration found at a smaller budget is carried forward when the
     backend (e.g. stopped by a time limit) returns something worse, so values never decrease. Without
-    Ray, a backend with the presolve shares one `SharedPresolve` across the budgets."""
+    Ray, a backend with the presolve shares one `SharedPresolve` across the budgets (one per worker process)."""
     if grid is None:
         cheapest = _least_cost(shared, resource) if shared is not None and not others else None
         if cheapest is None:
@@ -164,16 +176,47 @@ def _frontier_by_solving(spec: Spec, resource: str, others: dict[str, float], gr
     if shared is not None and get_backend(backend).has(Feature.PRESOLVE) and options.get("presolve", True) is True:
         # in increasing budget order, each solve reuses the factor graph, the Lagrangian passes and the
         # incumbents of the solves before it (an answer at a smaller budget fits every larger one)
-        for _, budgets, _, _ in jobs:
-            result = solve(spec, budgets, backend=backend, **{**options, "presolve": shared})
-            result.stats["frontier"] = SHARED_PRESOLVE
-            result.stats["shared_presolve"] = dict(shared.stats)
+        all_budgets = [budgets for _, budgets, _, _ in jobs]
+        if workers == 1:
+            results = _solve_shared(spec, all_budgets, backend, options, shared)
+        else:
+            results = _solve_in_processes(spec, all_budgets, backend, options, workers)
+        for budgets, result in zip(all_budgets, results):
             out.append(_never_worse(spec, out, budgets[resource], budgets, result))
         return out
     for (_, budgets, _, _), result in zip(jobs, run_jobs(_solve_one, jobs, ray)):
         result.stats["frontier"] = ONE_SOLVE_PER_BUDGET
         out.append(_never_worse(spec, out, budgets[resource], budgets, result))
     return out
+
+
+def _solve_shared(spec: Spec, all_budgets: list[dict[str, float]], backend: str, options: dict[str, Any],
+                  shared: SharedPresolve | None = None) -> list[Result]:
+    """`solve()` at each budget (in the order given), all sharing one `SharedPresolve`."""
+    shared = shared or SharedPresolve(spec)
+    results = []
+    for budgets in all_budgets:
+        result = solve(spec, budgets, backend=backend, **{**options, "presolve": shared})
+        result.stats["frontier"] = SHARED_PRESOLVE
+        result.stats["shared_presolve"] = dict(shared.stats)
+        results.append(result)
+    return results
+
+
+def _solve_in_processes(spec: Spec, all_budgets: list[dict[str, float]], backend: str, options: dict[str, Any],
+                        workers: int) -> list[Result]:
+    """`_solve_shared` split over `workers` spawned processes, worker w taking budgets w, w + workers, ... (each
+    still in increasing order, and the costly small budgets spread over all of them)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    workers = min(workers, len(all_budgets))
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        parts = [pool.submit(_solve_shared, spec, all_budgets[w::workers], backend, options) for w in range(workers)]
+        chunks = [part.result() for part in parts]
+    results: list[Result] = [None] * len(all_budgets)  # type: ignore[list-item]
+    for w, chunk in enumerate(chunks):
+        results[w::workers] = chunk
+    return results
 
 
 def _solve_one(spec: Spec, budgets: dict[str, float], backend: str, options: dict[str, Any]) -> Result:

@@ -268,3 +268,36 @@ def test_shared_presolve_counts_reused_passes():
     assert shared.stats["passes_run"] == run              # the same budget: every pass is reused
     assert again.stats["presolve"]["passes"] < first.stats["presolve"]["passes"]   # it starts at the bracket
     assert shared.stats["passes_reused"] > 0
+
+
+def test_worker_processes_give_the_same_points_each_sharing_its_presolve():
+    spec = mdp_opt.examples.make("mdp-rn50-step10")
+    full = spec.full_cost("latency")
+    budgets = [f * full for f in (0.2, 0.3, 0.45, 0.6, 0.75, 0.9, 1.1)]
+    here = frontier(spec, budgets=budgets, backend="cpsat")
+    spread = frontier(spec, budgets=budgets, backend="cpsat", workers=3)
+    assert [p.budget for p in spread] == [p.budget for p in here]
+    for p, reference in zip(spread, here):
+        same_answer(p, reference)
+        assert p.result.stats["frontier"] == SHARED_PRESOLVE
+    # worker w took budgets w, w + 3, ...: three solves for the first worker, two for the others
+    assert sorted(p.result.stats["shared_presolve"]["solves"] for p in spread) == [1, 1, 1, 2, 2, 2, 3]
+
+
+def test_bad_worker_counts_are_refused_naming_the_field():
+    spec = Spec.from_dict(EXAMPLE)
+    for bad in (0, -1, True, 1.5, "2"):
+        with pytest.raises(SpecError, match="^workers"):
+            frontier(spec, points=3, backend="cpsat", workers=bad)
+    for clash in ({"ray": "local:2"}, {"share": False}):
+        with pytest.raises(SpecError, match="^workers"):
+            frontier(spec, points=3, backend="cpsat", workers=2, **clash)
+
+
+def test_cli_workers_give_the_same_json(spec_file, capsys):
+    assert main(["frontier", str(spec_file), "--points", "4", "--json", "--backend", "cpsat"]) == 0
+    here = json.loads(capsys.readouterr().out)
+    assert main(["frontier", str(spec_file), "--points", "4", "--json", "--backend", "cpsat", "--workers", "2"]) == 0
+    spread = json.loads(capsys.readouterr().out)
+    assert [p["status"] for p in spread] == [p["status"] for p in here] == ["optimal"] * 4
+    assert [p["objective"] for p in spread] == pytest.approx([p["objective"] for p in here])

@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", metavar="OUT.png", help="draw objective versus budget to this image file")
     parser.add_argument("--ray", metavar="ADDRESS",
                         help="solve budget by budget on a Ray cluster: its address, auto or local:N")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="solve budget by budget in N processes here, each sharing its presolve (default 1)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--points: expected a positive number of budgets, got {args.points}")
     start = time.perf_counter()
     try:
-        points = frontier(spec, resource, budgets, args.points, backend=args.backend, ray=args.ray, **options)
+        points = frontier(spec, resource, budgets, args.points, backend=args.backend, ray=args.ray,
+                          workers=args.workers, **options)
     except TimeoutError as e:
         print(f"mdp-opt: {e}; raise --time-limit or pass --option resolution=R", file=sys.stderr)
         return 1
