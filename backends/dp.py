@@ -19,7 +19,12 @@ small:
   pass with costs rounded up to 1/256 of the limit; several: from the core's Lagrangian search,
   `mdp_opt.presolve.dual`); a pair is dropped when value - lam.cost + lam.limits plus, for every
   other live message, its best value - lam.cost stays below the incumbent (a Lagrangian bound on
-  anything the pair can become).
+  anything the pair can become), or when its shortfall from the best candidate of its state
+  (in value - lam.cost) exceeds what that state's max-marginal at lam leaves above the incumbent
+  (the same bound conditioned on the state; one max-marginal pass gives it for every variable).
+
+With two resources the dominance filter keeps the survivors as a staircase (cost in the second
+resource -> best value), so a pair is checked by binary search instead of against every survivor.
 
 The last join is never built: the best pair within a limit is found by binary search in one of
 its two sets, so the final sets answer every budget at once: the backend's one-pass frontier
@@ -148,6 +153,9 @@ def _dominated(state: np.ndarray, cost: np.ndarray, value: np.ndarray, check: Ca
     out = np.zeros(len(state), dtype=bool)
     for start, n in zip(starts[counts > 1], counts[counts > 1]):
         c, v = cost[start:start + n], value[start:start + n]
+        if c.shape[1] == 2:
+            out[start:start + n] = _dominated_two(c, v, check)
+            continue
         kept_c, kept_v = c[:0], v[:0]
         for lo in range(0, n, _BLOCK):
             check()
@@ -170,7 +178,8 @@ class _Eliminator:
 
     def __init__(self, sizes: Sequence[int], leaves: list[_Node], caps: np.ndarray, memory_cap: float,
                  deadline: Deadline, names: Sequence[str], max_candidates: float | None = None,
-                 pruning: tuple[Any, float] | None = None) -> None:
+                 pruning: tuple[Any, float] | None = None,
+                 marginals: tuple[list[np.ndarray], float] | None = None) -> None:
         self.sizes = list(sizes)
         self.names = names
         self.caps = caps          # limits: a pair costing more can never fit
@@ -193,6 +202,9 @@ class _Eliminator:
             if np.all(lam >= 0) and np.all(lam[~finite] == 0):
                 self.pruning = (lam, float(pruning[1]))
         self.budget = float(self.pruning[0][np.isfinite(caps)] @ caps[np.isfinite(caps)]) if self.pruning else 0.0
+        # per variable and state, the best Lagrangian value (at the pruning multipliers) of any whole configuration
+        # using it, and a float-rounding margin for comparing with it (see `combine`)
+        self.marginals = marginals if self.pruning is not None else None
         self.reduced: dict[_Node, float] = {}     # nodes hash by identity
         self.pool_reduced = sum(self._reduced(leaf) for leaf in self.leaves) if self.pruning else 0.0
         self.pruned_by_value = 0
@@ -218,18 +230,39 @@ class _Eliminator:
         if last is None:
             parts, drop = self._join_smallest(pool, 2), None
         else:
-            (parts, drop), rest = last, self._join_smallest(pool, 1)
-            if rest and len(parts) == 2:
-                small = min(parts, key=lambda f: f.pairs)
-                parts = [f for f in parts if f is not small] + [self.combine([small] + rest, None)]
-            else:
-                parts = parts + rest
+            # the last variable's bucket and the finished components, smallest joined first, down to two
+            (parts, drop) = last
+            parts = self._join_smallest(parts + pool, 2)
         if not parts:
             zeros = np.zeros((1, len(self.caps)))
             parts = [_Node((), (), np.zeros(1, dtype=np.int64), zeros, np.zeros(1), np.zeros(len(self.caps)))]
-        if len(parts) == 2 and len(self.caps) > 1:
-            parts, drop = [self.combine(parts, drop)], None
-        return _Top(parts, drop, self.sizes[drop] if drop is not None else 1, self.caps)
+        return _Top(parts, drop, self.sizes[drop] if drop is not None else 1, self.caps, self._check_time)
+
+    def _state_floor(self, kept: list[int]) -> np.ndarray:
+        """Per state of the new node's scope `kept`: incumbent - lam.caps - (an upper bound on the best whole
+        configuration's Lagrangian value using that state: the least max-marginal of its variables), minus a
+        rounding margin."""
+        per_variable, total = self.marginals
+        shape = tuple(self.sizes[v] for v in kept)
+        best = np.full(math.prod(shape), total)
+        if kept:
+            coords = np.unravel_index(np.arange(best.size), shape)
+            for axis, v in enumerate(kept):
+                best = np.minimum(best, per_variable[v][coords[axis]])
+        lam, incumbent = self.pruning
+        margin = 1e-9 * (1.0 + abs(incumbent) + abs(self.budget) + abs(total))
+        return incumbent - margin - self.budget - best
+
+    @staticmethod
+    def _completable(reduced: np.ndarray, state: np.ndarray, state_floor: np.ndarray) -> np.ndarray:
+        """Which candidate pairs may still lead to a configuration better than the incumbent, by the
+        max-marginal bound: any whole configuration extending pair p (node state s) has Lagrangian value
+        at most reduced(p) - reduced(q) + max-marginal(s) for any other sub-configuration q of the node's
+        factors with the same state s (both extend by the same rest), q here being the best candidate of
+        this block with state s (any real sub-configuration gives a valid bound)."""
+        best = np.full(len(state_floor), -np.inf)
+        np.maximum.at(best, state, reduced)
+        return reduced - best[state] >= state_floor[state]
 
     def _reduced(self, node: _Node) -> float:
         """max over the node's pairs of value - lam * cost (-inf when it has none), remembered."""
@@ -308,6 +341,7 @@ class _Eliminator:
             margin = 1e-9 * (1.0 + abs(incumbent) + abs(self.budget) + abs(outside))
             if math.isfinite(outside):
                 floor = incumbent - margin - self.budget - outside
+        state_floor = self._state_floor(kept) if floor is not None and self.marginals is not None else None
         chunks = []
         for lo in range(0, total, _CHUNK_PAIRS):
             self._check_time()
@@ -322,7 +356,10 @@ class _Eliminator:
             value = sum(p.value[link] for p, link in zip(parts, links))
             ok = np.all(cost <= slack, axis=1)
             if floor is not None:
-                promising = value - cost @ self.pruning[0] >= floor
+                reduced = value - cost @ self.pruning[0]
+                promising = reduced >= floor
+                if state_floor is not None:
+                    promising &= self._completable(reduced, new_state[u], state_floor)
                 self.pruned_by_value += int(np.count_nonzero(ok & ~promising))
                 ok &= promising
             state = new_state[u[ok]]
@@ -352,13 +389,15 @@ class _Top:
 
     `best(budget)` finds the best pair of the two within a budget of the single resource by binary
     search in the second node's staircase (its values increase with cost), never building the
-    product; with one node (or several resources, where the join is built) it scans the node.
+    product; with several resources it checks the pairs of pairs by brute force in blocks (still never
+    building the product's Pareto set); with one node it scans the node.
     """
 
     parts: list[_Node]
     drop: int | None
     states: int
     caps: np.ndarray
+    check: Callable[[], None] = lambda: None     # raises to stop (the pass's deadline)
 
     @property
     def pairs(self) -> int:
@@ -371,6 +410,9 @@ class _Top:
 
     def cheapest(self) -> float | None:
         """The least cost (first resource) of any configuration within the other resources' caps."""
+        if len(self.parts) == 2 and len(self.caps) > 1:
+            found = self._best_pairs(self.caps, lambda cost, value: -cost[..., 0])
+            return None if found is None else -found[0]
         costs = [sum(float(p.cost[self._segment(p, u), 0].min(initial=math.inf)) for p in self.parts)
                  for u in range(self.states)]
         least = min(costs)
@@ -386,6 +428,11 @@ class _Top:
                 return None
             p = int(ok[np.argmax(node.value[ok])])
             return float(node.value[p]), [(node, p)]
+        if len(self.caps) > 1:
+            caps = self.caps.copy()
+            caps[0] = limit
+            found = self._best_pairs(caps, lambda cost, value: value)
+            return None if found is None else (self._value(found[1]), found[1])
         first, second = self.parts
         found = None
         for u in range(self.states):
@@ -398,6 +445,35 @@ class _Top:
             k = int(np.argmax(totals))
             if found is None or totals[k] > found[0]:
                 found = (float(totals[k]), [(first, a.start + int(ok[k])), (second, b.start + int(j[ok[k]]))])
+        return found
+
+    @staticmethod
+    def _value(points: list[tuple[_Node, int]]) -> float:
+        return float(sum(node.value[p] for node, p in points))
+
+    def _best_pairs(self, caps: np.ndarray, score: Callable[[np.ndarray, np.ndarray], np.ndarray]
+                    ) -> tuple[float, list[tuple[_Node, int]]] | None:
+        """Several resources, two parts: of the pairs of pairs (one of each part, same state of `drop`) whose
+        summed costs are within `caps` in every resource, the one of highest `score(cost, value)`, checked
+        by brute force in blocks (never building the product's Pareto set, whose dominance filter in
+        several dimensions costs far more), and its score."""
+        first, second = self.parts
+        found = None
+        for u in range(self.states):
+            a, b = self._segment(first, u), self._segment(second, u)
+            b_cost, b_value = second.cost[b], second.value[b]
+            if len(b_value) == 0:
+                continue
+            rows = max(1, _CHUNK_PAIRS // (len(b_value) * len(caps)))
+            for lo in range(a.start, a.stop, rows):
+                self.check()
+                hi = min(a.stop, lo + rows)
+                cost = first.cost[lo:hi, None, :] + b_cost[None, :, :]
+                value = first.value[lo:hi, None] + b_value[None, :]
+                scored = np.where(np.all(cost <= caps, axis=2), score(cost, value), -np.inf)
+                i, j = np.unravel_index(int(np.argmax(scored)), scored.shape)
+                if np.isfinite(scored[i, j]) and (found is None or scored[i, j] > found[0]):
+                    found = (float(scored[i, j]), [(first, lo + int(i)), (second, b.start + int(j))])
         return found
 
 
@@ -417,6 +493,34 @@ def _configuration_of(points: list[tuple[_Node, int]]) -> dict[int, int]:
 
 
 # ---- the spec's factor graph as Pareto leaves ---------------------------------------------------
+
+def _dominated_two(cost: np.ndarray, value: np.ndarray, check: Callable[[], None]) -> np.ndarray:
+    """`_dominated` for one state and two resources, pairs sorted by (cost 0, cost 1, -value): every earlier
+    pair costs no more in resource 0, so a pair is dominated exactly when an earlier one costs no more in
+    resource 1 and is worth at least as much. The earlier survivors are kept as a staircase (cost 1 ->
+    best value at that cost or less), so each block of pairs is checked by binary search in it (and
+    against the earlier pairs of its own block), not against every earlier pair."""
+    out = np.zeros(len(value), dtype=bool)
+    stair_cost, stair_value = cost[:0, 1], value[:0]
+    for lo in range(0, len(value), _BLOCK):
+        check()
+        bc, bv = cost[lo:lo + _BLOCK], value[lo:lo + _BLOCK]
+        dominated = np.zeros(len(bv), dtype=bool)
+        if len(stair_cost):
+            at = np.searchsorted(stair_cost, bc[:, 1], side="right") - 1
+            dominated = (at >= 0) & (stair_value[np.maximum(at, 0)] >= bv)
+        earlier = np.tri(len(bv), k=-1, dtype=bool).T           # [i, j]: pair i comes before pair j
+        dominated |= np.any((bc[:, None, 1] <= bc[None, :, 1]) & (bv[:, None] >= bv[None]) & earlier, axis=0)
+        out[lo:lo + len(bv)] = dominated
+        merged_cost = np.concatenate([stair_cost, bc[~dominated, 1]])
+        merged_value = np.concatenate([stair_value, bv[~dominated]])
+        order = np.argsort(merged_cost, kind="stable")
+        merged_cost, running = merged_cost[order], np.maximum.accumulate(merged_value[order])
+        rises = np.ones(len(running), dtype=bool)                # keep the first cost of each new best value
+        rises[1:] = running[1:] > running[:-1]
+        stair_cost, stair_value = merged_cost[rises], running[rises]
+    return out
+
 
 def _leaves(graph: SpecGraph, resources: Sequence[str]) -> list[_Node]:
     """One leaf per factor of the core's factor graph: per joint state of its scope, one (costs, value) pair
@@ -497,7 +601,14 @@ def _pass(spec: Spec, limits: Mapping[str, float], memory_cap: float, deadline: 
     leaves = _leaves(graph, resources)
     order = elimination_order(graph.sizes, [leaf.scope for leaf in leaves])
     caps = np.array([float(limits[r]) for r in resources] or [math.inf], dtype=np.float64)
-    engine = _Eliminator(graph.sizes, leaves, caps, memory_cap, deadline, graph.variables, max_candidates, pruning)
+    marginals = None
+    if pruning is not None and np.all(np.asarray(pruning[0], dtype=np.float64) >= 0):
+        lambdas = {r: float(lam) for r, lam in zip(resources, np.broadcast_to(pruning[0], len(resources)))}
+        mm = graph.max_marginals(lambdas)
+        margin = 2 * graph.rounding_margin(lambdas)
+        marginals = ([m + margin for m in mm.marginals], mm.value + margin)
+    engine = _Eliminator(graph.sizes, leaves, caps, memory_cap, deadline, graph.variables, max_candidates, pruning,
+                         marginals)
     top = engine.run(order)
     stats = {"largest_message_pairs": engine.largest, "candidate_pairs": engine.candidates,
              "stored_mib": round(engine.stored / 2**20, 2), "dp_seconds": round(time.perf_counter() - start, 4)}
