@@ -19,6 +19,13 @@ from test_presolve import all_optima, brute_force, check_presolved, close
 
 
 @contextlib.contextmanager
+def no_probing():
+    with mock.patch.object(presolve_module, "PROBE_MIN_CHOICES", 10**9), \
+            mock.patch.object(presolve_module, "PROBE_MIN_GAP", float("inf")):
+        yield
+
+
+@contextlib.contextmanager
 def forced_probing():
     """Probe after every fixing, however few choices it leaves."""
     with mock.patch.object(presolve_module, "PROBE_MIN_CHOICES", 0):
@@ -73,7 +80,7 @@ def test_probing_closes_a_duality_gap_the_fixing_leaves_open():
     # (and no backend proved it within minutes)
     spec = mdp_opt.examples.make("resnet50", blocks=(3, 8, 72, 3), choices=64)
     budgets = mdp_opt.resolve_budgets(spec, "2.57%")
-    with mock.patch.object(presolve_module, "PROBE_MIN_CHOICES", 10**9):
+    with no_probing():
         unprobed = presolve(spec, limits(budgets))
     probed = presolve(spec, limits(budgets))
     assert "probing" not in unprobed.stats and probed.stats["probing"]["variable"] == "layer3.res"
@@ -82,3 +89,15 @@ def test_probing_closes_a_duality_gap_the_fixing_leaves_open():
     result = mdp_opt.solve(spec, budgets, backend="dp", time_limit=120)
     assert result.status is mdp_opt.Status.OPTIMAL
     assert probed.incumbent[2] <= result.objective <= probed.bound
+
+
+def test_a_large_gap_triggers_probing_on_a_small_spec_and_the_optimum_is_the_same():
+    # the hard family's seed 7 (ViT-B, three resources, near-ties): 736 choices, but a 4.4% gap after the fixing
+    spec = mdp_opt.examples.make("hard", seed=7)
+    probed = mdp_opt.solve(spec, backend="cpsat", threads=2, time_limit=120)
+    with no_probing():
+        plain = mdp_opt.solve(spec, backend="cpsat", threads=2, time_limit=120)
+    assert probed.stats["presolve"]["choices_total"] < probing.PROBE_MIN_CHOICES
+    assert probed.stats["presolve"]["probing"]["variable"] == "embed" and "probing" not in plain.stats["presolve"]
+    assert probed.status is plain.status is mdp_opt.Status.OPTIMAL
+    assert close(probed.objective, plain.objective)

@@ -23,7 +23,7 @@ from ..result import NUMERIC_TOLERANCE, OPTIMALITY_GAP, Answer, BackendError, St
 from ..spec import Spec
 from .dual import LagrangianSearch
 from .fixing import keep_masks, reduce_spec, state_bounds
-from .probing import PROBE_MIN_CHOICES, open_choices, probe
+from .probing import PROBE_MIN_CHOICES, PROBE_MIN_GAP, open_choices, probe
 from .shared import SharedPresolve
 from .warm import warm_start
 
@@ -199,7 +199,7 @@ def presolve(spec: Spec, limits: Mapping[str, float], deadline: Deadline | None 
     stats["passes"] = search.passes
     keep = keep_masks(bounds, search.incumbent, search.incumbent_value)
     x, value, bound = search.incumbent, search.incumbent_value, search.bound
-    if open_choices(spec, keep) >= PROBE_MIN_CHOICES:
+    if open_choices(spec, keep) >= PROBE_MIN_CHOICES or relative_gap(bound, value) >= PROBE_MIN_GAP:
         probed = probe(graph, limits, keep, bounds, x, value, search.hull_difference(), deadline)
         if probed is not None:
             keep, x, value, bound = probed.keep, probed.incumbent, probed.incumbent_value, probed.bound

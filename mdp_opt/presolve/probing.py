@@ -1,15 +1,16 @@
-"""Probing: a stronger fixing where the Lagrangian bound is loose, by splitting the spec on its most shared dim.
+"""Probing: a stronger fixing where the Lagrangian bound is loose, by splitting the spec on a shared variable.
 
 The duality gap of a pruning spec comes mostly from the few dims that many terms share (a stage's residual
 width, a ViT's embedding): with one of them fixed the blocks decouple, and the Lagrangian bound of what is
-left is far tighter. So when the fixing leaves many choices, `probe` takes the dim named by the most terms
-and, for each of its surviving choices c (best bound first), runs the Lagrangian search of the spec with
-that dim fixed to c. The search bounds every configuration using c, finds feasible configurations (often
-better than the incumbent: the branch is easier) and, where the branch stays open, its own reduced-cost
-fixing. A choice whose bound is below the best incumbent is dropped; every other dim keeps the union of what
-the open branches keep.
+left is far tighter. So when the fixing leaves many choices or the gap is large, `probe` takes a variable to
+split on (`branching_variable`: with one limited resource, one the maximisers nearest the limit on either side
+disagree on; of those, the one the most terms name or gate) and, for each of its surviving states c (best
+bound first), runs the Lagrangian search of the spec with that variable fixed to c. The search bounds every
+configuration using c, finds feasible configurations (often better than the incumbent: the branch is easier)
+and, where the branch stays open, its own reduced-cost fixing. A state whose bound is below the best
+incumbent is dropped; every other variable keeps the union of what the open branches keep.
 
-Nothing optimal is lost: a configuration at least as good as the final incumbent uses some choice c, whose
+Nothing optimal is lost: a configuration at least as good as the final incumbent uses some state c, whose
 branch bound is at least its value, so that branch is open and its fixing keeps every state of it. The
 new bound is the largest bound of an open branch (or the incumbent's value when none is open).
 """
@@ -29,7 +30,8 @@ from ..spec import Spec
 from .dual import LagrangianSearch
 from .fixing import reduce_spec, states_to_keep
 
-PROBE_MIN_CHOICES = 1_000   # probe when the fixing leaves at least this many dim choices
+PROBE_MIN_CHOICES = 1_000   # probe when the fixing leaves at least this many dim choices,
+PROBE_MIN_GAP = 1e-3        # or when the relative gap (bound - incumbent) / bound is at least this
 
 
 @dataclass
