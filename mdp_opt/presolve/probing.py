@@ -74,20 +74,20 @@ def branching_variable(graph: SpecGraph, keep: list[np.ndarray], differ: np.ndar
 def probe(graph: SpecGraph, limits: Mapping[str, float], keep: list[np.ndarray], bounds: list[np.ndarray],
           incumbent: np.ndarray, incumbent_value: float, differ: np.ndarray | None = None,
           deadline: Deadline | None = None) -> Probed | None:
-    """Split `graph.spec` (restricted to `keep`) on its most shared dim, as the module docstring says.
+    """Split `graph.spec` (restricted to `keep`) on its `branching_variable`, as the module docstring says.
 
     `differ`: where the search's configurations nearest the limit on either side differ (see
     `branching_variable`), or None.
     `bounds`: per variable and state, the fixing's upper bounds (`fixing.state_bounds`), used to order the
-    branches and to drop a choice without searching it once the incumbent passes its bound.
-    Returns None when there is no dim to split on or the deadline passes first."""
+    branches and to drop a state without searching it once the incumbent passes its bound.
+    Returns None when there is no variable to split on or the deadline passes first."""
     deadline = deadline or Deadline(None)
     spec = graph.spec
     v = branching_variable(graph, keep, differ)
     if v is None:
         return None
     best, best_value = incumbent.copy(), incumbent_value
-    branches: list[tuple[float, int, list[np.ndarray]]] = []    # open so far: (bound, choice, keep)
+    branches: list[tuple[float, int, list[np.ndarray]]] = []    # open so far: (bound, state, keep)
     searched = passes = 0
     for c in sorted(np.flatnonzero(keep[v]), key=lambda c: -bounds[v][c]):
         if bounds[v][c] < best_value:
@@ -125,7 +125,7 @@ def probe(graph: SpecGraph, limits: Mapping[str, float], keep: list[np.ndarray],
         new_keep[var][state] = True
     bound = max([best_value] + [b[0] for b in open_branches])
     return Probed(new_keep, best, best_value, bound, {
-        "variable": graph.variables[v], "choices": int(keep[v].sum()), "searched": searched,
+        "variable": graph.variables[v], "states": int(keep[v].sum()), "searched": searched,
         "open": len(open_branches), "passes": passes})
 
 
