@@ -47,12 +47,17 @@ def close(a: float, b: float) -> bool:
 def test_presolve_keeps_every_optimal_configuration(problem):
     spec, budget = problem
     budgets = mdp_opt.resolve_budgets(spec, budget)
-    best, optima = all_optima(spec, budgets)
     pre = presolve(spec, limits(budgets))
+    check_problem(spec, budgets, pre)
+    if pre.incumbent is None and len(budgets) == 1:
+        assert pre.status == "infeasible"  # one resource: its minimum cost proves it
+
+
+def check_problem(spec: Spec, budgets, pre) -> None:
+    """`check_presolved` against brute force; an infeasible problem's presolve has no incumbent."""
+    best, optima = all_optima(spec, budgets)
     if best is None:
         assert pre.status in ("infeasible", "reduced") and pre.incumbent is None
-        if len(budgets) == 1:
-            assert pre.status == "infeasible"  # one resource: its minimum cost proves it
         return
     check_presolved(spec, budgets, pre, best, optima)
 
