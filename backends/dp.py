@@ -249,7 +249,7 @@ class _Eliminator:
             coords = np.unravel_index(np.arange(best.size), shape)
             for axis, v in enumerate(kept):
                 best = np.minimum(best, per_variable[v][coords[axis]])
-        lam, incumbent = self.pruning
+        incumbent = self.pruning[1]
         margin = 1e-9 * (1.0 + abs(incumbent) + abs(self.budget) + abs(total))
         return incumbent - margin - self.budget - best
 
