@@ -4,7 +4,10 @@
 the verification all read the same one, so `time_limit` bounds the whole call. The deadline also
 carries the *stop* signal: `solve()` stops it when the time is up or when the user presses Ctrl-C.
 Code that loops checks `expired` (or calls `check()`); code that waits in a solver registers a stop
-hook (`with deadline.hook(solver.stop_search): ...`), called from the thread that stops it.
+hook (`with deadline.hook(solver.stop_search): ...`), called from the thread that stops it, and called
+again every WAKE_EVERY seconds until the worker returns: a solver that had not yet started its search
+when the first call came (CP-SAT and HiGHS then forget the stop and run on) is stopped by the next one.
+Hooks must therefore be safe to call more than once.
 """
 
 from __future__ import annotations
@@ -81,6 +84,10 @@ class Deadline:
                 return
             self.reason = reason
             self._stopped.set()
+        self._call_hooks()
+
+    def _call_hooks(self) -> None:
+        with self._lock:
             hooks = list(self._hooks)
         for hook in hooks:
             hook()
@@ -117,12 +124,15 @@ class Deadline:
             finally:
                 done.set()
         def wait(until: float | None) -> bool:
-            # in slices, so that this thread runs Python often enough to see a signal delivered to another thread
+            # in slices, so that this thread runs Python often enough to see a signal delivered to another
+            # thread, and repeats the stop hooks once stopped
             while not done.is_set():
                 left = WAKE_EVERY if until is None else min(WAKE_EVERY, until - time.monotonic())
                 if left <= 0:
                     return False
                 done.wait(left)
+                if self._stopped.is_set() and not done.is_set():
+                    self._call_hooks()
             return True
 
         worker = threading.Thread(target=target, name="mdp-opt solve", daemon=True)

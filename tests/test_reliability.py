@@ -26,6 +26,7 @@ import fuzz
 import mdp_opt
 from mdp_opt import Answer, Feature, Status, backends_with
 import mdp_opt.files
+from mdp_opt.deadline import Deadline
 from mdp_opt.files import atomic_write_text
 
 # every backend takes more than 8 s on this spec without the presolve (measured), so a stop always finds it busy
@@ -51,6 +52,20 @@ def _sigint_by_default() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def solve_threads() -> list[threading.Thread]:
+    """The threads `solve()` runs its work in (see `mdp_opt.deadline.Deadline.run`)."""
+    return [t for t in threading.enumerate() if t.name == "mdp-opt solve" and t.is_alive()]
+
+
+def wait_until(condition, seconds: float) -> bool:
+    end = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def interrupt_main_after(seconds: float) -> threading.Timer:
     """Ctrl-C as the user sends it: a KeyboardInterrupt in the main thread, `seconds` from now."""
     timer = threading.Timer(seconds, _thread.interrupt_main)
@@ -60,12 +75,16 @@ def interrupt_main_after(seconds: float) -> threading.Timer:
 
 @pytest.mark.parametrize("backend", backends_with(Feature.INTERRUPT))
 def test_ctrl_c_stops_the_backend_and_keeps_the_best_answer(backend, busy_spec, ctrl_c_handled):
+    """The backend itself stops, not just the call: its thread ends soon after the call returns (a CP-SAT
+    search that had not started when the stop came ran on to its optimum, over 8 s here, in the background)."""
+    before = set(solve_threads())
     timer = interrupt_main_after(0.5)
     try:
         with pytest.raises(mdp_opt.Interrupted) as info:
             mdp_opt.solve(busy_spec, backend=backend, presolve=False)
     finally:
         timer.cancel()
+    assert wait_until(lambda: not set(solve_threads()) - before, seconds=5), "the backend ran on after Ctrl-C"
     result = info.value.result
     assert isinstance(info.value, KeyboardInterrupt)
     assert result.status is Status.INTERRUPTED and result.stats["stopped_by"] == "Ctrl-C"
@@ -80,8 +99,12 @@ def test_ctrl_c_during_the_presolve_returns_its_incumbent(busy_spec, register, m
     from mdp_opt.presolve.dual import LagrangianSearch
     real_line_search = LagrangianSearch.line_search
 
+    sent = []
+
     def interrupted_line_search(self, *args, **kwargs):
-        _thread.interrupt_main()
+        if not sent:                               # once: a second Ctrl-C would land in the grace wait
+            sent.append(True)
+            _thread.interrupt_main()
         for _ in range(1000):                      # until the watching thread has turned Ctrl-C into the stop
             if self.deadline.expired:
                 break
@@ -243,3 +266,17 @@ def test_fuzz_every_input_gives_a_verified_result_or_a_spec_error_naming_the_fie
     if result.has_solution:
         assert all(result.costs[r] <= mdp_opt.budgets.budget_limit(b) for r, b in result.budgets.items())
     json.dumps(result.to_dict(), allow_nan=False)        # what --json prints is valid JSON
+
+
+def test_the_stop_hooks_are_repeated_until_the_worker_returns():
+    """A solver that misses the first stop (it had not started its search) is stopped by a later call."""
+    deadline = Deadline(0.2)
+    calls = []
+
+    def work():
+        with deadline.hook(lambda: calls.append(time.monotonic())):
+            while len(calls) < 3:                  # like a search that only sees the third stop
+                time.sleep(0.01)
+        return "stopped"
+    assert deadline.run(work) == "stopped"
+    assert deadline.reason == "time_limit" and len(calls) >= 3
