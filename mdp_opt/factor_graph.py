@@ -23,6 +23,9 @@ from .spec import Spec
 
 HEURISTICS = ("min-fill", "min-degree")
 DEFAULT_MEMORY_LIMIT = 2 * 1024**3  # bytes for one intermediate table
+# a clique table larger than this many entries is summed and maximised in slices of about this size, each
+# still in the CPU's cache: a 256 x 256 x 256 clique took 21 ms built whole, 8.3 ms in 4 MB slices (measured)
+SLICE_ENTRIES = 2**19
 
 
 class TableTooLarge(MemoryError):
@@ -294,9 +297,6 @@ class EliminationPlan:
             table += t
         return table
 
-    def _clique(self, step: _Step, tables: list[np.ndarray], messages: list[np.ndarray]) -> np.ndarray:
-        return self._sum(self._inputs(step, tables, messages), step.shape, writable=True)
-
     def _eliminate(self, step: _Step, tables: list[np.ndarray], messages: list[np.ndarray]
                    ) -> tuple[np.ndarray, np.ndarray]:
         """(message, argmax) of one step: the clique maximised over its last axis. With a gate axis, only
@@ -304,17 +304,35 @@ class EliminationPlan:
         parts = self._inputs(step, tables, messages)
         a = step.gate_axis
         if a is None:
-            table = self._sum(parts, step.shape, writable=False)
-            best = table.argmax(axis=-1)
-            return np.take_along_axis(table, best[..., None], axis=-1)[..., 0], best
+            return self._maximise(parts, step.shape)
         on = (slice(None),) * a + (slice(1, None),)
-        table = self._sum([p[on] if p.shape[a] > 1 else p for p in parts],
-                          step.shape[:a] + (step.shape[a] - 1,) + step.shape[a + 1:], writable=False)
-        best_on = table.argmax(axis=-1)
+        message_on, best_on = self._maximise([p[on] if p.shape[a] > 1 else p for p in parts],
+                                             step.shape[:a] + (step.shape[a] - 1,) + step.shape[a + 1:])
         message = np.zeros(step.shape[:-1])
         best = np.zeros(step.shape[:-1], dtype=np.int64)
-        message[on] = np.take_along_axis(table, best_on[..., None], axis=-1)[..., 0]
+        message[on] = message_on
         best[on] = best_on
+        return message, best
+
+    @classmethod
+    def _maximise(cls, parts: list[np.ndarray | Combination], shape: tuple[int, ...]
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """(max, argmax) over the last axis of the sum of `parts` broadcast to `shape`; a table larger than
+        SLICE_ENTRIES is built and maximised slice by slice along its longest other axis, never whole."""
+        axis = max(range(len(shape) - 1), key=lambda x: shape[x], default=None)
+        rows = 0 if axis is None else max(1, SLICE_ENTRIES * shape[axis] // math.prod(shape))
+        if axis is None or rows >= shape[axis]:
+            table = cls._sum(parts, shape, writable=False)
+            best = table.argmax(axis=-1)
+            return np.take_along_axis(table, best[..., None], axis=-1)[..., 0], best
+        message = np.empty(shape[:-1])
+        best = np.empty(shape[:-1], dtype=np.int64)
+        before = (slice(None),) * axis
+        for start in range(0, shape[axis], rows):
+            rows_here = before + (slice(start, start + rows),)
+            sliced = [p[rows_here] if p.shape[axis] > 1 else p for p in parts]
+            message[rows_here], best[rows_here] = cls._maximise(
+                sliced, shape[:axis] + (min(rows, shape[axis] - start),) + shape[axis + 1:])
         return message, best
 
     def _upward(self, tables: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -362,15 +380,49 @@ class EliminationPlan:
             if step.gate_axis is not None:
                 marginals[step.var] = self._gated_downward(i, canonical, messages, downward)
                 continue
-            belief = self._clique(step, canonical, messages)
-            if step.parent is None:
-                belief += total - root_values[i]  # the best of every other component and the constants
+            if step.parent is None:  # the best of every other component and the constants
+                extra = np.full((1,) * len(step.shape), total - root_values[i])
             else:
-                belief += downward[i].reshape(step.shape[:-1] + (1,))
-            marginals[step.var] = belief.reshape(-1, step.shape[-1]).max(axis=0)
-            for j, shape in step.messages:
-                downward[j] = (belief - messages[j].reshape(shape)).max(axis=self.steps[j].parent_axes)
+                extra = downward[i].reshape(step.shape[:-1] + (1,))
+            children = [(messages[j].reshape(shape), self.steps[j].parent_axes) for j, shape in step.messages]
+            marginals[step.var], below = self._belief_maxima(self._inputs(step, canonical, messages), extra,
+                                                             step.shape, children)
+            for (j, _), message in zip(step.messages, below):
+                downward[j] = message
         return MaxMarginals(total, self._backtrack(choices), marginals)
+
+    @classmethod
+    def _belief_maxima(cls, parts: list[np.ndarray | Combination], extra: np.ndarray, shape: tuple[int, ...],
+                       children: list[tuple[np.ndarray, tuple[int, ...]]]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Of the belief sum(parts) + extra (broadcast to `shape`): its max over all axes but the last, and per
+        child (message, axes) the max of belief - message over `axes`. A belief larger than SLICE_ENTRIES is
+        built slice by slice along its longest axis but the last, never whole (maxima of slices combine
+        exactly)."""
+        axis = max(range(len(shape) - 1), key=lambda x: shape[x], default=None)
+        rows = 0 if axis is None else max(1, SLICE_ENTRIES * shape[axis] // math.prod(shape))
+        if axis is None or rows >= shape[axis]:
+            belief = cls._sum(parts, shape, writable=True)
+            belief += extra
+            return (belief.reshape(-1, shape[-1]).max(axis=0),
+                    [(belief - message).max(axis=axes) for message, axes in children])
+        marginal = np.full(shape[-1], -np.inf)
+        below = [np.full(tuple(n for x, n in enumerate(shape) if x not in axes), -np.inf) for _, axes in children]
+        before = (slice(None),) * axis
+        for start in range(0, shape[axis], rows):
+            here = before + (slice(start, start + rows),)
+            cut = [p[here] if p.shape[axis] > 1 else p for p in parts]
+            sliced_children = [(m[here] if m.shape[axis] > 1 else m, axes) for m, axes in children]
+            part_marginal, part_below = cls._belief_maxima(
+                cut, extra[here] if extra.shape[axis] > 1 else extra,
+                shape[:axis] + (min(rows, shape[axis] - start),) + shape[axis + 1:], sliced_children)
+            np.maximum(marginal, part_marginal, out=marginal)
+            for out, part, (_, axes) in zip(below, part_below, children):
+                if axis in axes:
+                    np.maximum(out, part, out=out)
+                else:  # the slice's own rows of the child's message
+                    position = axis - sum(1 for x in axes if x < axis)
+                    out[(slice(None),) * position + (slice(start, start + rows),)] = part
+        return marginal, below
 
     def _gated_downward(self, i: int, tables: list[np.ndarray], messages: list[np.ndarray],
                         downward: list[np.ndarray | None]) -> np.ndarray:
@@ -386,15 +438,17 @@ class EliminationPlan:
         off = (slice(None),) * a + (slice(0, 1),)
         parent = downward[i].reshape(shape[:-1] + (1,))
         inputs = [p[on] if p.shape[a] > 1 else p for p in self._inputs(step, tables, messages)]
-        belief = self._sum(inputs, shape[:a] + (shape[a] - 1,) + shape[a + 1:], writable=True)
-        belief += parent[on]
+        children = [(messages[j].reshape(child_shape)[on], self.steps[j].parent_axes)
+                    for j, child_shape in step.messages]
+        marginal_on, below_on = self._belief_maxima(inputs, parent[on], shape[:a] + (shape[a] - 1,) + shape[a + 1:],
+                                                    children)
         belief_off = parent[off]
-        marginal = np.maximum(belief.reshape(-1, shape[-1]).max(axis=0), belief_off.max())
-        for j, child_shape in step.messages:
+        marginal = np.maximum(marginal_on, belief_off.max())
+        for (j, _), message_on in zip(step.messages, below_on):
             axes = self.steps[j].parent_axes
             gate = a - sum(1 for x in axes if x < a)  # the gate's axis in the child's separator
             out = np.empty(tuple(n for x, n in enumerate(shape) if x not in axes))
-            out[(slice(None),) * gate + (slice(1, None),)] = (belief - messages[j].reshape(child_shape)[on]).max(axis=axes)
+            out[(slice(None),) * gate + (slice(1, None),)] = message_on
             out[(slice(None),) * gate + (slice(0, 1),)] = belief_off.max(axis=axes)  # its variable's axis broadcasts
             downward[j] = out
         return marginal
