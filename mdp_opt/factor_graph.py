@@ -15,7 +15,7 @@ import functools
 import math
 import operator
 from dataclasses import dataclass, replace
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -314,6 +314,14 @@ class EliminationPlan:
         best[on] = best_on
         return message, best
 
+    @staticmethod
+    def _smaller_materialised(parts: list[np.ndarray | Combination], shape: tuple[int, ...]
+                              ) -> list[np.ndarray | Combination]:
+        """`parts` with each `Combination` smaller than `shape` summed at its own size, as `_sum` does for the
+        whole table: slices of the table then add exactly what the whole table would, in the same order."""
+        size = math.prod(shape)
+        return [p.materialise() if isinstance(p, Combination) and math.prod(p.shape) < size else p for p in parts]
+
     @classmethod
     def _maximise(cls, parts: list[np.ndarray | Combination], shape: tuple[int, ...]
                   ) -> tuple[np.ndarray, np.ndarray]:
@@ -327,6 +335,7 @@ class EliminationPlan:
             return np.take_along_axis(table, best[..., None], axis=-1)[..., 0], best
         message = np.empty(shape[:-1])
         best = np.empty(shape[:-1], dtype=np.int64)
+        parts = cls._smaller_materialised(parts, shape)
         before = (slice(None),) * axis
         for start in range(0, shape[axis], rows):
             rows_here = before + (slice(start, start + rows),)
@@ -384,45 +393,60 @@ class EliminationPlan:
                 extra = np.full((1,) * len(step.shape), total - root_values[i])
             else:
                 extra = downward[i].reshape(step.shape[:-1] + (1,))
-            children = [(messages[j].reshape(shape), self.steps[j].parent_axes) for j, shape in step.messages]
-            marginals[step.var], below = self._belief_maxima(self._inputs(step, canonical, messages), extra,
-                                                             step.shape, children)
-            for (j, _), message in zip(step.messages, below):
+            reductions, children = self._children_downward(step, messages)
+            marginals[step.var], maxima = self._belief_maxima(self._inputs(step, canonical, messages), extra,
+                                                              step.shape, reductions)
+            for (j, _), message in zip(step.messages, children(maxima)):
                 downward[j] = message
         return MaxMarginals(total, self._backtrack(choices), marginals)
 
     @classmethod
     def _belief_maxima(cls, parts: list[np.ndarray | Combination], extra: np.ndarray, shape: tuple[int, ...],
-                       children: list[tuple[np.ndarray, tuple[int, ...]]]) -> tuple[np.ndarray, list[np.ndarray]]:
-        """Of the belief sum(parts) + extra (broadcast to `shape`): its max over all axes but the last, and per
-        child (message, axes) the max of belief - message over `axes`. A belief larger than SLICE_ENTRIES is
-        built slice by slice along its longest axis but the last, never whole (maxima of slices combine
-        exactly)."""
+                       reductions: Sequence[tuple[int, ...]]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Of the belief sum(parts) + extra (broadcast to `shape`): its max over all axes but the last, and its
+        max over each tuple of axes in `reductions`. A belief larger than SLICE_ENTRIES is built slice by
+        slice along its longest axis but the last, never whole (maxima of slices combine exactly)."""
         axis = max(range(len(shape) - 1), key=lambda x: shape[x], default=None)
         rows = 0 if axis is None else max(1, SLICE_ENTRIES * shape[axis] // math.prod(shape))
         if axis is None or rows >= shape[axis]:
             belief = cls._sum(parts, shape, writable=True)
             belief += extra
-            return (belief.reshape(-1, shape[-1]).max(axis=0),
-                    [(belief - message).max(axis=axes) for message, axes in children])
+            return belief.reshape(-1, shape[-1]).max(axis=0), [belief.max(axis=axes) for axes in reductions]
         marginal = np.full(shape[-1], -np.inf)
-        below = [np.full(tuple(n for x, n in enumerate(shape) if x not in axes), -np.inf) for _, axes in children]
+        maxima = [np.full(tuple(n for x, n in enumerate(shape) if x not in axes), -np.inf) for axes in reductions]
+        parts = cls._smaller_materialised(parts, shape)
         before = (slice(None),) * axis
         for start in range(0, shape[axis], rows):
             here = before + (slice(start, start + rows),)
-            cut = [p[here] if p.shape[axis] > 1 else p for p in parts]
-            sliced_children = [(m[here] if m.shape[axis] > 1 else m, axes) for m, axes in children]
-            part_marginal, part_below = cls._belief_maxima(
-                cut, extra[here] if extra.shape[axis] > 1 else extra,
-                shape[:axis] + (min(rows, shape[axis] - start),) + shape[axis + 1:], sliced_children)
+            part_marginal, part_maxima = cls._belief_maxima(
+                [p[here] if p.shape[axis] > 1 else p for p in parts], extra[here] if extra.shape[axis] > 1 else extra,
+                shape[:axis] + (min(rows, shape[axis] - start),) + shape[axis + 1:], reductions)
             np.maximum(marginal, part_marginal, out=marginal)
-            for out, part, (_, axes) in zip(below, part_below, children):
+            for out, part, axes in zip(maxima, part_maxima, reductions):
                 if axis in axes:
                     np.maximum(out, part, out=out)
-                else:  # the slice's own rows of the child's message
+                else:  # the slice's own rows
                     position = axis - sum(1 for x in axes if x < axis)
                     out[(slice(None),) * position + (slice(start, start + rows),)] = part
-        return marginal, below
+        return marginal, maxima
+
+    def _children_downward(self, step: _Step, messages: list[np.ndarray], index: tuple = ()
+                           ) -> tuple[list[tuple[int, ...]], Callable[[list[np.ndarray]], list[np.ndarray]]]:
+        """The distinct axes the children's downward messages maximise over, and a function from their
+        maxima to each child's message: max over axes of (belief - child's upward message) is the belief's
+        max over axes minus that message, which is constant along them (exactly: rounding is monotone)."""
+        axes_of = [self.steps[j].parent_axes for j, _ in step.messages]
+        reductions = list(dict.fromkeys(axes_of))
+
+        def downward(maxima: list[np.ndarray]) -> list[np.ndarray]:
+            by_axes = dict(zip(reductions, maxima))
+            out = []
+            for (j, child_shape), axes in zip(step.messages, axes_of):
+                message = messages[j].reshape(child_shape)[index] if index else messages[j].reshape(child_shape)
+                out.append(by_axes[axes] - message.reshape(tuple(n for x, n in enumerate(message.shape)
+                                                                 if x not in axes)))
+            return out
+        return reductions, downward
 
     def _gated_downward(self, i: int, tables: list[np.ndarray], messages: list[np.ndarray],
                         downward: list[np.ndarray | None]) -> np.ndarray:
@@ -438,10 +462,10 @@ class EliminationPlan:
         off = (slice(None),) * a + (slice(0, 1),)
         parent = downward[i].reshape(shape[:-1] + (1,))
         inputs = [p[on] if p.shape[a] > 1 else p for p in self._inputs(step, tables, messages)]
-        children = [(messages[j].reshape(child_shape)[on], self.steps[j].parent_axes)
-                    for j, child_shape in step.messages]
-        marginal_on, below_on = self._belief_maxima(inputs, parent[on], shape[:a] + (shape[a] - 1,) + shape[a + 1:],
-                                                    children)
+        reductions, children = self._children_downward(step, messages, on)
+        marginal_on, maxima = self._belief_maxima(inputs, parent[on], shape[:a] + (shape[a] - 1,) + shape[a + 1:],
+                                                  reductions)
+        below_on = children(maxima)
         belief_off = parent[off]
         marginal = np.maximum(marginal_on, belief_off.max())
         for (j, _), message_on in zip(step.messages, below_on):

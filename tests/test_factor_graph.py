@@ -184,7 +184,7 @@ def test_spec_graph_maximises_the_lagrangian_of_a_spec(spec, weights):
     assert own_value - sum(lam * own_costs[r] for r, lam in lambdas.items()) == pytest.approx(value, abs=1e-9)
 
 
-@settings(max_examples=40)
+@settings(max_examples=100)
 @given(specs(max_configurations=2000), st.lists(st.sampled_from([0.0, 0.3, 1.0, 7.5]), min_size=2, max_size=2),
        st.integers(1, 12))
 def test_sliced_elimination_gives_the_same_messages_and_maximiser(spec, weights, slice_entries):
