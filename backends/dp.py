@@ -673,7 +673,8 @@ def _lagrangian_incumbent(spec: Spec, limits: Mapping[str, float], deadline: Dea
     if hint is not None:
         x = graph.assignment(*hint)
         seeds.append((x, *graph.evaluate(x)))
-    search = LagrangianSearch(graph, spec, limits, deadline, seeds=seeds)
+    # a hint (the presolve's incumbent, already improved by its local search) needs no polishing here
+    search = LagrangianSearch(graph, spec, limits, deadline, seeds=seeds, polish=hint is None)
     if search.run():
         return None            # infeasible: the exact pass says so
     found = search.incumbent_configuration()
