@@ -15,7 +15,7 @@ import functools
 import math
 import operator
 from dataclasses import dataclass, replace
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -315,33 +315,42 @@ class EliminationPlan:
         return message, best
 
     @staticmethod
-    def _smaller_materialised(parts: list[np.ndarray | Combination], shape: tuple[int, ...]
-                              ) -> list[np.ndarray | Combination]:
-        """`parts` with each `Combination` smaller than `shape` summed at its own size, as `_sum` does for the
-        whole table: slices of the table then add exactly what the whole table would, in the same order."""
+    def _slicing(shape: tuple[int, ...]) -> tuple[int, int] | None:
+        """(axis, rows) to build a table of `shape` over SLICE_ENTRIES entries `rows` at a time along `axis`, its
+        longest axis but the last; None to build it whole."""
+        axis = max(range(len(shape) - 1), key=lambda x: shape[x], default=None)
+        if axis is None:
+            return None
+        rows = max(1, SLICE_ENTRIES * shape[axis] // math.prod(shape))
+        return None if rows >= shape[axis] else (axis, rows)
+
+    @staticmethod
+    def _slices(parts: list[np.ndarray | Combination], shape: tuple[int, ...], axis: int, rows: int
+                ) -> Iterator[tuple[tuple[slice, ...], list[np.ndarray | Combination], tuple[int, ...]]]:
+        """Per slice of the table: its index, `parts` cut to it, its shape. Each weighted table smaller than the
+        whole is summed once first, as `_sum` does for the whole table, so that the slices add exactly what
+        the whole table would, in the same order."""
         size = math.prod(shape)
-        return [p.materialise() if isinstance(p, Combination) and math.prod(p.shape) < size else p for p in parts]
+        parts = [p.materialise() if isinstance(p, Combination) and math.prod(p.shape) < size else p for p in parts]
+        for start in range(0, shape[axis], rows):
+            here = (slice(None),) * axis + (slice(start, start + rows),)
+            yield (here, [p[here] if p.shape[axis] > 1 else p for p in parts],
+                   shape[:axis] + (min(rows, shape[axis] - start),) + shape[axis + 1:])
 
     @classmethod
     def _maximise(cls, parts: list[np.ndarray | Combination], shape: tuple[int, ...]
                   ) -> tuple[np.ndarray, np.ndarray]:
-        """(max, argmax) over the last axis of the sum of `parts` broadcast to `shape`; a table larger than
-        SLICE_ENTRIES is built and maximised slice by slice along its longest other axis, never whole."""
-        axis = max(range(len(shape) - 1), key=lambda x: shape[x], default=None)
-        rows = 0 if axis is None else max(1, SLICE_ENTRIES * shape[axis] // math.prod(shape))
-        if axis is None or rows >= shape[axis]:
+        """(max, argmax) over the last axis of the sum of `parts` broadcast to `shape`, a large table slice by
+        slice (`_slicing`), never whole."""
+        slicing = cls._slicing(shape)
+        if slicing is None:
             table = cls._sum(parts, shape, writable=False)
             best = table.argmax(axis=-1)
             return np.take_along_axis(table, best[..., None], axis=-1)[..., 0], best
         message = np.empty(shape[:-1])
         best = np.empty(shape[:-1], dtype=np.int64)
-        parts = cls._smaller_materialised(parts, shape)
-        before = (slice(None),) * axis
-        for start in range(0, shape[axis], rows):
-            rows_here = before + (slice(start, start + rows),)
-            sliced = [p[rows_here] if p.shape[axis] > 1 else p for p in parts]
-            message[rows_here], best[rows_here] = cls._maximise(
-                sliced, shape[:axis] + (min(rows, shape[axis] - start),) + shape[axis + 1:])
+        for here, cut, sub_shape in cls._slices(parts, shape, *slicing):
+            message[here], best[here] = cls._maximise(cut, sub_shape)
         return message, best
 
     def _upward(self, tables: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -404,30 +413,24 @@ class EliminationPlan:
     def _belief_maxima(cls, parts: list[np.ndarray | Combination], extra: np.ndarray, shape: tuple[int, ...],
                        reductions: Sequence[tuple[int, ...]]) -> tuple[np.ndarray, list[np.ndarray]]:
         """Of the belief sum(parts) + extra (broadcast to `shape`): its max over all axes but the last, and its
-        max over each tuple of axes in `reductions`. A belief larger than SLICE_ENTRIES is built slice by
-        slice along its longest axis but the last, never whole (maxima of slices combine exactly)."""
-        axis = max(range(len(shape) - 1), key=lambda x: shape[x], default=None)
-        rows = 0 if axis is None else max(1, SLICE_ENTRIES * shape[axis] // math.prod(shape))
-        if axis is None or rows >= shape[axis]:
+        max over each tuple of axes in `reductions`; a large belief slice by slice (`_slicing`), never whole
+        (maxima of slices combine exactly)."""
+        slicing = cls._slicing(shape)
+        if slicing is None:
             belief = cls._sum(parts, shape, writable=True)
             belief += extra
             return belief.reshape(-1, shape[-1]).max(axis=0), [belief.max(axis=axes) for axes in reductions]
+        axis = slicing[0]
         marginal = np.full(shape[-1], -np.inf)
         maxima = [np.full(tuple(n for x, n in enumerate(shape) if x not in axes), -np.inf) for axes in reductions]
-        parts = cls._smaller_materialised(parts, shape)
-        before = (slice(None),) * axis
-        for start in range(0, shape[axis], rows):
-            here = before + (slice(start, start + rows),)
-            part_marginal, part_maxima = cls._belief_maxima(
-                [p[here] if p.shape[axis] > 1 else p for p in parts], extra[here] if extra.shape[axis] > 1 else extra,
-                shape[:axis] + (min(rows, shape[axis] - start),) + shape[axis + 1:], reductions)
+        for here, cut, sub_shape in cls._slices([*parts, extra], shape, *slicing):
+            part_marginal, part_maxima = cls._belief_maxima(cut[:-1], cut[-1], sub_shape, reductions)
             np.maximum(marginal, part_marginal, out=marginal)
             for out, part, axes in zip(maxima, part_maxima, reductions):
                 if axis in axes:
                     np.maximum(out, part, out=out)
                 else:  # the slice's own rows
-                    position = axis - sum(1 for x in axes if x < axis)
-                    out[(slice(None),) * position + (slice(start, start + rows),)] = part
+                    out[(slice(None),) * (axis - sum(1 for x in axes if x < axis)) + (here[axis],)] = part
         return marginal, maxima
 
     def _children_downward(self, step: _Step, messages: list[np.ndarray], index: tuple = ()
