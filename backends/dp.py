@@ -454,28 +454,50 @@ class _Top:
     def _best_pairs(self, caps: np.ndarray, score: Callable[[np.ndarray, np.ndarray], np.ndarray]
                     ) -> tuple[float, list[tuple[_Node, int]]] | None:
         """Several resources, two parts: of the pairs of pairs (one of each part, same state of `drop`) whose
-        summed costs are within `caps` in every resource, the one of highest `score(cost, value)`, checked
-        by brute force in blocks (never building the product's Pareto set, whose dominance filter in
-        several dimensions costs far more), and its score."""
+        summed costs are within `caps` in every resource, the one of highest `score(cost, value)` (additive:
+        the score of a sum is the sum of the scores), and its score. Checked by brute force in blocks (never
+        building the product's Pareto set, whose dominance filter in several dimensions costs far more),
+        best bound first: a first-part pair is bounded by its score plus, per resource, the best score of the
+        second-part pairs within that resource's cap alone (the least of these), and the blocks stop once a
+        bound cannot beat the best pair found."""
         first, second = self.parts
         found = None
         for u in range(self.states):
             a, b = self._segment(first, u), self._segment(second, u)
             b_cost, b_value = second.cost[b], second.value[b]
-            if len(b_value) == 0:
+            if len(b_value) == 0 or a.stop == a.start:
                 continue
+            a_cost = first.cost[a]
+            bound = score(a_cost, first.value[a]) + self._best_within(b_cost, score(b_cost, b_value),
+                                                                      caps - a_cost)
+            order = np.argsort(-bound, kind="stable")
+            order = order[np.isfinite(bound[order])]
             rows = max(1, _CHUNK_PAIRS // (len(b_value) * len(caps)))
-            for lo in range(a.start, a.stop, rows):
+            for lo in range(0, len(order), rows):
                 self.check()
-                hi = min(a.stop, lo + rows)
-                cost = first.cost[lo:hi, None, :] + b_cost[None, :, :]
-                value = first.value[lo:hi, None] + b_value[None, :]
+                if found is not None and bound[order[lo]] <= found[0]:
+                    break
+                pick = a.start + order[lo:lo + rows]
+                cost = first.cost[pick, None, :] + b_cost[None, :, :]
+                value = first.value[pick, None] + b_value[None, :]
                 scored = np.where(np.all(cost <= caps, axis=2), score(cost, value), -np.inf)
                 i, j = np.unravel_index(int(np.argmax(scored)), scored.shape)
                 if np.isfinite(scored[i, j]) and (found is None or scored[i, j] > found[0]):
-                    found = (float(scored[i, j]), [(first, lo + int(i)), (second, b.start + int(j))])
+                    found = (float(scored[i, j]), [(first, int(pick[i])), (second, b.start + int(j))])
         return found
 
+    @staticmethod
+    def _best_within(cost: np.ndarray, scores: np.ndarray, room: np.ndarray) -> np.ndarray:
+        """Per row of `room` (room left per resource), the least over resources of the best of `scores` among the
+        pairs whose cost in that resource alone fits (-inf where none does): a bound on the best pair that fits
+        in every resource at once."""
+        best = np.full(len(room), np.inf)
+        for r in range(cost.shape[1]):
+            order = np.argsort(cost[:, r], kind="stable")
+            running = np.maximum.accumulate(scores[order])
+            last = np.searchsorted(cost[order, r], room[:, r], side="right") - 1
+            best = np.minimum(best, np.where(last >= 0, running[np.maximum(last, 0)], -np.inf))
+        return best
 
 def _configuration_of(points: list[tuple[_Node, int]]) -> dict[int, int]:
     """variable -> state of the configuration behind the given pairs (walking their links to the leaves)."""

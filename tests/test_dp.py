@@ -257,3 +257,38 @@ def test_two_resources_on_resnet50_are_proven_and_the_final_join_is_never_built(
     result = mdp_opt.solve(spec, budget, backend="dp", time_limit=60)
     assert result.status is Status.OPTIMAL
     assert agree(result, mdp_opt.solve(spec, budget, backend="cpsat", threads=2))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(2, 3), st.integers(1, 3), st.integers(0, 40), st.integers(0, 40), st.integers(0, 2**32 - 1),
+       st.sampled_from(["value", "cheapest"]), st.integers(1, 300))
+def test_the_final_pairing_with_several_resources_is_the_brute_force_best(resources, states, n_first, n_second,
+                                                                         seed, target, chunk):
+    """The last two messages are paired best bound first and stop early; the pair found must score exactly
+    what brute force over every pair of the same state within every cap finds (continuous random costs and
+    values, so that a bound off by a little changes the answer)."""
+    rng = np.random.default_rng(seed)
+
+    def node(n):
+        state = np.sort(rng.integers(0, states, n))
+        return dp._Node((0,), (states,), state, rng.random((n, resources)) * 10, rng.normal(size=n) * 5,
+                               np.zeros(resources))
+    first, second = node(n_first), node(n_second)
+    caps = rng.random(resources) * 14 + 3
+    score = (lambda cost, value: value) if target == "value" else (lambda cost, value: -cost[..., 0])
+    with pytest.MonkeyPatch.context() as patch:       # small blocks, so that the early stop is reached
+        patch.setattr(dp, "_CHUNK_PAIRS", chunk)
+        found = dp._Top([first, second], 0, states, caps)._best_pairs(caps, score)
+    best = None
+    for i in range(n_first):
+        for j in range(n_second):
+            cost = first.cost[i] + second.cost[j]
+            if first.state[i] == second.state[j] and np.all(cost <= caps):
+                s = float(score(cost, first.value[i] + second.value[j]))
+                best = s if best is None else max(best, s)
+    if best is None:
+        assert found is None
+    else:
+        assert found is not None and found[0] == best
+        (_, i), (_, j) = found[1]
+        assert first.state[i] == second.state[j] and np.all(first.cost[i] + second.cost[j] <= caps)
