@@ -68,6 +68,7 @@ DEFAULT_MEMORY_CAP = 2 * 1024**3
 DEFAULTS: dict[str, Any] = {"resolution": None, "memory_cap": DEFAULT_MEMORY_CAP, "hint": None}
 _CHUNK_PAIRS = 1 << 21          # candidate pairs built at once (bounds temporary memory)
 _BLOCK = 256                    # pairs compared at once in the several-resource dominance filter
+_SEALED = 64                    # survivors per table of the three-resource filter (a 64 x 64 prefix maximum)
 COARSE_CELLS = 256              # the incumbent for value pruning comes from costs rounded up to budget/this
 HINT_SAMPLES = 33               # budgets at which that coarse front is read to choose the multiplier
 
@@ -155,6 +156,9 @@ def _dominated(state: np.ndarray, cost: np.ndarray, value: np.ndarray, check: Ca
         c, v = cost[start:start + n], value[start:start + n]
         if c.shape[1] == 2:
             out[start:start + n] = _dominated_two(c, v, check)
+            continue
+        if c.shape[1] == 3:
+            out[start:start + n] = _dominated_three(c, v, check)
             continue
         kept_c, kept_v = c[:0], v[:0]
         for lo in range(0, n, _BLOCK):
@@ -542,6 +546,49 @@ def _dominated_two(cost: np.ndarray, value: np.ndarray, check: Callable[[], None
         rises[1:] = running[1:] > running[:-1]
         stair_cost, stair_value = merged_cost[rises], running[rises]
     return out
+
+
+def _dominated_three(cost: np.ndarray, value: np.ndarray, check: Callable[[], None]) -> np.ndarray:
+    """`_dominated` for one state and three resources, pairs sorted by (cost 0, cost 1, cost 2, -value): every
+    earlier pair costs no more in resource 0, so a pair is dominated exactly when an earlier one costs no more
+    in resources 1 and 2 and is worth at least as much. Earlier survivors are sealed in groups of _SEALED,
+    each with a table of the best value at costs 1 and 2 no more than each pair of its own cost values (a
+    two-way prefix maximum), so a block of pairs is checked against a group by two binary searches each
+    (and by comparison against the survivors not yet sealed and the earlier pairs of its own block)."""
+    out = np.zeros(len(value), dtype=bool)
+    groups: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []   # (cost 1 values, cost 2 values, best value)
+    tail_cost, tail_value = cost[:0], value[:0]
+    for lo in range(0, len(value), _BLOCK):
+        check()
+        bc, bv = cost[lo:lo + _BLOCK], value[lo:lo + _BLOCK]
+        earlier = np.tri(len(bv), k=-1, dtype=bool).T           # [i, j]: pair i comes before pair j
+        dominated = np.any(np.all(bc[:, None, 1:] <= bc[None, :, 1:], axis=2) & (bv[:, None] >= bv[None]) & earlier,
+                           axis=0)
+        dominated |= np.any(np.all(tail_cost[:, None, 1:] <= bc[None, :, 1:], axis=2)
+                            & (tail_value[:, None] >= bv[None]), axis=0)
+        for ones, twos, best in groups:
+            i = np.searchsorted(ones, bc[:, 1], side="right") - 1
+            k = np.searchsorted(twos, bc[:, 2], side="right") - 1
+            dominated |= (i >= 0) & (k >= 0) & (best[np.maximum(i, 0), np.maximum(k, 0)] >= bv)
+        out[lo:lo + len(bv)] = dominated
+        tail_cost = np.concatenate([tail_cost, bc[~dominated]])
+        tail_value = np.concatenate([tail_value, bv[~dominated]])
+        while len(tail_value) >= _SEALED:
+            groups.append(_prefix_table(tail_cost[:_SEALED, 1], tail_cost[:_SEALED, 2], tail_value[:_SEALED]))
+            tail_cost, tail_value = tail_cost[_SEALED:], tail_value[_SEALED:]
+    return out
+
+
+def _prefix_table(ones: np.ndarray, twos: np.ndarray, value: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(distinct cost 1 values, distinct cost 2 values, table): table[i, k] is the best value of the pairs
+    costing at most ones[i] in resource 1 and at most twos[k] in resource 2 (-inf where none does)."""
+    u1, i = np.unique(ones, return_inverse=True)
+    u2, k = np.unique(twos, return_inverse=True)
+    table = np.full((len(u1), len(u2)), -np.inf)
+    np.maximum.at(table, (i, k), value)
+    np.maximum.accumulate(table, axis=0, out=table)
+    np.maximum.accumulate(table, axis=1, out=table)
+    return u1, u2, table
 
 
 def _leaves(graph: SpecGraph, resources: Sequence[str]) -> list[_Node]:

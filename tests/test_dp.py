@@ -201,6 +201,27 @@ def test_pareto_filter_keeps_exactly_the_non_dominated_pairs(resources):
     assert len(got) == len(set(got)) and set(got) == expected
 
 
+@pytest.mark.parametrize("sealed", [4, 64])
+@pytest.mark.parametrize("integer", [True, False])
+def test_three_resource_filter_with_large_fronts_keeps_exactly_the_non_dominated_pairs(sealed, integer, monkeypatch):
+    """Values that grow with the costs make most pairs non-dominated, so survivors are sealed into many
+    prefix-maximum tables; with integer costs and values, ties and duplicates cross the tables' edges."""
+    monkeypatch.setattr(dp, "_SEALED", sealed)
+    rng = np.random.default_rng(sealed + integer)
+    n = 2500
+    state = np.sort(rng.integers(0, 2, n))
+    cost = rng.integers(0, 30, (n, 3)).astype(float) if integer else rng.random((n, 3)) * 30
+    value = cost.sum(axis=1) + (rng.integers(0, 8, n) if integer else rng.normal(size=n) * 4)
+    kept = dp._pareto(state, cost, value)
+    same = state[:, None] == state[None, :]
+    no_worse = same & np.all(cost[:, None, :] <= cost[None, :, :], axis=2) & (value[:, None] >= value[None, :])
+    better = np.any(cost[:, None, :] < cost[None, :, :], axis=2) | (value[:, None] > value[None, :])
+    expected = {(state[i], *cost[i], value[i]) for i in np.flatnonzero(~np.any(no_worse & better, axis=0))}
+    got = [(state[i], *cost[i], value[i]) for i in kept]
+    assert len(expected) > 10 * sealed
+    assert len(got) == len(set(got)) and set(got) == expected
+
+
 def test_front_gives_up_beyond_its_work_limit():
     spec = mdp_opt.examples.make("chain", depth=4, choices=8)
     with pytest.raises(dp.TooManyCandidates):
