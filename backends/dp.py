@@ -164,13 +164,11 @@ def _dominated(state: np.ndarray, cost: np.ndarray, value: np.ndarray, check: Ca
         for lo in range(0, n, _BLOCK):
             check()
             bc, bv = c[lo:lo + _BLOCK], v[lo:lo + _BLOCK]
-            earlier = np.tri(len(bv), k=-1, dtype=bool).T           # [i, j]: pair i comes before pair j
-            dominated = np.any(np.all(bc[:, None] <= bc[None], axis=2) & (bv[:, None] >= bv[None]) & earlier,
-                               axis=0)
+            dominated = _dominated_within(bc, bv)
             for k in range(0, len(kept_v), max(1, _CHUNK_PAIRS // _BLOCK)):
                 check()
-                kc, kv = kept_c[k:k + _CHUNK_PAIRS // _BLOCK], kept_v[k:k + _CHUNK_PAIRS // _BLOCK]
-                dominated |= np.any(np.all(kc[:, None] <= bc[None], axis=2) & (kv[:, None] >= bv[None]), axis=0)
+                dominated |= _dominated_by(kept_c[k:k + _CHUNK_PAIRS // _BLOCK], kept_v[k:k + _CHUNK_PAIRS // _BLOCK],
+                                           bc, bv)
             out[start + lo:start + lo + len(bv)] = dominated
             kept_c = np.concatenate([kept_c, bc[~dominated]])
             kept_v = np.concatenate([kept_v, bv[~dominated]])
@@ -503,6 +501,7 @@ class _Top:
             best = np.minimum(best, np.where(last >= 0, running[np.maximum(last, 0)], -np.inf))
         return best
 
+
 def _configuration_of(points: list[tuple[_Node, int]]) -> dict[int, int]:
     """variable -> state of the configuration behind the given pairs (walking their links to the leaves)."""
     assignment: dict[int, int] = {}
@@ -520,6 +519,19 @@ def _configuration_of(points: list[tuple[_Node, int]]) -> dict[int, int]:
 
 # ---- the spec's factor graph as Pareto leaves ---------------------------------------------------
 
+def _dominated_within(cost: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """Per pair of a block (sorted as in `_dominated`), whether an earlier pair of the block costs no more in
+    every resource and is worth at least as much."""
+    earlier = np.tri(len(value), k=-1, dtype=bool).T           # [i, j]: pair i comes before pair j
+    return np.any(np.all(cost[:, None] <= cost[None], axis=2) & (value[:, None] >= value[None]) & earlier, axis=0)
+
+
+def _dominated_by(kept_cost: np.ndarray, kept_value: np.ndarray, cost: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """Per pair (cost, value), whether one of the kept pairs costs no more in every resource and is worth at
+    least as much."""
+    return np.any(np.all(kept_cost[:, None] <= cost[None], axis=2) & (kept_value[:, None] >= value[None]), axis=0)
+
+
 def _dominated_two(cost: np.ndarray, value: np.ndarray, check: Callable[[], None]) -> np.ndarray:
     """`_dominated` for one state and two resources, pairs sorted by (cost 0, cost 1, -value): every earlier
     pair costs no more in resource 0, so a pair is dominated exactly when an earlier one costs no more in
@@ -535,8 +547,7 @@ def _dominated_two(cost: np.ndarray, value: np.ndarray, check: Callable[[], None
         if len(stair_cost):
             at = np.searchsorted(stair_cost, bc[:, 1], side="right") - 1
             dominated = (at >= 0) & (stair_value[np.maximum(at, 0)] >= bv)
-        earlier = np.tri(len(bv), k=-1, dtype=bool).T           # [i, j]: pair i comes before pair j
-        dominated |= np.any((bc[:, None, 1] <= bc[None, :, 1]) & (bv[:, None] >= bv[None]) & earlier, axis=0)
+        dominated |= _dominated_within(bc, bv)
         out[lo:lo + len(bv)] = dominated
         merged_cost = np.concatenate([stair_cost, bc[~dominated, 1]])
         merged_value = np.concatenate([stair_value, bv[~dominated]])
@@ -561,15 +572,16 @@ def _dominated_three(cost: np.ndarray, value: np.ndarray, check: Callable[[], No
     for lo in range(0, len(value), _BLOCK):
         check()
         bc, bv = cost[lo:lo + _BLOCK], value[lo:lo + _BLOCK]
-        earlier = np.tri(len(bv), k=-1, dtype=bool).T           # [i, j]: pair i comes before pair j
-        dominated = np.any(np.all(bc[:, None, 1:] <= bc[None, :, 1:], axis=2) & (bv[:, None] >= bv[None]) & earlier,
-                           axis=0)
-        dominated |= np.any(np.all(tail_cost[:, None, 1:] <= bc[None, :, 1:], axis=2)
-                            & (tail_value[:, None] >= bv[None]), axis=0)
-        for ones, twos, best in groups:
-            i = np.searchsorted(ones, bc[:, 1], side="right") - 1
-            k = np.searchsorted(twos, bc[:, 2], side="right") - 1
-            dominated |= (i >= 0) & (k >= 0) & (best[np.maximum(i, 0), np.maximum(k, 0)] >= bv)
+        dominated = _dominated_within(bc, bv) | _dominated_by(tail_cost, tail_value, bc, bv)
+        open_ = np.flatnonzero(~dominated)                    # the pairs no group has dominated yet
+        for ones, twos, best in reversed(groups):             # the latest survivors first
+            if len(open_) == 0:
+                break
+            i = np.searchsorted(ones, bc[open_, 1], side="right") - 1
+            k = np.searchsorted(twos, bc[open_, 2], side="right") - 1
+            hit = (i >= 0) & (k >= 0) & (best[np.maximum(i, 0), np.maximum(k, 0)] >= bv[open_])
+            dominated[open_[hit]] = True
+            open_ = open_[~hit]
         out[lo:lo + len(bv)] = dominated
         tail_cost = np.concatenate([tail_cost, bc[~dominated]])
         tail_value = np.concatenate([tail_value, bv[~dominated]])
