@@ -15,7 +15,7 @@ import functools
 import math
 import operator
 from dataclasses import dataclass, replace
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -402,10 +402,9 @@ class EliminationPlan:
                 extra = np.full((1,) * len(step.shape), total - root_values[i])
             else:
                 extra = downward[i].reshape(step.shape[:-1] + (1,))
-            reductions, children = self._children_downward(step, messages)
             marginals[step.var], maxima = self._belief_maxima(self._inputs(step, canonical, messages), extra,
-                                                              step.shape, reductions)
-            for (j, _), message in zip(step.messages, children(maxima)):
+                                                              step.shape, self._child_axes(step))
+            for (j, _), message in zip(step.messages, self._child_messages(step, messages, maxima)):
                 downward[j] = message
         return MaxMarginals(total, self._backtrack(choices), marginals)
 
@@ -433,23 +432,22 @@ class EliminationPlan:
                     out[(slice(None),) * (axis - sum(1 for x in axes if x < axis)) + (here[axis],)] = part
         return marginal, maxima
 
-    def _children_downward(self, step: _Step, messages: list[np.ndarray], index: tuple = ()
-                           ) -> tuple[list[tuple[int, ...]], Callable[[list[np.ndarray]], list[np.ndarray]]]:
-        """The distinct axes the children's downward messages maximise over, and a function from their
-        maxima to each child's message: max over axes of (belief - child's upward message) is the belief's
-        max over axes minus that message, which is constant along them (exactly: rounding is monotone)."""
-        axes_of = [self.steps[j].parent_axes for j, _ in step.messages]
-        reductions = list(dict.fromkeys(axes_of))
+    def _child_axes(self, step: _Step) -> list[tuple[int, ...]]:
+        """The distinct sets of axes the downward messages of `step`'s children maximise over."""
+        return list(dict.fromkeys(self.steps[j].parent_axes for j, _ in step.messages))
 
-        def downward(maxima: list[np.ndarray]) -> list[np.ndarray]:
-            by_axes = dict(zip(reductions, maxima))
-            out = []
-            for (j, child_shape), axes in zip(step.messages, axes_of):
-                message = messages[j].reshape(child_shape)[index] if index else messages[j].reshape(child_shape)
-                out.append(by_axes[axes] - message.reshape(tuple(n for x, n in enumerate(message.shape)
-                                                                 if x not in axes)))
-            return out
-        return reductions, downward
+    def _child_messages(self, step: _Step, messages: list[np.ndarray], maxima: list[np.ndarray],
+                        index: tuple = ()) -> list[np.ndarray]:
+        """Each child's downward message from the belief's `maxima` over `_child_axes(step)` (of the belief's part
+        `index`): max over its axes of (belief - its upward message) is the belief's max over them minus that
+        message, which is constant along them (exactly: rounding is monotone)."""
+        by_axes = dict(zip(self._child_axes(step), maxima))
+        out = []
+        for j, child_shape in step.messages:
+            axes = self.steps[j].parent_axes
+            message = messages[j].reshape(child_shape)[index]
+            out.append(by_axes[axes] - message.reshape(tuple(n for x, n in enumerate(message.shape) if x not in axes)))
+        return out
 
     def _gated_downward(self, i: int, tables: list[np.ndarray], messages: list[np.ndarray],
                         downward: list[np.ndarray | None]) -> np.ndarray:
@@ -465,13 +463,11 @@ class EliminationPlan:
         off = (slice(None),) * a + (slice(0, 1),)
         parent = downward[i].reshape(shape[:-1] + (1,))
         inputs = [p[on] if p.shape[a] > 1 else p for p in self._inputs(step, tables, messages)]
-        reductions, children = self._children_downward(step, messages, on)
         marginal_on, maxima = self._belief_maxima(inputs, parent[on], shape[:a] + (shape[a] - 1,) + shape[a + 1:],
-                                                  reductions)
-        below_on = children(maxima)
+                                                  self._child_axes(step))
         belief_off = parent[off]
         marginal = np.maximum(marginal_on, belief_off.max())
-        for (j, _), message_on in zip(step.messages, below_on):
+        for (j, _), message_on in zip(step.messages, self._child_messages(step, messages, maxima, on)):
             axes = self.steps[j].parent_axes
             gate = a - sum(1 for x in axes if x < a)  # the gate's axis in the child's separator
             out = np.empty(tuple(n for x, n in enumerate(shape) if x not in axes))
