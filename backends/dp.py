@@ -712,9 +712,11 @@ def pareto_front(spec: Spec, limits: Mapping[str, float], *, memory_cap: float =
 
 
 def _pass(spec: Spec, limits: Mapping[str, float], memory_cap: float, deadline: Deadline,
-          max_candidates: float | None = None, pruning: tuple[float, float] | None = None) -> Front:
+          max_candidates: float | None = None, pruning: tuple[float, float] | None = None,
+          graph: SpecGraph | None = None) -> Front:
+    """The Pareto pass over `spec` (`graph`: its factor graph, when already built)."""
     start = time.perf_counter()
-    graph = SpecGraph(spec)
+    graph = graph or SpecGraph(spec)
     resources = list(limits)
     leaves = _leaves(graph, resources)
     order = elimination_order(graph.sizes, [leaf.scope for leaf in leaves])
@@ -759,10 +761,11 @@ def solve(spec: Spec, limits: Mapping[str, float], options: dict) -> Answer:
     try:
         if not any(scales.values()):
             hint = configuration_from_hint(spec, opts["hint"]) if opts["hint"] is not None else None
+            graph = SpecGraph(spec)     # one graph: the pass's max-marginals reuse the search's last pass
             coarse = (_coarse_incumbent(spec, limits, memory_cap, deadline) if len(limits) == 1 and hint is None
-                      else _lagrangian_incumbent(spec, limits, deadline, hint))
+                      else _lagrangian_incumbent(spec, limits, deadline, hint, graph))
             front = _pass(spec, limits, memory_cap, deadline,
-                          pruning=None if coarse is None else (coarse[0], coarse[1][0]))
+                          pruning=None if coarse is None else (coarse[0], coarse[1][0]), graph=graph)
             return exact_answer(front.best(limits[first] if first else math.inf), front.stats)
 
         def one_pass(rounded: Spec, caps: Mapping[str, float], hint: Any) -> Answer:
@@ -779,14 +782,14 @@ def solve(spec: Spec, limits: Mapping[str, float], options: dict) -> Answer:
 
 
 def _lagrangian_incumbent(spec: Spec, limits: Mapping[str, float], deadline: Deadline,
-                          hint: tuple[dict[str, int], dict[str, bool]] | None = None
+                          hint: tuple[dict[str, int], dict[str, bool]] | None = None, graph: SpecGraph | None = None
                           ) -> tuple[np.ndarray, Best] | None:
     """(multipliers, a feasible configuration) for value pruning (several resources, or a hint), from the
     core's Lagrangian search (`mdp_opt.presolve.dual`) on this spec, started from the hint: its best
     multipliers and its incumbent; None when it has no feasible configuration or a limit is infinite."""
     if not limits or not all(math.isfinite(v) for v in limits.values()):
         return None
-    graph = SpecGraph(spec)
+    graph = graph or SpecGraph(spec)
     seeds = []
     if hint is not None:
         x = graph.assignment(*hint)

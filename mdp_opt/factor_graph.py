@@ -373,8 +373,9 @@ class EliminationPlan:
         """(max over assignments of the sum of the tables, one maximising assignment)."""
         return self._max_sum(*self._canonical_tables(tables))
 
-    def _max_sum(self, canonical: list[np.ndarray], constant: float) -> tuple[float, np.ndarray]:
-        messages, choices = self._upward(canonical)
+    def _max_sum(self, canonical: list[np.ndarray], constant: float,
+                 upward: tuple[list[np.ndarray], list[np.ndarray]] | None = None) -> tuple[float, np.ndarray]:
+        messages, choices = upward or self._upward(canonical)
         value = constant + sum(float(messages[i]) for i, s in enumerate(self.steps) if s.parent is None)
         return value, self._backtrack(choices)
 
@@ -386,8 +387,9 @@ class EliminationPlan:
         """
         return self._max_marginals(*self._canonical_tables(tables))
 
-    def _max_marginals(self, canonical: Sequence[np.ndarray | Combination], constant: float) -> MaxMarginals:
-        messages, choices = self._upward(canonical)
+    def _max_marginals(self, canonical: Sequence[np.ndarray | Combination], constant: float,
+                       upward: tuple[list[np.ndarray], list[np.ndarray]] | None = None) -> MaxMarginals:
+        messages, choices = upward or self._upward(canonical)
         roots = [i for i, s in enumerate(self.steps) if s.parent is None]
         root_values = {i: float(messages[i]) for i in roots}
         total = constant + sum(root_values.values())
@@ -492,6 +494,7 @@ class SpecGraph:
 
     def __init__(self, spec: Spec, memory_limit: float = DEFAULT_MEMORY_LIMIT, heuristic: str = "min-fill") -> None:
         self.spec = spec
+        self._last_upward: tuple[tuple, tuple | None] = ((), None)   # (multipliers, upward messages) of the last pass
         self.variables = list(spec.dim_names) + list(spec.block_names)
         self.sizes = [d.size for d in spec.dims] + [2] * len(spec.blocks)
         self.resources = tuple(spec.costs)
@@ -591,13 +594,22 @@ class SpecGraph:
         first cost more than the pass itself on large specs."""
         tables = [self.combination(f, lambdas, value_weight) for f in range(len(self.value_tables))]
         constant = sum(float(self._sum_terms(tables[f])) for f in self._constants)
-        return self.plan._max_sum(tables, constant)
+        upward = self.plan._upward(tables)
+        self._last_upward = (self._pass_key(lambdas, value_weight), upward)
+        return self.plan._max_sum(tables, constant, upward)
 
     def max_marginals(self, lambdas: Mapping[str, float]) -> MaxMarginals:
-        """`EliminationPlan.max_marginals` of `tables(lambdas)`, its factors passed as in `max_sum`."""
+        """`EliminationPlan.max_marginals` of `tables(lambdas)`, its factors passed as in `max_sum`. The upward
+        half is not repeated when the last `max_sum` was at these multipliers (the presolve's fixing runs
+        at the multipliers of its best bound, most often its last pass)."""
         tables = [self.combination(f, lambdas) for f in range(len(self.value_tables))]
         constant = sum(float(self._sum_terms(tables[f])) for f in self._constants)
-        return self.plan._max_marginals(tables, constant)
+        key, upward = self._last_upward
+        return self.plan._max_marginals(tables, constant, upward if key == self._pass_key(lambdas, 1.0) else None)
+
+    @staticmethod
+    def _pass_key(lambdas: Mapping[str, float], value_weight: float) -> tuple:
+        return value_weight, tuple(sorted((r, float(lam)) for r, lam in lambdas.items()))
 
     def rounding_margin(self, lambdas: Mapping[str, float], value_weight: float = 1.0) -> float:
         """A safe bound on the float error of one elimination pass over `tables(lambdas, value_weight)`."""

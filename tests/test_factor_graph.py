@@ -203,6 +203,22 @@ def test_sliced_elimination_gives_the_same_messages_and_maximiser(spec, weights,
         np.testing.assert_array_equal(mine, theirs)
 
 
+@settings(max_examples=60)
+@given(specs(max_configurations=2000), st.lists(st.sampled_from([0.0, 0.3, 1.0, 7.5]), min_size=4, max_size=4))
+def test_max_marginals_after_a_pass_reuse_its_upward_half_only_at_the_same_multipliers(spec, weights):
+    """`max_marginals` right after `max_sum` at the same multipliers reuses that pass's upward messages; after
+    a pass at other multipliers it must not. Either way the result equals a fresh graph's, exactly."""
+    first, second = dict(zip(spec.resources, weights[:2])), dict(zip(spec.resources, weights[2:]))
+    for before, at in ((first, first), (first, second)):
+        graph = SpecGraph(spec)
+        graph.max_sum(before)
+        reused, fresh = graph.max_marginals(at), SpecGraph(spec).max_marginals(at)
+        assert reused.value == fresh.value
+        np.testing.assert_array_equal(reused.assignment, fresh.assignment)
+        for mine, theirs in zip(reused.marginals, fresh.marginals):
+            np.testing.assert_array_equal(mine, theirs)
+
+
 def test_spec_graph_gates_block_terms_and_allows_a_dim_and_block_of_the_same_name():
     spec = Spec(dims=(Dim("x", (1, 2)),), blocks=("x",),
                 objective=(Term(("x",), [1.0, 5.0], "x"), Term((), 2.0)),
