@@ -292,7 +292,7 @@ class _Eliminator:
         return work
 
     def _pruned_leaf(self, leaf: _Node) -> _Node:
-        ok = np.all(leaf.cost + (self.total_least - leaf.least_cost) <= self.caps, axis=1)
+        ok = _fits(leaf.cost + (self.total_least - leaf.least_cost), self.caps)
         if ok.all():
             return leaf
         return _Node(leaf.scope, leaf.shape, leaf.state[ok], leaf.cost[ok], leaf.value[ok], leaf.least_cost)
@@ -357,7 +357,7 @@ class _Eliminator:
                 rest = rest // counts[i][u]
             cost = sum(p.cost[link] for p, link in zip(parts, links))
             value = sum(p.value[link] for p, link in zip(parts, links))
-            ok = np.all(cost <= slack, axis=1)
+            ok = _fits(cost, slack)
             if floor is not None:
                 reduced = value - cost @ self.pruning[0]
                 promising = reduced >= floor
@@ -483,7 +483,7 @@ class _Top:
                 pick = a.start + order[lo:lo + rows]
                 cost = first.cost[pick, None, :] + b_cost[None, :, :]
                 value = first.value[pick, None] + b_value[None, :]
-                scored = np.where(np.all(cost <= caps, axis=2), score(cost, value), -np.inf)
+                scored = np.where(_fits(cost, caps), score(cost, value), -np.inf)
                 i, j = np.unravel_index(int(np.argmax(scored)), scored.shape)
                 if np.isfinite(scored[i, j]) and (found is None or scored[i, j] > found[0]):
                     found = (float(scored[i, j]), [(first, int(pick[i])), (second, b.start + int(j))])
@@ -520,17 +520,33 @@ def _configuration_of(points: list[tuple[_Node, int]]) -> dict[int, int]:
 
 # ---- the spec's factor graph as Pareto leaves ---------------------------------------------------
 
+def _fits(cost: np.ndarray, caps: np.ndarray) -> np.ndarray:
+    """Whether each cost vector (the last axis: one entry per resource) is within `caps` in every resource;
+    resource by resource (see `_dominated_by`)."""
+    ok = cost[..., 0] <= caps[..., 0]
+    for r in range(1, cost.shape[-1]):
+        ok &= cost[..., r] <= caps[..., r]
+    return ok
+
+
 def _dominated_within(cost: np.ndarray, value: np.ndarray) -> np.ndarray:
     """Per pair of a block (sorted as in `_dominated`), whether an earlier pair of the block costs no more in
     every resource and is worth at least as much."""
     earlier = np.tri(len(value), k=-1, dtype=bool).T           # [i, j]: pair i comes before pair j
-    return np.any(np.all(cost[:, None] <= cost[None], axis=2) & (value[:, None] >= value[None]) & earlier, axis=0)
+    return _dominated_by(cost, value, cost, value, earlier)
 
 
-def _dominated_by(kept_cost: np.ndarray, kept_value: np.ndarray, cost: np.ndarray, value: np.ndarray) -> np.ndarray:
-    """Per pair (cost, value), whether one of the kept pairs costs no more in every resource and is worth at
-    least as much."""
-    return np.any(np.all(kept_cost[:, None] <= cost[None], axis=2) & (kept_value[:, None] >= value[None]), axis=0)
+def _dominated_by(kept_cost: np.ndarray, kept_value: np.ndarray, cost: np.ndarray, value: np.ndarray,
+                  among: np.ndarray | None = None) -> np.ndarray:
+    """Per pair (cost, value), whether one of the kept pairs (those marked in `among[kept, pair]`, when given)
+    costs no more in every resource and is worth at least as much. Resource by resource: `np.all` over a
+    two- or three-long axis was measured 2-3x slower."""
+    no_worse = kept_value[:, None] >= value[None]
+    if among is not None:
+        no_worse &= among
+    for r in range(cost.shape[1]):
+        no_worse &= kept_cost[:, None, r] <= cost[None, :, r]
+    return no_worse.any(axis=0)
 
 
 def _dominated_two(cost: np.ndarray, value: np.ndarray, check: Callable[[], None]) -> np.ndarray:
