@@ -10,6 +10,8 @@ shared cores under load (5 s of it the pipeline, the rest starting Python and im
 
 from __future__ import annotations
 
+import functools
+import os
 from pathlib import Path
 from typing import Any
 
@@ -281,3 +283,30 @@ def test_build_spec_leaves_batchnorm_statistics_of_a_training_model_alone():
     assert model.training
     for name, value in model.state_dict().items():
         assert torch.equal(value, before[name]), name
+
+
+def _abort_once(marker: str, rank: int, out: Path) -> dict[str, Any]:
+    """Rank 1 aborts (as gloo's C++ layer does) the first time only; a rank's record otherwise."""
+    if rank == 1 and not Path(marker).exists():
+        Path(marker).touch()
+        os.abort()
+    return {"rank": rank}
+
+
+def _abort_always(rank: int, out: Path) -> dict[str, Any]:
+    if rank == 1:
+        os.abort()
+    return {"rank": rank}
+
+
+@pytest.mark.slow
+def test_a_rank_aborting_once_is_run_again_with_a_warning_and_twice_fails(tmp_path):
+    """The gloo abort seen on CI (a rank dies by SIGABRT, no Python traceback) is retried once, never more."""
+    (tmp_path / "once").mkdir()
+    (tmp_path / "always").mkdir()
+    with pytest.warns(UserWarning, match="aborted in gloo"):
+        ranks = run_ranks(functools.partial(_abort_once, str(tmp_path / "aborted")), tmp_path / "once")
+    assert [r["rank"] for r in ranks] == [0, 1]
+    with pytest.warns(UserWarning, match="aborted in gloo"):
+        with pytest.raises(torch.multiprocessing.ProcessExitedException):
+            run_ranks(_abort_always, tmp_path / "always")
