@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 import mdp_opt
 from mdp_opt import Answer, BackendError, Dim, Spec, Status, Term
 from mdp_opt.budgets import limits
-from mdp_opt.presolve import presolve
+from mdp_opt.presolve import dual, presolve
 from mdp_opt.presolve.local_search import best_partners
 from reference import REFERENCE
 from strategies import problems
@@ -299,3 +300,13 @@ def test_a_graph_too_large_for_the_presolve_goes_to_the_backend_unchanged(regist
     result = mdp_opt.solve(spec, {"latency": 1.0}, backend="smallest")
     assert seen == [spec] and result.status is Status.FEASIBLE and result.objective == 66.0
     assert result.stats["presolve"]["status"] == "skipped" and "entries" in result.stats["presolve"]["reason"]
+
+
+def test_one_solve_stops_the_line_search_once_the_bound_can_gain_only_a_small_share_of_the_gap():
+    spec = mdp_opt.examples.make("vit-h", choices=64)
+    early = mdp_opt.solve(spec, "90%", backend="dp")
+    with mock.patch.object(dual, "GAP_SHARE", 0.0):
+        exact = mdp_opt.solve(spec, "90%", backend="dp")
+    assert early.status is exact.status is Status.OPTIMAL and early.objective == exact.objective
+    assert early.stats["presolve"]["passes"] < exact.stats["presolve"]["passes"]
+    assert early.stats["presolve"]["bound"] >= exact.stats["presolve"]["bound"] - 1e-9 * abs(exact.objective)

@@ -29,6 +29,7 @@ from .shared import Point, SharedPresolve, nearest
 MAX_LINE_SEARCH_STEPS = 100
 MAX_SWEEPS = 20
 CLIMB_STARTS = 3
+GAP_SHARE = 0.05    # one resource: the line search stops once the bound can improve by at most this share of the gap
 
 
 class LagrangianSearch:
@@ -89,6 +90,17 @@ class LagrangianSearch:
         if self.bound < self.cutoff:
             return True
         return self.incumbent is not None and relative_gap(self.bound, self.incumbent_value) <= OPTIMALITY_GAP
+
+    def settled(self, improvable: float) -> bool:
+        """One solve (no `shared` frontier) of one limited resource, `polish` on: True when the bound can improve
+        by at most `improvable` (its distance to the cutting-plane model's minimum) and that is at most GAP_SHARE
+        of the gap to the incumbent. Passes on a large spec cost far more than the fixing loses to so small a
+        rest: measured on a 41,920-choice ResNet at 70% and 90%, 4 full passes instead of 8 and 6, with 515 and
+        411 choices left instead of 195 and 411. In a frontier an exact multiplier brackets the next budgets
+        (there, stopping early was measured 1.04x slower). The bound stays proven: it is a pass's value, whatever
+        multiplier it was at."""
+        return (self.polish and self.shared is None and len(self.limits) == 1 and self.incumbent is not None
+                and improvable <= GAP_SHARE * (self.bound - self.incumbent_value))
 
     def run(self) -> bool:
         """Search the multipliers; True when some resource's minimum cost proves the limits infeasible.
@@ -182,6 +194,8 @@ class LagrangianSearch:
             if value < best_value:
                 best_t, best_value = t, value
             if value <= model + self.tolerance * max(1.0, abs(model)) + self.graph.rounding_margin(trial) or self.closed():
+                break
+            if self.settled(best_value - model):
                 break
             if new[1] < 0:
                 lo = new
