@@ -252,3 +252,12 @@ def test_a_killed_build_leaves_its_last_checkpoint(tmp_path):
     proc.wait()
     entries = read_v2(path)                 # a whole file, the last checkpoint before the kill
     assert len(entries) >= 20 and entries == {f"shape-{i}": 0.5 for i in range(len(entries))}
+
+
+def test_tables_timed_in_another_heap_state_live_in_another_file(tmp_path, monkeypatch):
+    """Large blocks faulted in afresh on every run (an older steady heap) read up to 7x slower: never mixed."""
+    import mdp_opt.adapters.torch.latency as latency_module
+    lat = latency(tmp_path)
+    steady = lat.cache_file(CPU, torch.float32, 2)
+    monkeypatch.setattr(latency_module, "heap_tag", lambda: "heap-default")
+    assert lat.cache_file(CPU, torch.float32, 2) != steady

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from .allocator import steady_heap
+from .allocator import heap_tag, steady_heap
 from .calibration import METHODS
 from .handlers import Workload
 from .latency_cache import CHECKPOINT_S, LatencyCache, cpu_model_name, device_identity
@@ -102,10 +102,12 @@ class MeasuredLatency:
         self._compiled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def cache_file(self, device: torch.device, dtype: torch.dtype, batch: int) -> Path:
-        """One JSON file per device, dtype, batch size, thread count, flush size, torch version and runtime
-        (with its version and settings)."""
+        """One JSON file per device, dtype, batch size, thread count, flush size, torch version, runtime
+        (with its version and settings) and, on CPU, heap state (`allocator.heap_tag`)."""
         parts = [_device_name(device), str(dtype).replace("torch.", ""), f"batch{batch}", f"threads{self.threads}",
                  f"flush{self.flush_mb}MB", f"torch{torch.__version__}", self.runtime.key()]
+        if device.type == "cpu":
+            parts.append(heap_tag())        # tables timed in another heap state are not comparable
         stem = "-".join(parts)
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)
         return self.cache_dir / f"{safe[:120]}-{hashlib.sha1(stem.encode()).hexdigest()[:8]}.json"
