@@ -137,6 +137,7 @@ def _run_and_write(args: argparse.Namespace) -> None:
         summary = run(args)
         if summary is not None and args.out:
             Path(args.out).write_text(json.dumps(summary, indent=2))
+        dist.barrier()      # rank 0 measures latency last: the others wait, then all tear the group down together
     finally:
         dist.destroy_process_group()
 

@@ -24,6 +24,7 @@ def _rank_main(rank: int, record: Callable[[int, Path], dict[str, Any]], init_fi
         result = record(rank, Path(out))
         with open(Path(out) / f"rank{rank}.pkl", "wb") as f:
             pickle.dump(result, f)
+        dist.barrier()      # both ranks tear the group down together, none while the other still works in it
     finally:
         dist.destroy_process_group()
 
