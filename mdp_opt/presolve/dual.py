@@ -95,7 +95,7 @@ class LagrangianSearch:
         """One solve (no `shared` frontier) of one limited resource, `polish` on: True when the bound can improve
         by at most `improvable` (its distance to the cutting-plane model's minimum) and that is at most GAP_SHARE
         of the gap to the incumbent. Passes on a large spec cost far more than the fixing loses to so small a
-        rest: measured on a 41,920-choice ResNet at 70% and 90%, 4 full passes instead of 8 and 6, with 515 and
+        rest: measured on a 41,920-choice ResNet at 70% and 90%, 3 full passes instead of 7 and 5, with 515 and
         411 choices left instead of 195 and 411. In a frontier an exact multiplier brackets the next budgets
         (there, stopping early was measured 1.04x slower). The bound stays proven: it is a pass's value, whatever
         multiplier it was at."""
