@@ -228,6 +228,18 @@ def test_front_gives_up_beyond_its_work_limit():
         dp.pareto_front(spec, {"latency": math.inf}, max_candidates=100)
 
 
+def test_front_gives_up_early_when_its_first_eliminations_project_far_beyond_the_work_limit(monkeypatch):
+    # every block of the long stage costs about as many pairs: the first tenth of the eliminations already
+    # projects to over PROJECTION_FACTOR times the limit, so the pass stops there instead of at the limit
+    spec = mdp_opt.examples.make("resnet50", blocks=(1, 1, 20, 1), choices=6)
+    with pytest.raises(dp.TooManyCandidates, match="would need about"):
+        dp.pareto_front(spec, {"latency": math.inf}, max_candidates=4000)
+    # the projection was right: without it, the same pass runs past the limit
+    monkeypatch.setattr(dp, "PROJECTION_FACTOR", math.inf)
+    with pytest.raises(dp.TooManyCandidates, match="needs more than 4000"):
+        dp.pareto_front(spec, {"latency": math.inf}, max_candidates=4000)
+
+
 def knapsack(costs, values, budget, params=None, params_budget=None) -> Spec:
     """Binary items x_i in {1, 2} (index 0 = left out): value and latency (and params) only when taken."""
     dims = tuple(Dim(f"x{i}", (1, 2)) for i in range(len(costs)))
