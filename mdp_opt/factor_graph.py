@@ -258,8 +258,36 @@ class EliminationPlan:
         return out, constant
 
     def _inputs(self, step: _Step, tables: list[np.ndarray], messages: list[np.ndarray]) -> list[np.ndarray]:
-        return ([tables[f].reshape(shape) for f, shape in step.factors]
-                + [messages[j].reshape(shape) for j, shape in step.messages])
+        """The step's factors and messages, shaped to broadcast into its clique, with every part smaller than the
+        clique that another such part covers already summed into it (`_fold`)."""
+        return self._fold([tables[f].reshape(shape) for f, shape in step.factors]
+                          + [messages[j].reshape(shape) for j, shape in step.messages], math.prod(step.shape))
+
+    @staticmethod
+    def _fold(parts: list[np.ndarray | Combination], size: int) -> list[np.ndarray | Combination]:
+        """`parts` with each part smaller than `size` entries added into the first larger-or-equal part (also smaller
+        than `size`) whose axes cover its own, at that part's size: a clique over (stage, in, out) receiving 72
+        block messages over `stage` alone adds them at 64 entries each, then broadcasts their sum once, instead of
+        72 additions over the whole clique (a quarter of a ResNet-152-shaped pass). The sum is the same up to
+        rounding, which every bound's margin covers; every pass of one graph folds alike."""
+        out: list[np.ndarray | Combination] = []
+        owned: list[bool] = []           # whether out[k] is an array of our own, safe to add into
+        for part in sorted(parts, key=lambda p: -math.prod(p.shape)):   # stable: ties keep their order
+            n = math.prod(part.shape)
+            host = None
+            if n < size:
+                host = next((k for k, q in enumerate(out) if math.prod(q.shape) < size and
+                             all(b == 1 or a == b for a, b in zip(q.shape, part.shape))), None)
+            if host is None:
+                out.append(part)
+                owned.append(False)
+                continue
+            if not owned[host]:
+                q = out[host]
+                out[host] = q.materialise() if isinstance(q, Combination) else np.array(q)
+                owned[host] = True
+            out[host] += part.materialise() if isinstance(part, Combination) else part
+        return out
 
     @staticmethod
     def _sum(parts: list[np.ndarray | Combination], shape: tuple[int, ...], writable: bool) -> np.ndarray:

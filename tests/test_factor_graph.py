@@ -229,3 +229,21 @@ def test_spec_graph_gates_block_terms_and_allows_a_dim_and_block_of_the_same_nam
     assert graph.configuration(assignment)[1] == {"x": False}
     mm = graph.plan.max_marginals(graph.tables({"latency": 2.0}))
     np.testing.assert_allclose(mm.marginals[1], [2.0, 1.0])  # block removed / active
+
+
+def test_a_clique_receiving_many_small_messages_sums_them_at_their_own_size_first():
+    """A stage dim shared by 20 residual blocks: its step receives a message over the stage dim alone from each
+    block. They are folded into the one larger input that covers them (summed at 6 entries, not at the clique's
+    216), and the folded inputs add up to the same clique table."""
+    graph = SpecGraph(mdp_opt.examples.make("resnet50", blocks=(1, 1, 20, 1), choices=6))
+    plan = graph.plan
+    tables = [graph.combination(f, {"latency": 3.0}) for f in range(len(graph.value_tables))]
+    messages, _ = plan._upward(tables)
+    step = max(plan.steps, key=lambda s: len(s.factors) + len(s.messages))
+    raw = ([tables[f].reshape(shape) for f, shape in step.factors]
+           + [messages[j].reshape(shape) for j, shape in step.messages])
+    folded = plan._inputs(step, tables, messages)
+    assert len(raw) >= 20 and len(folded) <= 3
+    dense = [p.materialise() if isinstance(p, factor_graph.Combination) else p for p in raw]
+    np.testing.assert_allclose(EliminationPlan._sum(folded, step.shape, writable=True),
+                               sum(np.broadcast_to(p, step.shape) for p in dense), rtol=1e-12)
