@@ -26,6 +26,7 @@ DEFAULT_MEMORY_LIMIT = 2 * 1024**3  # bytes for one intermediate table
 # a clique table larger than this many entries is summed and maximised in slices of about this size, each
 # still in the CPU's cache: a 256 x 256 x 256 clique took 21 ms built whole, 8.3 ms in 4 MB slices (measured)
 SLICE_ENTRIES = 2**19
+SMALL_TABLE = 2**12         # tables up to this many entries take their maximum by a second reduction, not a gather
 
 
 class TableTooLarge(MemoryError):
@@ -270,6 +271,8 @@ class EliminationPlan:
         block messages over `stage` alone adds them at 64 entries each, then broadcasts their sum once, instead of
         72 additions over the whole clique (a quarter of a ResNet-152-shaped pass). The sum is the same up to
         rounding, which every bound's margin covers; every pass of one graph folds alike."""
+        if len(parts) < 2:
+            return parts
         out: list[np.ndarray | Combination] = []
         owned: list[bool] = []           # whether out[k] is an array of our own, safe to add into
         for part in sorted(parts, key=lambda p: -math.prod(p.shape)):   # stable: ties keep their order
@@ -374,6 +377,8 @@ class EliminationPlan:
         if slicing is None:
             table = cls._sum(parts, shape, writable=False)
             best = table.argmax(axis=-1)
+            if table.size <= SMALL_TABLE:     # a second reduction costs less than take_along_axis's overhead
+                return table.max(axis=-1), best
             return np.take_along_axis(table, best[..., None], axis=-1)[..., 0], best
         message = np.empty(shape[:-1])
         best = np.empty(shape[:-1], dtype=np.int64)

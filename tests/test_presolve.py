@@ -276,6 +276,24 @@ def test_best_partner_search_equals_brute_force(moves, slack):
             assert partner[j] in allowed and gains[partner[j]] == max(gains[i] for i in allowed)
 
 
+@settings(max_examples=200)
+@given(st.lists(st.tuples(st.integers(0, 4), st.integers(-5, 5), st.integers(-5, 5)), min_size=1, max_size=25),
+       st.integers(-3, 6), st.lists(st.integers(-5, 9), max_size=8), st.integers(1, 6))
+def test_best_partners_skip_only_pairs_that_cannot_be_among_the_wanted_best(moves, slack, others, count):
+    variables, gains, spends = (np.array(column) for column in zip(*moves))
+    exact = best_partners(variables, gains.astype(float), spends.astype(float), float(slack))
+    wanted = (np.array(others, dtype=float), count)
+    partner = best_partners(variables, gains.astype(float), spends.astype(float), float(slack), wanted)
+    pairs = np.where(exact >= 0, gains + gains[exact], -np.inf)
+    candidates = np.sort(np.concatenate([wanted[0], pairs]))[::-1]
+    kept_at_least = candidates[count - 1] if len(candidates) >= count else -np.inf
+    for j in range(len(moves)):
+        if partner[j] != exact[j]:
+            assert partner[j] == -1 and pairs[j] < kept_at_least   # a pair no caller keeping `count` could keep
+        if partner[j] >= 0:
+            assert gains[partner[j]] == gains[exact[j]]
+
+
 def test_a_presolve_using_the_whole_time_limit_returns_its_incumbent(register):
     spec, budgets = _gap_example()
     called = []
