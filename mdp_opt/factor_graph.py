@@ -269,7 +269,7 @@ class EliminationPlan:
         """`parts` with each part smaller than `size` entries added into the first larger-or-equal part (also smaller
         than `size`) whose axes cover its own, at that part's size: a clique over (stage, in, out) receiving 72
         block messages over `stage` alone adds them at 64 entries each, then broadcasts their sum once, instead of
-        72 additions over the whole clique (a quarter of a ResNet-152-shaped pass). The sum is the same up to
+        72 additions over the whole clique (a quarter of the additions of a pass over a ResNet with a 72-block stage). The sum is the same up to
         rounding, which every bound's margin covers; every pass of one graph folds alike."""
         if len(parts) < 2:
             return parts

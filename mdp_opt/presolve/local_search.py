@@ -179,9 +179,9 @@ def best_partners(variables: np.ndarray, gains: np.ndarray, spends: np.ndarray, 
     # where the prefix's best move is on j's own variable, take the prefix's best on another variable
     clash = np.flatnonzero(has)[v[first] == variables[has]]
     if len(clash) and wanted is not None:
-        others, count = wanted
+        candidates, count = wanted
         found = partner >= 0
-        known = np.concatenate([others, gains[found] + gains[partner[found]]])
+        known = np.concatenate([candidates, gains[found] + gains[partner[found]]])
         if len(known) >= count:
             floor = np.partition(known, len(known) - count)[len(known) - count]
             # the best allowed move's gain bounds the best allowed on another variable
