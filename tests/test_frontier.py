@@ -301,3 +301,20 @@ def test_cli_workers_give_the_same_json(spec_file, capsys):
     spread = json.loads(capsys.readouterr().out)
     assert [p["status"] for p in spread] == [p["status"] for p in here] == ["optimal"] * 4
     assert [p["objective"] for p in spread] == pytest.approx([p["objective"] for p in here])
+
+
+@pytest.mark.parametrize("name, choices, fewer", [("resnet152", 64, True), ("vit-h", 16, False)])
+def test_a_frontier_of_a_large_spec_stops_each_line_search_once_little_of_the_gap_is_left(name, choices, fewer):
+    """From 4,000 choices each budget's line search stops once its bound can gain at most 1% of the gap (fewer full
+    passes, the same proven points); below, passes are cheap and every search runs to the exact multiplier."""
+    from unittest import mock
+    from mdp_opt.presolve import dual
+    spec = mdp_opt.examples.make(name, choices=choices)
+    assert (sum(d.size for d in spec.dims) >= dual.WARM_START_MIN_CHOICES) is fewer
+    early = mdp_opt.frontier(spec, "latency", points=6, backend="cpsat")
+    with mock.patch.object(dual, "FRONTIER_GAP_SHARE", 0.0):
+        exact = mdp_opt.frontier(spec, "latency", points=6, backend="cpsat")
+    assert [p.status for p in early] == [Status.OPTIMAL] * 6 == [p.status for p in exact]
+    assert [p.objective for p in early] == pytest.approx([p.objective for p in exact], rel=1e-9)
+    passes = [points[-1].result.stats["shared_presolve"]["passes_run"] for points in (early, exact)]
+    assert (passes[0] < passes[1]) if fewer else (passes[0] == passes[1])
