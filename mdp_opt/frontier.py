@@ -85,7 +85,7 @@ def frontier(spec: Spec, resource: str | None = None, budgets: Sequence[float] |
             budget alone (for benchmarking).
         workers: with `share`, solve in this many processes of this machine, each taking every `workers`-th
             budget with its own `SharedPresolve` (the points are the same; on 2 cores a 100-point frontier of a
-            10,000-choice spec took 17 s with 2 workers, 28 s with 1). The processes are spawned: a script
+            10,000-choice spec took 17 s with 2 workers, 26 s with 1). The processes are spawned: a script
             calling this needs the usual `if __name__ == "__main__":` guard. Not with `ray` or `share=False`;
             unused where dp's one pass applies.
         options: passed to the backend (`resolution`, `memory_cap`, `time_limit`, ...). With one pass,
