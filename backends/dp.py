@@ -70,6 +70,8 @@ _CHUNK_PAIRS = 1 << 21          # candidate pairs built at once (bounds temporar
 _BLOCK = 256                    # pairs compared at once in the several-resource dominance filter
 _SEALED = 128                   # survivors per table of the three-resource filter (a 128 x 128 prefix maximum:
                                 # 1 KB per survivor; 128 took 6.9 s where 64 took 10.8 s and 256 5.4 s on one filter)
+_RECENT = 512                   # sealed survivors also compared pair by pair, the latest first (on a 740,000-pair
+                                # filter 95% of the dominated pairs had a dominator among the last 512: 5.1 -> 2.9 s)
 COARSE_CELLS = 256              # the incumbent for value pruning comes from costs rounded up to budget/this
 HINT_SAMPLES = 33               # budgets at which that coarse front is read to choose the multiplier
 
@@ -602,20 +604,28 @@ def _dominated_three(cost: np.ndarray, value: np.ndarray, check: Callable[[], No
     """`_dominated` for one state and three resources, pairs sorted by (cost 0, cost 1, cost 2, -value): every
     earlier pair costs no more in resource 0, so a pair is dominated exactly when an earlier one costs no more
     in resources 1 and 2 and is worth at least as much. Each block of pairs is compared with its own earlier
-    pairs and the survivors not yet sealed, then checked against every sealed group at once (`_Sealed`)."""
+    pairs, the survivors not yet sealed and the last _RECENT sealed ones (most dominated pairs have a dominator
+    among the survivors just before them), then what is left is checked against every sealed group at once
+    (`_Sealed`)."""
     out = np.zeros(len(value), dtype=bool)
     sealed = _Sealed(cost[:, 1:])
     tail = np.zeros(0, dtype=np.int64)                        # survivors not sealed yet (indices)
+    recent = np.zeros(0, dtype=np.int64)                      # the last _RECENT sealed survivors
     for lo in range(0, len(value), _BLOCK):
         check()
         bc, bv = cost[lo:lo + _BLOCK], value[lo:lo + _BLOCK]
         dominated = _dominated_within(bc, bv) | _dominated_by_earlier(cost[tail], value[tail], bc, bv)
         open_ = np.flatnonzero(~dominated)
+        if len(recent) and len(open_):
+            hit = _dominated_by_earlier(cost[recent], value[recent], bc[open_], bv[open_])
+            dominated[open_[hit]] = True
+            open_ = open_[~hit]
         dominated[open_[sealed.dominates(lo + open_, value[lo + open_])]] = True
         out[lo:lo + len(bv)] = dominated
         tail = np.concatenate([tail, lo + np.flatnonzero(~dominated)])
         while len(tail) >= _SEALED:
             sealed.add(tail[:_SEALED], value[tail[:_SEALED]])
+            recent = np.concatenate([recent, tail[:_SEALED]])[-_RECENT:]
             tail = tail[_SEALED:]
     return out
 
