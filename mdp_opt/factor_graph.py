@@ -115,6 +115,7 @@ class _Step:
     parent: int | None                                     # step that receives this step's message
     parent_axes: tuple[int, ...]                           # parent clique axes not in `separator`
     gate_axis: int | None = None                           # a separator axis at whose state 0 every input is 0
+    folds: tuple[tuple[int, tuple[int, ...]], ...] = ()    # inputs as summed (`_fold_plan`): (lead, added into it)
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,27 @@ class Combination:
             else:
                 table += w * t
         return table
+
+
+def _fold_plan(shapes: Sequence[tuple[int, ...]], size: int) -> tuple[tuple[int, tuple[int, ...]], ...]:
+    """How a step's inputs (their broadcast `shapes`, into a clique of `size` entries) are summed before the clique
+    is built: each input smaller than the clique is added into the first larger-or-equal input (also smaller than
+    the clique) whose axes cover its own, at that input's size. A clique over (stage, in, out) receiving 72 block
+    messages over `stage` alone then adds them at 64 entries each and broadcasts their sum once, instead of 72
+    additions over the whole clique (a quarter of the additions of a pass over a ResNet with a 72-block stage).
+    Returns (lead input, inputs added into it) per summed part, larger parts first. The sum is the same up to
+    rounding, which every bound's margin covers; shapes are static, so this is planned once per step."""
+    out: list[tuple[int, list[int]]] = []
+    for k in sorted(range(len(shapes)), key=lambda k: -math.prod(shapes[k])):    # stable: ties keep their order
+        host = None
+        if math.prod(shapes[k]) < size:
+            host = next((g for g, (lead, _) in enumerate(out) if math.prod(shapes[lead]) < size and
+                         all(b == 1 or a == b for a, b in zip(shapes[lead], shapes[k]))), None)
+        if host is None:
+            out.append((k, []))
+        else:
+            out[host][1].append(k)
+    return tuple((lead, tuple(added)) for lead, added in out)
 
 
 class EliminationPlan:
@@ -229,12 +251,13 @@ class EliminationPlan:
             separators.append(separator)
             if separator:
                 pending_messages.setdefault(separator[-1], []).append(i)
+            factors = tuple((f, broadcast(self.canonical(self.scopes[f]))) for f in pending_factors.get(v, []))
+            messages = tuple((j, broadcast(separators[j])) for j in pending_messages.get(v, []))
             steps.append(_Step(
-                var=v, shape=tuple(self.sizes[u] for u in clique),
-                factors=tuple((f, broadcast(self.canonical(self.scopes[f]))) for f in pending_factors.get(v, [])),
-                messages=tuple((j, broadcast(separators[j])) for j in pending_messages.get(v, [])),
+                var=v, shape=tuple(self.sizes[u] for u in clique), factors=factors, messages=messages,
                 separator=separator, parent=None, parent_axes=(),
-                gate_axis=min((position[u] for u in common), default=None)))
+                gate_axis=min((position[u] for u in common), default=None),
+                folds=_fold_plan([shape for _, shape in factors + messages], entries)))
         for j, step in enumerate(steps):
             for child, _ in step.messages:
                 clique = steps[j].separator + (steps[j].var,)
@@ -259,37 +282,18 @@ class EliminationPlan:
         return out, constant
 
     def _inputs(self, step: _Step, tables: list[np.ndarray], messages: list[np.ndarray]) -> list[np.ndarray]:
-        """The step's factors and messages, shaped to broadcast into its clique, with every part smaller than the
-        clique that another such part covers already summed into it (`_fold`)."""
-        return self._fold([tables[f].reshape(shape) for f, shape in step.factors]
-                          + [messages[j].reshape(shape) for j, shape in step.messages], math.prod(step.shape))
-
-    @staticmethod
-    def _fold(parts: list[np.ndarray | Combination], size: int) -> list[np.ndarray | Combination]:
-        """`parts` with each part smaller than `size` entries added into the first larger-or-equal part (also smaller
-        than `size`) whose axes cover its own, at that part's size: a clique over (stage, in, out) receiving 72
-        block messages over `stage` alone adds them at 64 entries each, then broadcasts their sum once, instead of
-        72 additions over the whole clique (a quarter of the additions of a pass over a ResNet with a 72-block stage). The sum is the same up to
-        rounding, which every bound's margin covers; every pass of one graph folds alike."""
-        if len(parts) < 2:
-            return parts
+        """The step's factors and messages, shaped to broadcast into its clique, summed as `step.folds` says."""
+        parts = ([tables[f].reshape(shape) for f, shape in step.factors]
+                 + [messages[j].reshape(shape) for j, shape in step.messages])
         out: list[np.ndarray | Combination] = []
-        owned: list[bool] = []           # whether out[k] is an array of our own, safe to add into
-        for part in sorted(parts, key=lambda p: -math.prod(p.shape)):   # stable: ties keep their order
-            n = math.prod(part.shape)
-            host = None
-            if n < size:
-                host = next((k for k, q in enumerate(out) if math.prod(q.shape) < size and
-                             all(b == 1 or a == b for a, b in zip(q.shape, part.shape))), None)
-            if host is None:
-                out.append(part)
-                owned.append(False)
+        for lead, added in step.folds:
+            if not added:
+                out.append(parts[lead])
                 continue
-            if not owned[host]:
-                q = out[host]
-                out[host] = q.materialise() if isinstance(q, Combination) else np.array(q)
-                owned[host] = True
-            out[host] += part.materialise() if isinstance(part, Combination) else part
+            table = parts[lead].materialise() if isinstance(parts[lead], Combination) else np.array(parts[lead])
+            for k in added:
+                table += parts[k].materialise() if isinstance(parts[k], Combination) else parts[k]
+            out.append(table)
         return out
 
     @staticmethod
