@@ -71,7 +71,7 @@ _BLOCK = 256                    # pairs compared at once in the several-resource
 _SEALED = 128                   # survivors per table of the three-resource filter (a 128 x 128 prefix maximum:
                                 # 1 KB per survivor; 128 took 6.9 s where 64 took 10.8 s and 256 5.4 s on one filter)
 _RECENT = 512                   # sealed survivors also compared pair by pair, the latest first (on a 740,000-pair
-                                # filter 95% of the dominated pairs had a dominator among the last 512: 5.1 -> 2.9 s)
+                                # filter 95% of the dominated pairs had a dominator among the last 512: 5.1 -> 3.0 s)
 COARSE_CELLS = 256              # the incumbent for value pruning comes from costs rounded up to budget/this
 HINT_SAMPLES = 33               # budgets at which that coarse front is read to choose the multiplier
 

@@ -59,6 +59,9 @@ class LagrangianSearch:
         self.incumbent_value = -math.inf
         self.passes = 0
         self.local = LocalSearch(graph, self.limits, self.deadline)
+        # see `settled`: None where the line search always runs to its tolerance
+        large = sum(d.size for d in spec.dims) >= WARM_START_MIN_CHOICES
+        self.gap_share = GAP_SHARE if shared is None else FRONTIER_GAP_SHARE if large else None
 
     # -- points of the dual function
     def point(self, lambdas: Mapping[str, float]) -> tuple[np.ndarray, float, dict[str, float]]:
@@ -104,11 +107,8 @@ class LagrangianSearch:
         the time (0.05: 210 passes, no faster), 30 points of ResNet-152 x64 0.87x with dp; of a 2,064-choice ViT-H,
         1.1-1.3x slower with every backend, hence the threshold. The bound stays proven: it is a pass's value,
         whatever multiplier it was at."""
-        if self.shared is not None and sum(d.size for d in self.spec.dims) < WARM_START_MIN_CHOICES:
-            return False
-        share = GAP_SHARE if self.shared is None else FRONTIER_GAP_SHARE
-        return (self.polish and len(self.limits) == 1 and self.incumbent is not None
-                and improvable <= share * (self.bound - self.incumbent_value))
+        return (self.gap_share is not None and self.polish and len(self.limits) == 1 and self.incumbent is not None
+                and improvable <= self.gap_share * (self.bound - self.incumbent_value))
 
     def run(self) -> bool:
         """Search the multipliers; True when some resource's minimum cost proves the limits infeasible.
