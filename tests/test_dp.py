@@ -5,10 +5,11 @@ Its exactness against brute force and the other backends is tested by the confor
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import mdp_opt
@@ -16,7 +17,7 @@ import mdp_opt.examples
 from mdp_opt import Dim, Spec, SpecError, Status, Term
 from mdp_opt.backends import dp
 from mdp_opt.budgets import budget_limit
-from strategies import problems
+from strategies import problems, specs
 
 
 def agree(result, reference) -> bool:
@@ -328,3 +329,75 @@ def test_the_final_pairing_with_several_resources_is_the_brute_force_best(resour
         assert found is not None and found[0] == best
         (_, i), (_, j) = found[1]
         assert first.state[i] == second.state[j] and np.all(first.cost[i] + second.cost[j] <= caps)
+
+
+@settings(max_examples=120, deadline=None)
+@given(specs(max_resources=2, max_choices=5, max_dims=5),
+       st.lists(st.sampled_from([0.25, 0.4, 0.5, 0.6, 0.75, 0.9]), min_size=2, max_size=2),
+       st.sampled_from([2.0, 16.0, 1024.0]))
+def test_falling_targets_with_several_resources_keep_the_optimum(spec, fractions, start):
+    """Several resources: passes aim at targets between the bound and the incumbent (the first at 1/start of
+    the gap from the bound); a pass finding nothing, or less than its target, moves the target down; the answer
+    is the brute-force optimum whatever the start."""
+    assume(len(spec.costs) == 2)
+    budget = dict(zip(sorted(spec.costs), fractions))
+    budget = {r: f * spec.full_cost(r) for r, f in budget.items()}
+    reference = mdp_opt.solve(spec, budget, backend="brute")
+    with pytest.MonkeyPatch.context() as patch:       # hypothesis runs many examples in one test call
+        patch.setattr(dp, "TARGET_START", start)
+        result = mdp_opt.solve(spec, budget, backend="dp", presolve=False)
+    assert agree(result, reference)
+    targets = result.stats.get("targets", [])
+    assert all(a["target"] > b["target"] for a, b in zip(targets, targets[1:]))
+
+
+def test_resnet50_with_three_resources_is_proven_by_aiming_below_the_bound_first():
+    """ResNet-50 with latency, params and flops at 50%: the search's incumbent lies 1,288 below the bound, the
+    optimum 336; one pass pruning against the incumbent did not finish in 60 s, the passes aiming at falling
+    targets prove it in about a second."""
+    spec = mdp_opt.examples.make("resnet50", params=True, flops=True)
+    budget = {"latency": "50%", "params": "50%", "flops": "50%"}
+    result = mdp_opt.solve(spec, budget, backend="dp", time_limit=60)
+    assert result.status is Status.OPTIMAL
+    targets = result.stats["targets"]
+    assert len(targets) >= 2 and targets[0]["target"] > result.objective
+    assert agree(result, mdp_opt.solve(spec, budget, backend="cpsat", threads=2))
+
+
+def test_multiplier_rows_around_the_best_prune_more_and_keep_the_optimum():
+    """Rows of multipliers moved away from the best, per resource and direction, each within the gap of the best
+    dual value: a pass pruning by all of them builds fewer candidate pairs than by the best row alone, and finds
+    the same optimum."""
+    from mdp_opt.budgets import limits as to_limits, resolve_budgets
+    from mdp_opt.deadline import Deadline
+    from mdp_opt.factor_graph import SpecGraph
+    from mdp_opt.presolve import presolve
+
+    spec = mdp_opt.examples.make("resnet50", params=True, flops=True)
+    pre = presolve(spec, to_limits(resolve_budgets(spec, {"latency": "50%", "params": "50%", "flops": "50%"})))
+    graph = SpecGraph(pre.spec)
+    lam, bound, best = dp._lagrangian_incumbent(pre.spec, pre.limits, Deadline(None), None, graph)
+    optimum = mdp_opt.solve(pre.spec, pre.limits, backend="cpsat", presolve=False, threads=2).objective
+    gap = bound - best[0]
+    rows = dp._rows_around(graph, pre.limits, lam, gap, Deadline(None))
+    names, caps = list(pre.limits), np.array(list(pre.limits.values()))
+    base = graph.max_sum(dict(zip(names, lam)))[0] + lam @ caps
+    assert len(rows) > 1 and np.array_equal(rows[0], lam)
+    for row in rows[1:]:
+        assert np.all(row >= 0) and graph.max_sum(dict(zip(names, row)))[0] + row @ caps - base <= gap
+    first = next(iter(pre.limits))
+    one = dp._pass(pre.spec, pre.limits, dp.DEFAULT_MEMORY_CAP, Deadline(None), pruning=(lam, optimum), graph=graph)
+    many = dp._pass(pre.spec, pre.limits, dp.DEFAULT_MEMORY_CAP, Deadline(None), pruning=(rows, optimum), graph=graph)
+    assert many.stats["candidate_pairs"] < one.stats["candidate_pairs"]
+    assert many.best(pre.limits[first])[0] == one.best(pre.limits[first])[0] == optimum
+
+
+def test_a_pass_whose_target_nothing_reaches_stops_with_no_answer_and_no_warning():
+    spec = mdp_opt.examples.make("chain", depth=5, choices=6, params=True)
+    limits = {"latency": 0.5 * spec.full_cost("latency"), "params": 0.5 * spec.full_cost("params")}
+    from mdp_opt.deadline import Deadline
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        front = dp._pass(spec, limits, dp.DEFAULT_MEMORY_CAP, Deadline(None),
+                         pruning=(np.array([[0.1, 0.1], [0.2, 0.0]]), 1e12))
+    assert front.best(limits["latency"]) is None and front.cheapest() is None
