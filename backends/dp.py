@@ -22,6 +22,11 @@ small:
   anything the pair can become), or when its shortfall from the best candidate of its state
   (in value - lam.cost) exceeds what that state's max-marginal at lam leaves above the incumbent
   (the same bound conditioned on the state; one max-marginal pass gives it for every variable).
+  With several resources the test is made with several multiplier rows (the search's best and, per
+  resource and direction, one moved away from it whose bound on the whole spec stays within the gap):
+  a pair is dropped when any row's bound rules it out. And the passes aim at falling targets: a first
+  pass keeps only what can reach a value just below the bound, and finds (and proves) the optimum when
+  it is that good; else the target moves down, towards the incumbent (`_solve_by_targets`).
 
 With two resources the dominance filter keeps the survivors as a staircase (cost in the second
 resource -> best value), so a pair is checked by binary search instead of against every survivor.
@@ -204,6 +209,7 @@ class _Eliminator:
         self.stored = 0
         self.largest = 0
         self.candidates = 0
+        self.joint_states = 0     # states of the joins' scopes (each costs a few array entries, pairs or not)
         self.max_candidates = max_candidates
         self.leaves = [self._store(self._pruned_leaf(leaf)) for leaf in leaves]
         # value pruning: with multipliers lam >= 0 (one per resource; 0 where the cap is infinite) and the
@@ -307,13 +313,17 @@ class _Eliminator:
         return nodes
 
     def _work(self, pool: list[_Node], var: int) -> float:
-        """Estimated pairs built to eliminate `var`: joint states times the product of mean set sizes."""
+        """Estimated work to eliminate `var`: the pairs built (joint states times the product of mean set sizes)
+        plus the joint states themselves, each of which costs a few array entries whatever its pairs (with a
+        target near the bound the sets are nearly empty, and counting pairs alone chose joins over 2^10 states
+        that built under 1,000 pairs but took a second)."""
         bucket = [f for f in pool if var in f.scope]
         scope = set().union(*(f.scope for f in bucket))
-        work = float(math.prod(self.sizes[v] for v in scope))
+        states = float(math.prod(self.sizes[v] for v in scope))
+        work = states
         for f in bucket:
             work *= f.pairs / math.prod(f.shape)
-        return work
+        return work + states
 
     def _pruned_leaf(self, leaf: _Node) -> _Node:
         ok = _fits(leaf.cost + (self.total_least - leaf.least_cost), self.caps)
@@ -353,6 +363,7 @@ class _Eliminator:
         axes = kept + ([drop] if drop is not None else [])
         shape = tuple(self.sizes[v] for v in axes)
         states = math.prod(shape)
+        self.joint_states += states
         coords = np.unravel_index(np.arange(states), shape) if shape else ()
         starts, counts = [], []
         for p in parts:
@@ -805,6 +816,7 @@ def _pass(spec: Spec, limits: Mapping[str, float], memory_cap: float, deadline: 
                          marginals)
     top = engine.run(order)
     stats = {"largest_message_pairs": engine.largest, "candidate_pairs": engine.candidates,
+             "joint_states": engine.joint_states,
              "stored_mib": round(engine.stored / 2**20, 2), "dp_seconds": round(time.perf_counter() - start, 4)}
     if engine.pruning is not None:
         stats["value_pruning"] = {"multipliers": dict(zip(resources, map(float, engine.pruning[0][0]))),
@@ -899,7 +911,7 @@ def _solve_by_targets(spec: Spec, limits: Mapping[str, float], graph: SpecGraph,
                       graph=graph)
         found = front.best(limit)
         targets.append({"target": best[0] if final else target, "found": None if found is None else found[0],
-                        "seconds": front.stats["dp_seconds"]})
+                        **{k: front.stats[k] for k in ("candidate_pairs", "joint_states", "dp_seconds")}})
         stats = {**front.stats, "targets": targets}
         if found is not None and (final or found[0] >= target):
             return exact_answer(found if found[0] >= best[0] else best, stats)
