@@ -406,6 +406,7 @@ class _Eliminator:
             if floor is not None:
                 promising = ok.copy()
                 for row, lam in enumerate(self.pruning[0]):
+                    self._check_time()           # a row's test over a full chunk takes about 0.1 s
                     reduced = value - cost @ lam
                     promising &= reduced >= floor[row]
                     if state_floor is not None:
