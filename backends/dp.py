@@ -903,7 +903,8 @@ def _solve_by_targets(spec: Spec, limits: Mapping[str, float], graph: SpecGraph,
     bound on every feasible value, `incumbent` gets every better configuration found (the answer at a stop)."""
     limit = limits[next(iter(limits))]
     multipliers = _rows_around(graph, limits, multipliers, bound - best[0], deadline)
-    step = (bound - best[0]) / TARGET_START
+    gap = bound - best[0]
+    step = gap / TARGET_START if gap > 0 else math.inf        # no gap (or a bound a hair below): one final pass
     targets = []
     while True:
         target = bound - step
