@@ -181,51 +181,6 @@ def test_a_hint_starts_the_value_pruning_search_and_keeps_the_optimum(budget):
     assert agree(result, reference)
 
 
-@pytest.mark.parametrize("resources", [1, 2, 3])
-def test_pareto_filter_keeps_exactly_the_non_dominated_pairs(resources):
-    """Across block boundaries, with ties and duplicates: survivors are exactly one copy of each pair that no
-    other pair of its state dominates."""
-    rng = np.random.default_rng(resources)
-    n = 1500
-    state = np.sort(rng.integers(0, 3, n))
-    cost = rng.integers(0, 40, (n, resources)).astype(float)
-    value = rng.integers(0, 40, n).astype(float)
-    kept = dp._pareto(state, cost, value)
-    expected = set()
-    for i in range(n):
-        same = state == state[i]
-        no_worse = same & np.all(cost <= cost[i], axis=1) & (value >= value[i])
-        better = np.any(cost < cost[i], axis=1) | (value > value[i])
-        if not np.any(no_worse & better):
-            expected.add((state[i], *cost[i], value[i]))
-    got = [(state[i], *cost[i], value[i]) for i in kept]
-    assert len(got) == len(set(got)) and set(got) == expected
-
-
-@pytest.mark.parametrize("sealed, recent", [(4, 8), (64, 512)])
-@pytest.mark.parametrize("integer", [True, False])
-def test_three_resource_filter_with_large_fronts_keeps_exactly_the_non_dominated_pairs(sealed, recent, integer,
-                                                                                     monkeypatch):
-    """Values that grow with the costs make most pairs non-dominated, so survivors are sealed into many
-    prefix-maximum tables (the latest `recent` of them also compared pair by pair); with integer costs and values,
-    ties and duplicates cross the tables' edges."""
-    monkeypatch.setattr(dp, "_SEALED", sealed)
-    monkeypatch.setattr(dp, "_RECENT", recent)
-    rng = np.random.default_rng(sealed + integer)
-    n = 2500
-    state = np.sort(rng.integers(0, 2, n))
-    cost = rng.integers(0, 30, (n, 3)).astype(float) if integer else rng.random((n, 3)) * 30
-    value = cost.sum(axis=1) + (rng.integers(0, 8, n) if integer else rng.normal(size=n) * 4)
-    kept = dp._pareto(state, cost, value)
-    same = state[:, None] == state[None, :]
-    no_worse = same & np.all(cost[:, None, :] <= cost[None, :, :], axis=2) & (value[:, None] >= value[None, :])
-    better = np.any(cost[:, None, :] < cost[None, :, :], axis=2) | (value[:, None] > value[None, :])
-    expected = {(state[i], *cost[i], value[i]) for i in np.flatnonzero(~np.any(no_worse & better, axis=0))}
-    got = [(state[i], *cost[i], value[i]) for i in kept]
-    assert len(expected) > 10 * sealed
-    assert len(got) == len(set(got)) and set(got) == expected
-
-
 def test_front_gives_up_beyond_its_work_limit():
     spec = mdp_opt.examples.make("chain", depth=4, choices=8)
     with pytest.raises(dp.TooManyCandidates):
@@ -254,23 +209,6 @@ def knapsack(costs, values, budget, params=None, params_budget=None) -> Spec:
         resources["params"] = tuple(Term((d.name,), np.array([0.0, p])) for d, p in zip(dims, params))
         budgets["params"] = params_budget
     return Spec(dims, objective, resources, budgets=budgets, name="knapsack")
-
-
-def test_the_several_resource_filter_checks_the_deadline_between_blocks():
-    """The dominance filter of several resources is the dp's longest inner loop: it stops there when told."""
-    rng = np.random.default_rng(0)
-    n = 3 * dp._BLOCK
-    state = np.zeros(n, dtype=np.int64)
-    calls = []
-
-    def check():
-        calls.append(1)
-        if len(calls) == 2:
-            raise dp._TimeUp
-    with pytest.raises(dp._TimeUp):
-        dp._pareto(state, rng.random((n, 2)), rng.random(n), check)
-    assert len(calls) == 2
-
 
 
 @settings(max_examples=120, deadline=None)
@@ -314,7 +252,7 @@ def test_the_final_pairing_with_several_resources_is_the_brute_force_best(resour
     caps = rng.random(resources) * 14 + 3
     score = (lambda cost, value: value) if target == "value" else (lambda cost, value: -cost[..., 0])
     with pytest.MonkeyPatch.context() as patch:       # small blocks, so that the early stop is reached
-        patch.setattr(dp, "_CHUNK_PAIRS", chunk)
+        patch.setattr(dp, "CHUNK_PAIRS", chunk)
         found = dp._Top([first, second], 0, states, caps)._best_pairs(caps, score)
     best = None
     for i in range(n_first):

@@ -1,0 +1,73 @@
+"""The dominance filters behind the dp backend's Pareto sets (`mdp_opt.backends.pareto`): exactly the
+non-dominated pairs survive, whatever the number of resources, and the long filters stop when told."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mdp_opt.backends import pareto
+
+
+@pytest.mark.parametrize("resources", [1, 2, 3])
+def test_pareto_filter_keeps_exactly_the_non_dominated_pairs(resources):
+    """Across block boundaries, with ties and duplicates: survivors are exactly one copy of each pair that no
+    other pair of its state dominates."""
+    rng = np.random.default_rng(resources)
+    n = 1500
+    state = np.sort(rng.integers(0, 3, n))
+    cost = rng.integers(0, 40, (n, resources)).astype(float)
+    value = rng.integers(0, 40, n).astype(float)
+    kept = pareto.pareto(state, cost, value)
+    expected = set()
+    for i in range(n):
+        same = state == state[i]
+        no_worse = same & np.all(cost <= cost[i], axis=1) & (value >= value[i])
+        better = np.any(cost < cost[i], axis=1) | (value > value[i])
+        if not np.any(no_worse & better):
+            expected.add((state[i], *cost[i], value[i]))
+    got = [(state[i], *cost[i], value[i]) for i in kept]
+    assert len(got) == len(set(got)) and set(got) == expected
+
+
+@pytest.mark.parametrize("sealed, recent", [(4, 8), (64, 512)])
+@pytest.mark.parametrize("integer", [True, False])
+def test_three_resource_filter_with_large_fronts_keeps_exactly_the_non_dominated_pairs(sealed, recent, integer,
+                                                                                     monkeypatch):
+    """Values that grow with the costs make most pairs non-dominated, so survivors are sealed into many
+    prefix-maximum tables (the latest `recent` of them also compared pair by pair); with integer costs and values,
+    ties and duplicates cross the tables' edges."""
+    monkeypatch.setattr(pareto, "SEALED", sealed)
+    monkeypatch.setattr(pareto, "RECENT", recent)
+    rng = np.random.default_rng(sealed + integer)
+    n = 2500
+    state = np.sort(rng.integers(0, 2, n))
+    cost = rng.integers(0, 30, (n, 3)).astype(float) if integer else rng.random((n, 3)) * 30
+    value = cost.sum(axis=1) + (rng.integers(0, 8, n) if integer else rng.normal(size=n) * 4)
+    kept = pareto.pareto(state, cost, value)
+    same = state[:, None] == state[None, :]
+    no_worse = same & np.all(cost[:, None, :] <= cost[None, :, :], axis=2) & (value[:, None] >= value[None, :])
+    better = np.any(cost[:, None, :] < cost[None, :, :], axis=2) | (value[:, None] > value[None, :])
+    expected = {(state[i], *cost[i], value[i]) for i in np.flatnonzero(~np.any(no_worse & better, axis=0))}
+    got = [(state[i], *cost[i], value[i]) for i in kept]
+    assert len(expected) > 10 * sealed
+    assert len(got) == len(set(got)) and set(got) == expected
+
+
+def test_the_several_resource_filter_checks_the_deadline_between_blocks():
+    """The dominance filter of several resources is the dp's longest inner loop: it stops there when told."""
+    rng = np.random.default_rng(0)
+    n = 3 * pareto.BLOCK
+    state = np.zeros(n, dtype=np.int64)
+    calls = []
+
+    class Stop(Exception):
+        pass
+
+    def check():
+        calls.append(1)
+        if len(calls) == 2:
+            raise Stop
+    with pytest.raises(Stop):
+        pareto.pareto(state, rng.random((n, 2)), rng.random(n), check)
+    assert len(calls) == 2
