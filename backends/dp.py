@@ -765,7 +765,7 @@ def _rows_around(graph: SpecGraph, limits: Mapping[str, float], best: np.ndarray
     scale = float(best @ caps)
     for r in range(len(names)):
         for sign in (1.0, -1.0):
-            if best[r] == 0 and (sign < 0 or scale == 0):
+            if best[r] == 0 and (sign < 0 or scale == 0 or not caps[r] > 0):
                 continue
             for t in ROW_STEPS:
                 row = best.copy()

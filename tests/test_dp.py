@@ -350,3 +350,18 @@ def test_the_elimination_order_counts_joint_states_as_well_as_pairs():
     assert result.status is Status.OPTIMAL and len(result.stats["targets"]) >= 2
     assert all(t["joint_states"] < 100_000 for t in result.stats["targets"])
     assert agree(result, mdp_opt.solve(spec, None, backend="cpsat", threads=2))
+
+
+def test_multiplier_rows_are_finite_and_nonnegative_when_a_limit_is_zero():
+    """A resource whose multiplier is 0 is raised in proportion to the others' share of the limits; with a limit
+    of 0 there is no such proportion, and no row is made for it (nor a division by zero)."""
+    from mdp_opt.deadline import Deadline
+    from mdp_opt.factor_graph import SpecGraph
+
+    spec = mdp_opt.examples.make("chain", depth=4, choices=5, params=True)
+    graph = SpecGraph(spec)
+    limits = {"latency": 0.5 * spec.full_cost("latency"), "params": 0.0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rows = dp._rows_around(graph, limits, np.array([0.5, 0.0]), 10.0, Deadline(None))
+    assert np.all(np.isfinite(rows)) and np.all(rows >= 0) and np.all(rows[:, 1] == 0)
