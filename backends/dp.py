@@ -6,7 +6,8 @@ terms merged by scope. Where a plain max-sum message holds one number per state 
 message here holds, per state, the **Pareto set** of (costs, value) pairs of everything eliminated
 into it: no budget axis and no rounding, so answers are exact on any data (floats included). The
 variable eliminated next is the one whose elimination builds the fewest candidate pairs given the
-messages' actual sizes (ties broken by `mdp_opt.factor_graph.elimination_order`'s min-fill order):
+messages' actual sizes, plus the joint states of its scope (ties broken by
+`mdp_opt.factor_graph.elimination_order`'s min-fill order):
 a Pareto set's size is not its table size, and eliminating a block's inner dims before the residual
 dim they hang from keeps the large sets out of the many-state joins. Three prunings keep the sets
 small:
@@ -47,8 +48,9 @@ Options (`solve(..., backend="dp", **options)`):
   presolve passes its incumbent): the Lagrangian search for value pruning starts from it, so with one
   resource too the multiplier and incumbent come from that search instead of the coarse pass. Ignored
   with `resolution`.
-- `time_limit`: seconds; when reached the status is `feasible` with the coarse pass's
-  configuration if there is one (value pruning), else `time_limit_no_solution`.
+- `time_limit`: seconds; when reached the status is `feasible` with the best configuration known
+  (the coarse pass's with one resource and no hint; else the Lagrangian search's, or a better one a
+  target pass found), `time_limit_no_solution` without one.
 """
 
 from __future__ import annotations
@@ -147,10 +149,10 @@ class _Eliminator:
         self.joint_states = 0     # states of the joins' scopes (each costs a few array entries, pairs or not)
         self.max_candidates = max_candidates
         self.leaves = [self._store(self._pruned_leaf(leaf)) for leaf in leaves]
-        # value pruning: with multipliers lam >= 0 (one per resource; 0 where the cap is infinite) and the
-        # value of a feasible configuration, a pair can only lead to a better one if value - lam.cost +
-        # lam.caps + (the sum over the other pool messages of their best value - lam.cost) reaches that
-        # value (a Lagrangian bound)
+        # value pruning: with multipliers lam >= 0 (one per resource; 0 where the cap is infinite) and a target
+        # value (a feasible configuration's, or one aimed at), a pair can only lead to one reaching it if
+        # value - lam.cost + lam.caps + (the sum over the other pool messages of their best value - lam.cost)
+        # does (a Lagrangian bound); `pruning[0]` may hold several rows of multipliers: each gives a bound
         self.pruning = None
         if pruning is not None:
             lam = _multiplier_rows(pruning[0], len(caps))
