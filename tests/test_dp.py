@@ -16,7 +16,11 @@ import mdp_opt
 import mdp_opt.examples
 from mdp_opt import Dim, Spec, SpecError, Status, Term
 from mdp_opt.backends import dp
-from mdp_opt.budgets import budget_limit
+from mdp_opt.budgets import budget_limit, resolve_budgets
+from mdp_opt.budgets import limits as to_limits
+from mdp_opt.deadline import Deadline
+from mdp_opt.factor_graph import SpecGraph
+from mdp_opt.presolve import presolve
 from strategies import problems, specs
 
 
@@ -303,18 +307,10 @@ def test_resnet50_with_three_resources_is_proven_by_aiming_below_the_bound_first
 
 
 def test_multiplier_rows_around_the_best_prune_more_and_keep_the_optimum():
-    """Rows of multipliers moved away from the best, per resource and direction, each within the gap of the best
-    dual value: a pass pruning by all of them builds fewer candidate pairs than by the best row alone, and finds
-    the same optimum."""
-    from mdp_opt.budgets import limits as to_limits, resolve_budgets
-    from mdp_opt.deadline import Deadline
-    from mdp_opt.factor_graph import SpecGraph
-    from mdp_opt.presolve import presolve
-
+    """Rows of multipliers on a grid around the best, each within the gap of the best dual value: a pass pruning
+    by all of them builds fewer candidate pairs than by the best row alone, and finds the same optimum."""
     spec = mdp_opt.examples.make("resnet50", params=True, flops=True)
-    pre = presolve(spec, to_limits(resolve_budgets(spec, {"latency": "50%", "params": "50%", "flops": "50%"})))
-    graph = SpecGraph(pre.spec)
-    lam, bound, best = dp._lagrangian_incumbent(pre.spec, pre.limits, Deadline(None), None, graph)
+    pre, graph, lam, bound, best = presolved_search(spec, {"latency": "50%", "params": "50%", "flops": "50%"})
     optimum = mdp_opt.solve(pre.spec, pre.limits, backend="cpsat", presolve=False, threads=2).objective
     gap = bound - best[0]
     rows = dp._rows_around(graph, pre.limits, lam, gap, Deadline(None))
@@ -330,10 +326,41 @@ def test_multiplier_rows_around_the_best_prune_more_and_keep_the_optimum():
     assert many.best(pre.limits[first])[0] == one.best(pre.limits[first])[0] == optimum
 
 
+def presolved_search(spec, budget):
+    """The presolve's reduced spec of `spec` under `budget`, its factor graph, and dp's Lagrangian search on it
+    from the presolve's incumbent: (presolved, graph, best multipliers, bound, incumbent)."""
+    pre = presolve(spec, to_limits(resolve_budgets(spec, budget)))
+    graph = SpecGraph(pre.spec)
+    lam, bound, best = dp._lagrangian_incumbent(pre.spec, pre.limits, Deadline(None), pre.hint(None)[0], graph)
+    return pre, graph, lam, bound, best
+
+
+def test_rows_that_move_several_multipliers_at_once_cut_a_loose_bound_early():
+    """Hard seed 7 (ViT-B, three resources, a 4.4% gap that is the Lagrangian bound's own): rows moving only one
+    multiplier at a time let a pass aiming halfway between bound and incumbent build 32 million candidate pairs
+    (12.5 s); the grid's rows, several multipliers moved at once, prove in a few thousand that nothing reaches it."""
+    pre, graph, lam, bound, best = presolved_search(mdp_opt.examples.make("hard", seed=7), None)
+    rows = dp._rows_around(graph, pre.limits, lam, bound - best[0], Deadline(None))
+    assert np.sum(rows != lam, axis=1).max() >= 2
+    front = dp._pass(pre.spec, pre.limits, dp.DEFAULT_MEMORY_CAP, Deadline(None),
+                     pruning=(rows, (bound + best[0]) / 2), graph=graph)
+    assert front.best(pre.limits[next(iter(pre.limits))]) is None
+    assert front.stats["candidate_pairs"] < 100_000
+
+
+@pytest.mark.slow
+def test_hard_seed_7_is_proven_by_dp():
+    """The hard family's seed 7 was the one dp did not prove within 60 s (88 s with one row per resource and
+    direction); with the grid's rows it takes about 8 s."""
+    spec = mdp_opt.examples.make("hard", seed=7)
+    result = mdp_opt.solve(spec, None, backend="dp", time_limit=60)
+    assert result.status is Status.OPTIMAL
+    assert agree(result, mdp_opt.solve(spec, None, backend="cpsat", threads=2))
+
+
 def test_a_pass_whose_target_nothing_reaches_stops_with_no_answer_and_no_warning():
     spec = mdp_opt.examples.make("chain", depth=5, choices=6, params=True)
     limits = {"latency": 0.5 * spec.full_cost("latency"), "params": 0.5 * spec.full_cost("params")}
-    from mdp_opt.deadline import Deadline
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         front = dp._pass(spec, limits, dp.DEFAULT_MEMORY_CAP, Deadline(None),
@@ -355,9 +382,6 @@ def test_the_elimination_order_counts_joint_states_as_well_as_pairs():
 def test_multiplier_rows_are_finite_and_nonnegative_when_a_limit_is_zero():
     """A resource whose multiplier is 0 is raised in proportion to the others' share of the limits; with a limit
     of 0 there is no such proportion, and no row is made for it (nor a division by zero)."""
-    from mdp_opt.deadline import Deadline
-    from mdp_opt.factor_graph import SpecGraph
-
     spec = mdp_opt.examples.make("chain", depth=4, choices=5, params=True)
     graph = SpecGraph(spec)
     limits = {"latency": 0.5 * spec.full_cost("latency"), "params": 0.0}
