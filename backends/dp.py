@@ -23,9 +23,9 @@ small:
   anything the pair can become), or when its shortfall from the best candidate of its state
   (in value - lam.cost) exceeds what that state's max-marginal at lam leaves above the incumbent
   (the same bound conditioned on the state; one max-marginal pass gives it for every variable).
-  With several resources the test is made with several multiplier rows (the search's best and, per
-  resource and direction, one moved away from it whose bound on the whole spec stays within the gap):
-  a pair is dropped when any row's bound rules it out. And the passes aim at falling targets: a first
+  With several resources the test is made with several multiplier rows (the search's best and the points
+  of a grid around it whose bound on the whole spec stays within the gap, `_rows_around`): a pair is
+  dropped when any row's bound rules it out. And the passes aim at falling targets: a first
   pass keeps only what can reach a value just below the bound, and finds (and proves) the optimum when
   it is that good; else the target moves down, towards the incumbent (`_solve_by_targets`).
 
@@ -166,7 +166,7 @@ class _Eliminator:
         # per variable and state, the best Lagrangian value (at the pruning multipliers) of any whole configuration
         # using it, and a float-rounding margin for comparing with it (see `combine`)
         self.marginals = marginals if self.pruning is not None else None
-        self.reduced: dict[_Node, float] = {}     # nodes hash by identity
+        self.reduced: dict[_Node, np.ndarray] = {}     # per multiplier row; nodes hash by identity
         self.pool_reduced = sum(self._reduced(leaf) for leaf in self.leaves) if self.pruning else np.zeros(1)
         self.pruned_by_value = 0
 
