@@ -747,9 +747,10 @@ def _lagrangian_incumbent(spec: Spec, limits: Mapping[str, float], deadline: Dea
 # of these k (a grid around the best), kept where the dual value stays within the gap of the best's. On the hard
 # family's seed 7 (ViT-B, three resources, a 4.4% gap) the pass at the incumbent took 69.7 s with one row per
 # resource and direction, 14.2 s with a grid of steps -1..1 (65 rows), 6.7 s with -2..2 (30 rows kept).
-ROW_GRID = (-2.0, -1.0, 0.0, 1.0, 2.0)
-ROW_GRID_SMALL = (-2.0, 0.0, 2.0)        # from four resources on (the grid has len ** resources points)
-ROW_ZERO = 1 / 64                         # a multiplier at 0 is raised from this share of the others' price
+ROW_GRID = (-2.0, -1.0, 1.0, 2.0)        # the steps k != 0
+ROW_CANDIDATES = 124                     # grid points tried at most (all of them up to three resources), those
+                                         # moving fewer multipliers first
+ROW_ZERO = 1 / 64                        # a multiplier at 0 is raised from this share of the others' price
 
 
 def _rows_around(graph: SpecGraph, limits: Mapping[str, float], best: np.ndarray, gap: float,
@@ -758,8 +759,8 @@ def _rows_around(graph: SpecGraph, limits: Mapping[str, float], best: np.ndarray
     dual value is within `gap` of best's. Every row gives a proven bound; the best row gives the tightest on the
     whole spec, but a pair that spends much of some resources and little of others is cut sooner by a row that
     charges those more and these less (together the rows follow the bound's curvature in the costs left). A
-    multiplier at 0 stays 0 at steps <= 0 and is raised to ROW_ZERO * e^k of the others' share of the limits at
-    steps k > 0 (none when its limit is 0)."""
+    multiplier at 0 is only raised, to ROW_ZERO * e^k of the others' share of the limits at steps k > 0 (not at
+    all when its limit is 0). Each point costs one elimination pass: at most ROW_CANDIDATES are tried."""
     names = list(limits)
     caps = np.array([float(limits[r]) for r in names])
 
@@ -770,19 +771,24 @@ def _rows_around(graph: SpecGraph, limits: Mapping[str, float], best: np.ndarray
 
     base = dual(best)
     scale = float(best @ caps)
-    steps = ROW_GRID if len(names) <= 3 else ROW_GRID_SMALL
-    levels = []
+    moves = []              # per resource, the values its multiplier moves to
     for r in range(len(names)):
         if best[r] > 0:
-            levels.append([best[r] * math.exp(k) for k in steps])
+            moves.append([best[r] * math.exp(k) for k in ROW_GRID])
         elif scale > 0 and caps[r] > 0:
-            levels.append(sorted({0.0} | {ROW_ZERO * math.exp(k) * scale / caps[r] for k in steps if k > 0}))
+            moves.append([ROW_ZERO * math.exp(k) * scale / caps[r] for k in ROW_GRID if k > 0])
         else:
-            levels.append([0.0])
+            moves.append([])
+    points = (
+        (subset, values)
+        for moved in range(1, len(names) + 1)
+        for subset in itertools.combinations(range(len(names)), moved)
+        for values in itertools.product(*(moves[r] for r in subset)))
     rows = [best]
-    for point in itertools.product(*levels):
-        row = np.array(point)
-        if not np.array_equal(row, best) and dual(row) - base <= gap:
+    for subset, values in itertools.islice(points, ROW_CANDIDATES):
+        row = best.copy()
+        row[list(subset)] = values
+        if dual(row) - base <= gap:
             rows.append(row)
     return np.array(rows)
 

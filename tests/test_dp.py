@@ -389,3 +389,21 @@ def test_multiplier_rows_are_finite_and_nonnegative_when_a_limit_is_zero():
         warnings.simplefilter("error")
         rows = dp._rows_around(graph, limits, np.array([0.5, 0.0]), 10.0, Deadline(None))
     assert np.all(np.isfinite(rows)) and np.all(rows >= 0) and np.all(rows[:, 1] == 0)
+
+
+def test_the_rows_grid_tries_a_bounded_number_of_points_moving_few_multipliers_first(monkeypatch):
+    """Each grid point costs an elimination pass: with three resources all 124 are tried; with six (4,095 points)
+    only ROW_CANDIDATES, those moving one multiplier and then two."""
+    spec = mdp_opt.examples.make("chain", depth=3, choices=4, params=True)
+    costs = {**spec.costs, **{f"extra{i}": spec.costs["params"] for i in range(4)}}
+    spec = spec.replace(costs=costs)
+    graph = SpecGraph(spec)
+    limits = {r: 0.5 * spec.full_cost(r) for r in spec.costs}
+    calls = []
+    real = graph.max_sum
+    monkeypatch.setattr(graph, "max_sum", lambda lambdas, *a: calls.append(dict(lambdas)) or real(lambdas, *a))
+    best = np.full(len(limits), 0.5)
+    rows = dp._rows_around(graph, limits, best, math.inf, Deadline(None))
+    assert len(calls) == 1 + dp.ROW_CANDIDATES and len(rows) == 1 + dp.ROW_CANDIDATES
+    moved = [int(np.sum(row != best)) for row in rows[1:]]
+    assert moved == sorted(moved) and max(moved) == 2
