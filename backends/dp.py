@@ -586,26 +586,18 @@ def pareto_front(spec: Spec, limits: Mapping[str, float], *, memory_cap: float =
 
 
 def _pass(spec: Spec, limits: Mapping[str, float], memory_cap: float, deadline: Deadline,
-          max_candidates: float | None = None, pruning: tuple[float, float] | None = None,
-          graph: SpecGraph | None = None) -> Front:
-    """The Pareto pass over `spec` (`graph`: its factor graph, when already built)."""
+          max_candidates: float | None = None, pruning: tuple[Any, float] | None = None,
+          graph: SpecGraph | None = None, marginals: tuple[list[np.ndarray], np.ndarray] | None = None) -> Front:
+    """The Pareto pass over `spec` (`graph`: its factor graph, when already built; `marginals`: the
+    `_pruning_marginals` of the pruning's multipliers, when already computed)."""
     start = time.perf_counter()
     graph = graph or SpecGraph(spec)
     resources = list(limits)
     leaves = _leaves(graph, resources)
     order = elimination_order(graph.sizes, [leaf.scope for leaf in leaves])
     caps = np.array([float(limits[r]) for r in resources] or [math.inf], dtype=np.float64)
-    marginals = None
-    if pruning is not None and np.all(np.asarray(pruning[0], dtype=np.float64) >= 0):
-        rows = []
-        for row in _multiplier_rows(pruning[0], len(caps)):
-            lambdas = {r: float(lam) for r, lam in zip(resources, row)}
-            mm = graph.max_marginals(lambdas)
-            margin = 2 * graph.rounding_margin(lambdas)
-            rows.append(([m + margin for m in mm.marginals], mm.value + margin))
-        # per variable: (rows, states); the totals: (rows,)
-        marginals = ([np.stack([row[0][v] for row in rows]) for v in range(len(graph.sizes))],
-                     np.array([row[1] for row in rows]))
+    if marginals is None and pruning is not None and np.all(np.asarray(pruning[0], dtype=np.float64) >= 0):
+        marginals = _pruning_marginals(graph, resources, _multiplier_rows(pruning[0], len(caps)))
     engine = _Eliminator(graph.sizes, leaves, caps, memory_cap, deadline, graph.variables, max_candidates, pruning,
                          marginals)
     top = engine.run(order)
@@ -618,6 +610,20 @@ def _pass(spec: Spec, limits: Mapping[str, float], memory_cap: float, deadline: 
                                   "incumbent": engine.pruning[1],
                                   "pairs_pruned": engine.pruned_by_value}
     return Front(stats, graph, top)
+
+
+def _pruning_marginals(graph: SpecGraph, resources: Sequence[str], rows: np.ndarray
+                       ) -> tuple[list[np.ndarray], np.ndarray]:
+    """Per variable, the max-marginals at every multiplier row (rows x states), and per row the best value, each
+    plus a float-rounding margin: one max-marginal pass per row, the same for every target of a solve."""
+    per_row = []
+    for row in rows:
+        lambdas = {r: float(lam) for r, lam in zip(resources, row)}
+        mm = graph.max_marginals(lambdas)
+        margin = 2 * graph.rounding_margin(lambdas)
+        per_row.append(([m + margin for m in mm.marginals], mm.value + margin))
+    return ([np.stack([r[0][v] for r in per_row]) for v in range(len(graph.sizes))],
+            np.array([r[1] for r in per_row]))
 
 
 def exact_answer(best: Best | None, stats: dict[str, Any]) -> Answer:
@@ -643,24 +649,24 @@ def solve(spec: Spec, limits: Mapping[str, float], options: dict) -> Answer:
         if not any(scales.values()):
             hint = configuration_from_hint(spec, opts["hint"]) if opts["hint"] is not None else None
             graph = SpecGraph(spec)     # one graph: the pass's max-marginals reuse the search's last pass
+
+            def exact_pass(pruning: tuple[Any, float] | None = None) -> Answer:
+                front = _pass(spec, limits, memory_cap, deadline, pruning=pruning, graph=graph)
+                return exact_answer(front.best(limits[first] if first else math.inf), front.stats)
             if len(limits) == 1 and hint is None:
                 coarse = _coarse_incumbent(spec, limits, memory_cap, deadline)
                 if coarse is not None:
                     incumbent.append(coarse[1])
-                front = _pass(spec, limits, memory_cap, deadline,
-                              pruning=None if coarse is None else (coarse[0], coarse[1][0]), graph=graph)
-                return exact_answer(front.best(limits[first] if first else math.inf), front.stats)
+                return exact_pass(None if coarse is None else (coarse[0], coarse[1][0]))
             searched = _lagrangian_incumbent(spec, limits, deadline, hint, graph)
             if searched is None:
-                front = _pass(spec, limits, memory_cap, deadline, graph=graph)
-                return exact_answer(front.best(limits[first] if first else math.inf), front.stats)
+                return exact_pass()
             incumbent.append(searched[2])
             if len(limits) == 1:
                 # one resource: the search's incumbent is most often the optimum already (measured on ResNet-152,
                 # ViT-H and a 10,000-choice ResNet at 30-90%: falling targets ran 2-5 passes where one does)
                 multipliers, _, (value, _, _) = searched
-                front = _pass(spec, limits, memory_cap, deadline, pruning=(multipliers, value), graph=graph)
-                return exact_answer(front.best(limits[first]), front.stats)
+                return exact_pass((multipliers, value))
             return _solve_by_targets(spec, limits, graph, memory_cap, deadline, *searched, incumbent)
 
         def one_pass(rounded: Spec, caps: Mapping[str, float], hint: Any) -> Answer:
@@ -695,15 +701,16 @@ def _solve_by_targets(spec: Spec, limits: Mapping[str, float], graph: SpecGraph,
     `multipliers` and rows around them (`_rows_around`); `best` is a feasible configuration, `bound` a proven
     bound on every feasible value, `incumbent` gets every better configuration found (the answer at a stop)."""
     limit = limits[next(iter(limits))]
-    multipliers = _rows_around(graph, limits, multipliers, bound - best[0], deadline)
     gap = bound - best[0]
+    multipliers = _rows_around(graph, limits, multipliers, gap, deadline)
+    marginals = _pruning_marginals(graph, list(limits), multipliers)
     step = gap / TARGET_START if gap > 0 else math.inf        # no gap (or a bound a hair below): one final pass
     targets = []
     while True:
         target = bound - step
         final = not target > best[0]
         front = _pass(spec, limits, memory_cap, deadline, pruning=(multipliers, best[0] if final else target),
-                      graph=graph)
+                      graph=graph, marginals=marginals)
         found = front.best(limit)
         targets.append({"target": best[0] if final else target, "found": None if found is None else found[0],
                         **{k: front.stats[k] for k in ("candidate_pairs", "joint_states", "dp_seconds")}})
