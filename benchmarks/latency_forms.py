@@ -7,11 +7,14 @@ For one architecture (tests/zoo_models.py), input and runtime: raw measured tabl
 calibration), then, all in ONE window of interleaved runs (so the machine's drift does not
 enter): the reference models of `latency_model.reference_configurations`, the raw spec's
 optimal answers at 90-20% budgets, and five random configurations. Each candidate form is
-fitted (least squares of relative error; "factor" through the full model alone) to the
-references plus the answers at 80/60/40/20%, and judged on the answers at 90/70/50/30%.
+fitted (non-negative least squares of relative error, as `latency_model` fits; "factor" through the
+full model alone) to the references plus the answers at 80/60/40/20%, and judged on the answers at
+90/70/50/30%.
 Features of a configuration: T, its raw table cost; Thi / Tlo, the part in terms over two or
-more dims / one or none; P, its parameters (MB of float32); B, its blocks kept; 1, a constant.
-The chosen model (`latency_model`) is "T+P+c".
+more dims / one or none; Te / Tl, the part in the layers making up the first / second half of the
+full model's table cost (`latency_model.split_tables`); P, its parameters (MB of float32); A, the
+elements its operations write; B, its blocks kept; 1, a constant. The chosen model
+(`latency_model`) is "Te+Tl+P+A+c" (before the seventh session: "T+P+A+c").
 """
 
 from __future__ import annotations
@@ -32,13 +35,15 @@ import torch.nn.functional as F
 import mdp_opt
 from mdp_opt import Term
 from mdp_opt.adapters.torch import ImportanceWarning, MeasuredLatency, build_spec
-from mdp_opt.adapters.torch.latency_model import as_result, noise_spread, reference_configurations
+from mdp_opt.adapters.torch.latency_model import (as_result, nnls, noise_spread, reference_configurations,
+                                                          split_tables)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from zoo_models import ARCHITECTURES, settle_batchnorm  # noqa: E402
 
 FORMS = {"raw tables": [], "factor": ["T"], "T+c": ["T", "1"], "T+B+c": ["T", "B", "1"], "Thi+Tlo+c": ["Thi", "Tlo", "1"],
-         "T+P": ["T", "P"], "T+P+c": ["T", "P", "1"], "Thi+Tlo+P+c": ["Thi", "Tlo", "P", "1"]}
+         "T+P": ["T", "P"], "T+P+c": ["T", "P", "1"], "Thi+Tlo+P+c": ["Thi", "Tlo", "P", "1"],
+         "T+P+A+c": ["T", "P", "A", "1"], "Te+Tl+P+A+c": ["Te", "Tl", "P", "A", "1"]}
 FIT_BUDGETS, CHECK_BUDGETS = (80, 60, 40, 20), (90, 70, 50, 30)
 
 
@@ -55,7 +60,7 @@ def measure(args: argparse.Namespace) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ImportanceWarning)
         raw, handle = builder(model, x, data=data, loss_fn=F.cross_entropy, latency=timer, step=args.step,
-                              costs=("latency", "params"), **extra)
+                              costs=("latency", "params", "activations"), **extra)
     configs = {name: (choice, active) for name, choice, active in reference_configurations(raw)}
     references = list(configs)
     for pct in FIT_BUDGETS + CHECK_BUDGETS:
@@ -72,14 +77,25 @@ def measure(args: argparse.Namespace) -> dict:
     print(f"{args.arch} {args.size}px x{args.batch} {args.runtime}: {len(models)} models x {args.runs} runs in "
           f"{time.perf_counter() - start:.0f} s")
     dense = raw.replace(costs={"latency": tuple(t for t in raw.costs["latency"] if len(t.dims) >= 2) or (Term((), 0.0),)})
+    early = raw.replace(costs={"latency": tuple(split_tables(raw.costs["latency"])[0]) or (Term((), 0.0),)})
     out = {"references": references, "configs": {}}
     for (name, (choice, active)), s in zip(configs.items(), samples):
         ev = mdp_opt.evaluate(raw, choice, active)
         thi = mdp_opt.evaluate(dense, choice, active).costs["latency"]
+        te = mdp_opt.evaluate(early, choice, active).costs["latency"]
         out["configs"][name] = {"measured_ms": statistics.median(s), "noise": noise_spread(s), "T": ev.costs["latency"],
-                                "Thi": thi, "Tlo": ev.costs["latency"] - thi, "P": 4 * ev.costs["params"] / 2 ** 20,
-                                "B": float(sum(active.values())), "1": 1.0}
+                                "Thi": thi, "Tlo": ev.costs["latency"] - thi, "Te": te, "Tl": ev.costs["latency"] - te, "P": 4 * ev.costs["params"] / 2 ** 20,
+                                "B": float(sum(active.values())), "1": 1.0,
+                                "terms": [per_term(raw, t, choice, active) for t in raw.costs["latency"]],
+                                "A": ev.costs.get("activations", 0.0)}
     return out
+
+
+def per_term(spec, term, choice, active) -> float:
+    """One latency term's cost for a configuration (0 when its block is removed)."""
+    if term.block is not None and not active[term.block]:
+        return 0.0
+    return float(term.table[tuple(choice[d] for d in term.dims)]) if term.dims else float(term.table)
 
 
 def fit(configs: dict, columns: list[str], names: list[str]) -> np.ndarray | None:
@@ -89,8 +105,7 @@ def fit(configs: dict, columns: list[str], names: list[str]) -> np.ndarray | Non
         return np.array([configs["full"]["measured_ms"] / configs["full"]["T"]])
     a = np.array([[configs[n][c] for c in columns] for n in names])
     y = np.array([configs[n]["measured_ms"] for n in names])
-    coef, *_ = np.linalg.lstsq(a / y[:, None], np.ones(len(y)), rcond=None)
-    return coef
+    return nnls(a / y[:, None], np.ones(len(y)))        # as `latency_model` fits: every coefficient >= 0
 
 
 def predict(configs: dict, columns: list[str], coef: np.ndarray | None, name: str) -> float:

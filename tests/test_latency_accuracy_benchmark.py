@@ -26,7 +26,7 @@ def test_latency_accuracy_benchmark_on_a_tiny_setting(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     (case,) = [json.loads(line) for line in results.read_text().splitlines()]
     assert (case["arch"], case["size"], case["batch"], case["runtime"]) == ("resnet18", 32, 1, "eager")
-    assert case["calibration"]["factors"]["tables"] >= 0 and case["full_ms_now"] > 0
+    assert all(v >= 0 for v in case["calibration"]["factors"].values()) and case["full_ms_now"] > 0
     rows = [r for r in case["rows"] if "measured_ms" in r]
     assert [r["budget"] for r in case["rows"]] == [80, 60] and rows
     for r in rows:

@@ -18,7 +18,7 @@ import mdp_opt  # noqa: E402
 from mdp_opt.adapters.torch import MeasuredLatency, build_spec  # noqa: E402
 from mdp_opt.adapters.torch.calibration import calibrate_latency  # noqa: E402
 from mdp_opt.adapters.torch.latency_model import (AffineFit, Reference, as_result, features, fit_affine,  # noqa: E402
-                                                  nnls, reference_configurations)
+                                                  nnls, reference_configurations, split_tables)
 
 from test_torch_calibration import exact_backend, macs  # noqa: E402
 from torch_models import MobileNetV2Like, small_resnet  # noqa: E402
@@ -57,7 +57,8 @@ def test_the_affine_fit_recovers_a_known_device_and_predicts_every_configuration
     spec, fitted = calibrate_latency(raw, handle, measure, "known device", method="affine")
     assert isinstance(fitted, AffineFit) and not fitted.note
     assert fitted.factors["params"] == pytest.approx(MS_PER_PARAM, rel=1e-6)
-    assert fitted.factors["tables"] == pytest.approx(MS_PER_MAC, rel=1e-6)
+    assert fitted.factors["tables_early"] == pytest.approx(MS_PER_MAC, rel=1e-6)
+    assert fitted.factors["tables_late"] == pytest.approx(MS_PER_MAC, rel=1e-6)
     record = spec.meta["latency_calibration"]
     names = [p["model"] for p in record["points"]]
     assert record["method"] == "affine" and names[:len(reference_configurations(raw))] == [
@@ -104,9 +105,46 @@ def test_features_count_only_what_a_choice_can_remove():
     full_choice, active = raw.full_configuration()
     small = {d.name: 0 for d in raw.dims}
     full, least = features(raw, full_choice, active), features(raw, small, {b: False for b in active})
-    assert set(full) == {"tables", "params"}
-    assert all(v >= 0 for v in least.values()) and full["tables"] > least["tables"]
+    assert set(full) == {"tables_early", "tables_late", "params"}
+    assert all(v >= 0 for v in least.values())
+    assert full["tables_early"] > least["tables_early"] and full["tables_late"] > least["tables_late"]
     assert full["params"] > least["params"]
+
+
+def test_the_tables_split_where_the_full_model_reaches_half_its_cost_in_network_order():
+    terms = [mdp_opt.Term(("a",), np.array([0.0, w])) for w in (1.0, 1.0, 6.0, 1.0, 1.0)]
+    early, late = split_tables(terms)
+    assert early == terms[:2] and late == terms[2:]          # the big third term's midpoint is the half
+    assert split_tables([mdp_opt.Term((), np.array(0.0))]) == ([mdp_opt.Term((), np.array(0.0))], [])
+
+
+@pytest.mark.parametrize("kind", ["resnet", "mobilenet", "vit"])
+def test_early_and_late_layers_may_cost_different_amounts_per_table_ms(kind):
+    """A device on which the early layers run 3x slower per table millisecond than the late ones: the fit recovers
+    both rates and predicts random configurations exactly, where one factor for all the tables cannot."""
+    _, _, raw, _ = built(kind, "flops")
+    rates = {"tables_early": 3 * MS_PER_MAC, "tables_late": MS_PER_MAC, "params": MS_PER_PARAM}
+
+    def device(choice, active):
+        return FIXED_MS + sum(rates[n] * v for n, v in features(raw, choice, active).items())
+
+    def one_factor(f):
+        return [f["tables_early"] + f["tables_late"], f["params"], 1.0]
+
+    refs = [Reference(n, c, a, (device(c, a),)) for n, c, a in reference_configurations(raw)]
+    fitted = fit_affine(raw, refs)
+    assert fitted.factors == pytest.approx(rates, rel=1e-6) and fitted.constant == pytest.approx(FIXED_MS, rel=1e-6)
+    measured = np.array([r.measured_ms for r in refs])
+    merged = nnls(np.array([one_factor(f) for f in fitted.features]) / measured[:, None], np.ones(len(refs)))
+    rng = np.random.default_rng(0)
+    worst_one_factor = 0.0
+    for _ in range(8):
+        choice = {d.name: int(rng.integers(d.size)) for d in raw.dims}
+        active = {b: bool(rng.integers(2)) for b in raw.block_names}
+        feats, truth = features(raw, choice, active), device(choice, active)
+        assert fitted.predict(feats) == pytest.approx(truth, rel=1e-6)
+        worst_one_factor = max(worst_one_factor, abs(np.dot(one_factor(feats), merged) / truth - 1))
+    assert worst_one_factor > 0.02
 
 
 def test_too_few_references_fall_back_to_one_factor():
