@@ -11,10 +11,11 @@ settled on random images), input (`--configs`: size x batch), and runtime (eager
 ONNX Runtime), it builds the spec as a user would (`build_spec` with `MeasuredLatency`:
 measured tables, then the default affine calibration), solves it ONCE at each budget (no
 re-measurement), applies the answer and measures the pruned model; the full model is measured
-in the same interleaved runs. Per budget it prints: the spec's prediction, the measurement
+in the same interleaved runs, and so are the calibration's reference models (not reported): the
+answers run in a rotation as long as the calibration's (see `run_case`). Per budget it prints: the spec's prediction, the measurement
 (median of `--runs` runs), the error, and the noise floor (the spread of the medians of five
 interleaved subsets of the runs); the error after correcting for the machine's drift since the
-calibration (the full model now / at calibration); the error that one factor through the full
+calibration (the median over the full model and the reference models of now / at calibration); the error that one factor through the full
 model (the previous default) would make on the same answer; and measured / budget.
 
 Results are appended to a JSON-lines file (`--results`), so a long run can be split and
@@ -39,7 +40,7 @@ import torch.nn.functional as F
 
 import mdp_opt
 from mdp_opt.adapters.torch import ImportanceWarning, MeasuredLatency, build_spec
-from mdp_opt.adapters.torch.latency_model import as_result, noise_spread
+from mdp_opt.adapters.torch.latency_model import as_result, noise_spread, reference_configurations
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from zoo_models import ARCHITECTURES, settle_batchnorm  # noqa: E402
@@ -63,6 +64,13 @@ def exact_backend() -> str:
         if name in mdp_opt.installed_backends():
             return name
     raise SystemExit("no exact backend installed (pip install 'mdp-opt[milp]')")
+
+
+def machine_drift(points: list[dict], names: list[str], samples: list[list[float]]) -> float:
+    """How much faster or slower the machine runs now than at calibration: the median over the models measured
+    both times (the full model and the reference models) of median now / median then."""
+    then = {p["model"]: p["measured_ms"] for p in points}
+    return statistics.median(statistics.median(s) / then[n] for n, s in zip(names, samples) if n in then)
 
 
 def run_case(arch: str, size: int, batch: int, runtime: str, args: argparse.Namespace) -> dict:
@@ -102,10 +110,17 @@ def run_case(arch: str, size: int, batch: int, runtime: str, args: argparse.Name
     full_model = handle.apply(as_result(spec, full_choice, full_active, "full"))
     solved = [pct for pct, r in answers.items() if r.has_solution]
     models = [full_model] + [handle.apply(answers[pct]) for pct in solved]
+    # The rotation the calibration measured in: its reference models run between the answers' runs (timed, not
+    # used). A small model measures up to 20-40% slower when other models run between its runs than when it runs
+    # back to back, and a few percent slower in a rotation of 17 than of 5 (benchmarks/RESULTS.md, seventh
+    # session), so validating in a shorter rotation than the calibration's reads as drift.
+    references = [(name, choice, active) for name, choice, active in reference_configurations(spec) if name != "full"]
+    models += [handle.apply(as_result(spec, choice, active, name)) for name, choice, active in references]
     timer_now = timer(False)
     measured = timer_now.measure_interleaved(models, x, args.runs)
     full_now = statistics.median(measured[0])
-    drift = full_now / full_point["measured_ms"]
+    drift = machine_drift(calibration["points"], ["full"] + [name for name, _, _ in references],
+                          [measured[0]] + measured[1 + len(solved):])
     rows = []
     for pct in args.budgets:
         result = answers[pct]
@@ -124,9 +139,11 @@ def run_case(arch: str, size: int, batch: int, runtime: str, args: argparse.Name
     return {"arch": arch, "size": size, "batch": batch, "runtime": runtime, "device": args.device, "step": step,
             "scale": args.scale, "tables_s": tables_s, "calibrated_build_s": build_s - tables_s, "full_ms_calibration": full_point["measured_ms"],
             "full_ms_now": full_now, "full_noise": noise_spread(measured[0]), "drift": drift,
+            "drift_full": full_now / full_point["measured_ms"],
             "calibration": {k: calibration[k] for k in ("factors", "constant_ms", "points") if k in calibration},
             "calibration_note": calibration.get("note", ""), "importance_warnings": len(caught),
             "dims": len(spec.dims), "blocks": len(spec.blocks), "runs": args.runs, "repeats": args.repeats,
+            "rotation": len(models), "calibration_rotation": len(calibration["points"]),
             "rows": rows, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
