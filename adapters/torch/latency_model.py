@@ -25,11 +25,13 @@ spec: each half's latency tables times its factor, the parameter tables times `m
 `k` (all with their ungated tables shifted down by their smallest entry), and `c` as one
 constant term, so every backend sees the same model.
 
-Measured on the development machine (benchmarks/RESULTS.md): at 64 px, batch 1, on six
-architectures in eager PyTorch and ONNX Runtime, this predicted the solver's answers at
-30-90% budgets within 5.8% (3.6% on average of the worst case per model), where one factor
-erred by up to 48% and tables + constant by up to 29%; a split of the tables into dense and
-light terms (4 coefficients) did no better (worst 7.9%), nor did a cost per removable block.
+Measured on the development machine (benchmarks/RESULTS.md, `benchmarks/latency_forms.py`): on
+six architectures in eager PyTorch and ONNX Runtime at 64 and 224 px, batch 1, every model of a
+case timed in one window of interleaved runs, this predicted all 96 of the solver's answers at
+90/70/50/30% within 5% (worst 4.9%, 2.4% on average of the worst case per model); one factor
+for all the tables (T+P+A+c) 94 of 96 (worst 6.3%), tables + parameters + constant 87 (worst
+8.5%), one factor alone 58 (worst 40%). A split into dense and light terms instead of early and
+late did worse (worst 7.0%), and so did a cost per removable block.
 """
 
 from __future__ import annotations
