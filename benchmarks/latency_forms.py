@@ -115,6 +115,7 @@ def predict(configs: dict, columns: list[str], coef: np.ndarray | None, name: st
 
 def analyze(paths: list[str]) -> None:
     worst: dict[str, list[float]] = {f: [] for f in FORMS}
+    within: dict[str, list[bool]] = {f: [] for f in FORMS}
     print("| case | noise | " + " | ".join(FORMS) + " |")
     print("|---|---:|" + "---:|" * len(FORMS))
     for path in paths:
@@ -127,11 +128,13 @@ def analyze(paths: list[str]) -> None:
             coef = fit(configs, columns, fit_on)
             errors = [abs(predict(configs, columns, coef, n) / configs[n]["measured_ms"] - 1) for n in check]
             worst[form].append(max(errors))
+            within[form] += [e <= 0.05 for e in errors]
             cells.append(f"{100 * statistics.mean(errors):.1f} / {100 * max(errors):.1f}")
         noise = statistics.median(c["noise"] for c in configs.values())
         print(f"| {d['case']} | {100 * noise:.1f}% | " + " | ".join(cells) + " |")
     print("| worst case | | " + " | ".join(f"{100 * max(v):.1f}" for v in worst.values()) + " |")
     print("| mean of worst | | " + " | ".join(f"{100 * statistics.mean(v):.1f}" for v in worst.values()) + " |")
+    print("| answers within 5% | | " + " | ".join(f"{sum(v)}/{len(v)}" for v in within.values()) + " |")
     print("(cells: mean / worst |error| in % on the answers at 90/70/50/30%)")
 
 
