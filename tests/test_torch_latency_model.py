@@ -147,6 +147,29 @@ def test_early_and_late_layers_may_cost_different_amounts_per_table_ms(kind):
     assert worst_one_factor > 0.02
 
 
+def test_halves_the_references_cannot_tell_apart_share_one_factor():
+    """Two latency terms over the same dim, one twice the other: every configuration has late = 2 x early, so no
+    measurement can split a factor between them; the fit gives both one factor and still predicts exactly."""
+    width = np.array([1.0, 2.0, 4.0])
+    spec = mdp_opt.Spec(
+        dims=(mdp_opt.Dim("a", (2, 4, 8)), mdp_opt.Dim("b", (2, 4, 8))),
+        objective=(mdp_opt.Term(("a",), width), mdp_opt.Term(("b",), width)),
+        costs={"latency": (mdp_opt.Term(("a",), width), mdp_opt.Term(("a",), 2 * width)),
+               "params": (mdp_opt.Term(("b",), 10 * width),)})
+    early, late = split_tables(spec.costs["latency"])
+    assert len(early) == 1 and len(late) == 1
+
+    def device(choice):
+        f = features(spec, choice, {})
+        return 0.5 + 3.0 * (f["tables_early"] + f["tables_late"]) + 0.1 * f["params"]
+
+    configs = [{"a": i, "b": j} for i in range(3) for j in range(3)]
+    fitted = fit_affine(spec, [Reference(f"c{k}", c, {}, (device(c),)) for k, c in enumerate(configs)])
+    assert not fitted.note
+    assert fitted.factors["tables_early"] == pytest.approx(3.0) and fitted.factors["tables_late"] == pytest.approx(3.0)
+    assert all(fitted.predict(features(spec, c, {})) == pytest.approx(device(c)) for c in configs)
+
+
 def test_too_few_references_fall_back_to_one_factor():
     _, _, raw, _ = built("resnet", "flops")
     choice, active = raw.full_configuration()

@@ -173,8 +173,9 @@ def split_tables(terms: Sequence[Term]) -> tuple[list[Term], list[Term]]:
 
     Early layers of a vision network work on large feature maps with few channels, late ones on small maps with
     many; a layer timed alone misjudges the two differently inside the whole model (measured: a factor per half
-    cut the worst error of the solver's answers from 6.3% to 4.9% over six architectures at 64 px, eager and
-    ONNX Runtime; benchmarks/RESULTS.md)."""
+    cut the worst error of the solver's answers from 6.3% to 4.9% over six architectures at 64 and 224 px, eager
+    and ONNX Runtime; benchmarks/RESULTS.md). When the reference models cannot tell the halves apart, the fit
+    gives them one factor."""
     full = np.array([float(t.table[(-1,) * t.table.ndim]) for t in terms])
     total = full.sum()
     if not total > 0:
@@ -213,10 +214,21 @@ def fit_affine(spec: Spec, references: Sequence[Reference], resource: str = "lat
     names = list(feats[0])
     scale = {n: max(abs(f[n]) for f in feats) or 1.0 for n in names}
     varying = [n for n in names if np.ptp([f[n] for f in feats]) > 1e-9 * scale[n]]
-    design = np.array([[f[n] / scale[n] for n in varying] + [1.0] for f in feats])
     table_parts = [n for n in names if n.startswith("tables")]
-    if (not set(table_parts) & set(varying) or len(references) <= len(varying)
-            or np.linalg.matrix_rank(design) < len(design[0])):
+    columns = [(n,) for n in varying]           # components sharing one factor, one column each
+
+    def design_of(columns: list[tuple[str, ...]]) -> np.ndarray:
+        cols = [[sum(f[n] for n in c) for f in feats] for c in columns]
+        return np.array([[v / (max(map(abs, col)) or 1.0) for v in col] for col in cols] + [[1.0] * len(feats)]).T
+
+    def deficient(design: np.ndarray) -> bool:
+        return np.linalg.matrix_rank(design) < design.shape[1]
+
+    halves = tuple(n for n in table_parts if n in varying)
+    if len(halves) == 2 and deficient(design_of(columns)):     # references that cannot tell the halves apart
+        columns = [halves] + [c for c in columns if c[0] not in halves]
+    design = design_of(columns)
+    if not halves or len(references) <= len(columns) or deficient(design):
         factor = measured[0] / tables[0]
         factors = {n: factor if n in table_parts else 0.0 for n in names}
         variable = sum(feats[0][n] for n in table_parts)
@@ -225,7 +237,9 @@ def fit_affine(spec: Spec, references: Sequence[Reference], resource: str = "lat
                                         "the full model")
     coef = nnls(design / measured[:, None], np.ones(len(measured)))
     factors = {n: 0.0 for n in names}
-    factors.update({n: float(c) / scale[n] for n, c in zip(varying, coef[:-1])})
+    for column, c in zip(columns, coef[:-1]):
+        size = max(abs(sum(f[n] for n in column)) for f in feats) or 1.0
+        factors.update({n: float(c) / size for n in column})
     note = "" if any(coef[:-1] > 0) else "every factor fitted to 0: the reference models measure alike"
     return AffineFit(factors, float(coef[-1]), tuple(references), tuple(feats), tuple(tables), note)
 
