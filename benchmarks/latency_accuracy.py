@@ -12,11 +12,12 @@ ONNX Runtime), it builds the spec as a user would (`build_spec` with `MeasuredLa
 measured tables, then the default affine calibration), solves it ONCE at each budget (no
 re-measurement), applies the answer and measures the pruned model; the full model is measured
 in the same interleaved runs, and so are the calibration's reference models (not reported): the
-answers run in a rotation as long as the calibration's (see `run_case`). Per budget it prints: the spec's prediction, the measurement
-(median of `--runs` runs), the error, and the noise floor (the spread of the medians of five
-interleaved subsets of the runs); the error after correcting for the machine's drift since the
-calibration (the median over the full model and the reference models of now / at calibration); the error that one factor through the full
-model (the previous default) would make on the same answer; and measured / budget.
+answers run in a rotation as long as the calibration's (see `run_case`). Per budget it prints:
+the spec's prediction, the measurement (median of `--runs` runs), the error, and the noise floor
+(the spread of the medians of five interleaved subsets of the runs); the error after correcting
+for the machine's drift since the calibration (the median over the full model and the reference
+models of now / at calibration); the error that one factor through the full model (the previous
+default) would make on the same answer; and measured / budget.
 
 Results are appended to a JSON-lines file (`--results`), so a long run can be split and
 resumed; `--report-only` prints the table and writes the plot (`--plot`, predicted vs measured
@@ -111,8 +112,8 @@ def run_case(arch: str, size: int, batch: int, runtime: str, args: argparse.Name
     solved = [pct for pct, r in answers.items() if r.has_solution]
     models = [full_model] + [handle.apply(answers[pct]) for pct in solved]
     # The rotation the calibration measured in: its reference models run between the answers' runs (timed, not
-    # used). A small model measures up to 20-40% slower when other models run between its runs than when it runs
-    # back to back, and a few percent slower in a rotation of 17 than of 5 (benchmarks/RESULTS.md, seventh
+    # used). A small model measures 13-30% slower when other models run between its runs than when it runs back to
+    # back, and up to 7% slower among 16 others than among 4 (benchmarks/rotation_effect.py; RESULTS.md, seventh
     # session), so validating in a shorter rotation than the calibration's reads as drift.
     references = [(name, choice, active) for name, choice, active in reference_configurations(spec) if name != "full"]
     models += [handle.apply(as_result(spec, choice, active, name)) for name, choice, active in references]

@@ -36,7 +36,7 @@ import mdp_opt
 from mdp_opt import Term
 from mdp_opt.adapters.torch import ImportanceWarning, MeasuredLatency, build_spec
 from mdp_opt.adapters.torch.latency_model import (as_result, nnls, noise_spread, reference_configurations,
-                                                          split_tables)
+                                                  split_tables)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from zoo_models import ARCHITECTURES, settle_batchnorm  # noqa: E402
@@ -84,7 +84,8 @@ def measure(args: argparse.Namespace) -> dict:
         thi = mdp_opt.evaluate(dense, choice, active).costs["latency"]
         te = mdp_opt.evaluate(early, choice, active).costs["latency"]
         out["configs"][name] = {"measured_ms": statistics.median(s), "noise": noise_spread(s), "T": ev.costs["latency"],
-                                "Thi": thi, "Tlo": ev.costs["latency"] - thi, "Te": te, "Tl": ev.costs["latency"] - te, "P": 4 * ev.costs["params"] / 2 ** 20,
+                                "Thi": thi, "Tlo": ev.costs["latency"] - thi, "Te": te, "Tl": ev.costs["latency"] - te,
+                                "P": 4 * ev.costs["params"] / 2 ** 20,
                                 "B": float(sum(active.values())), "1": 1.0,
                                 "terms": [per_term(raw, t, choice, active) for t in raw.costs["latency"]],
                                 "A": ev.costs.get("activations", 0.0)}

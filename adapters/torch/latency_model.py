@@ -217,17 +217,20 @@ def fit_affine(spec: Spec, references: Sequence[Reference], resource: str = "lat
     table_parts = [n for n in names if n.startswith("tables")]
     columns = [(n,) for n in varying]           # components sharing one factor, one column each
 
-    def design_of(columns: list[tuple[str, ...]]) -> np.ndarray:
-        cols = [[sum(f[n] for n in c) for f in feats] for c in columns]
-        return np.array([[v / (max(map(abs, col)) or 1.0) for v in col] for col in cols] + [[1.0] * len(feats)]).T
+    def design_of(columns: list[tuple[str, ...]]) -> tuple[np.ndarray, list[float]]:
+        """One column per group (its components' summed features over its largest value) and the constant's; the
+        largest values."""
+        cols = [np.array([sum(f[n] for n in c) for f in feats]) for c in columns]
+        sizes = [float(np.abs(col).max()) or 1.0 for col in cols]
+        return np.column_stack([col / size for col, size in zip(cols, sizes)] + [np.ones(len(feats))]), sizes
 
     def deficient(design: np.ndarray) -> bool:
         return np.linalg.matrix_rank(design) < design.shape[1]
 
     halves = tuple(n for n in table_parts if n in varying)
-    if len(halves) == 2 and deficient(design_of(columns)):     # references that cannot tell the halves apart
+    if len(halves) == 2 and deficient(design_of(columns)[0]):  # references that cannot tell the halves apart
         columns = [halves] + [c for c in columns if c[0] not in halves]
-    design = design_of(columns)
+    design, sizes = design_of(columns)
     if not halves or len(references) <= len(columns) or deficient(design):
         factor = measured[0] / tables[0]
         factors = {n: factor if n in table_parts else 0.0 for n in names}
@@ -237,8 +240,7 @@ def fit_affine(spec: Spec, references: Sequence[Reference], resource: str = "lat
                                         "the full model")
     coef = nnls(design / measured[:, None], np.ones(len(measured)))
     factors = {n: 0.0 for n in names}
-    for column, c in zip(columns, coef[:-1]):
-        size = max(abs(sum(f[n] for n in column)) for f in feats) or 1.0
+    for column, c, size in zip(columns, coef[:-1], sizes):
         factors.update({n: float(c) / size for n in column})
     note = "" if any(coef[:-1] > 0) else "every factor fitted to 0: the reference models measure alike"
     return AffineFit(factors, float(coef[-1]), tuple(references), tuple(feats), tuple(tables), note)
