@@ -5,8 +5,9 @@
 Calibration times its reference models in one rotation (A B C ... A B C ...), so a slow phase of the
 machine hits them all alike. This script times one model, the full configuration of an architecture
 (tests/zoo_models.py, random weights, 64 px, batch 1), in rotations with 0, 4 and 16 other models
-(random slimmings of it), with the cache flush before each run at the default size (8x L2) and at
-`--big-flush` MB (larger than the last-level cache), repeated `--repeats` times in turn. It prints the
+(random slimmings of it), and with 16 in streaks (`--streak` runs of a model kept per turn, after one
+dropped: `measure_interleaved(streak=...)`), with the cache flush before each run at the default size
+(8x L2) and at `--big-flush` MB (larger than the last-level cache), repeated `--repeats` times in turn. It prints the
 full model's median per setting and the noise floor (spread of the medians of five interleaved subsets).
 """
 
@@ -36,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--runs", type=int, default=60)
     p.add_argument("--repeats", type=int, default=2, help="times every setting is measured, in turn")
-    p.add_argument("--big-flush", type=int, default=96, help="MB written before each run in the second setting")
+    p.add_argument("--big-flush", type=int, default=96, help="MB written before each run in the second setting "
+                                                               "(0: no second setting)")
+    p.add_argument("--streak", type=int, default=3, help="runs in a row per turn in the last column")
     args = p.parse_args(argv)
     torch.manual_seed(0)
     model = ARCHITECTURES[args.arch](num_classes=1000, image_size=args.size)
@@ -50,18 +53,21 @@ def main(argv: list[str] | None = None) -> int:
     full = handle.apply(as_result(spec, *spec.full_configuration(), "full"))
     others = [handle.apply(as_result(spec, {d.name: int(rng.integers(d.size // 2, d.size)) for d in spec.dims},
                                      {b: True for b in spec.block_names}, "other")) for _ in range(16)]
-    timers = {"default": MeasuredLatency(runtime=args.runtime, progress=False, calibrate=False),
-              f"{args.big_flush} MB": MeasuredLatency(runtime=args.runtime, progress=False, calibrate=False,
-                                                      flush_mb=args.big_flush)}
+    timers = {"default": MeasuredLatency(runtime=args.runtime, progress=False, calibrate=False)}
+    if args.big_flush:
+        timers[f"{args.big_flush} MB"] = MeasuredLatency(runtime=args.runtime, progress=False, calibrate=False,
+                                                         flush_mb=args.big_flush)
+    settings = [(0, 1), (4, 1), (16, 1), (16, args.streak)]        # (other models in the rotation, streak)
     print(f"{args.arch} {args.size}px x1 {args.runtime}: the full model's median (noise) in ms; default flush "
-          f"{timers['default'].flush_mb} MB")
-    print("| repeat | flush | alone | 4 others | 16 others |")
-    print("|---|---|---:|---:|---:|")
+          f"{timers['default'].flush_mb} MB; last column: each model {args.streak + 1} runs in a row per turn, the "
+          "first dropped")
+    print(f"| repeat | flush | alone | 4 others | 16 others | 16 others, streaks of {args.streak} |")
+    print("|---|---|---:|---:|---:|---:|")
     for repeat in range(args.repeats):
         for name, timer in timers.items():
             cells = []
-            for k in (0, 4, 16):
-                samples = timer.measure_interleaved([full] + others[:k], x, args.runs)[0]
+            for k, streak in settings:
+                samples = timer.measure_interleaved([full] + others[:k], x, args.runs, streak=streak)[0]
                 cells.append(f"{statistics.median(samples):.3f} ({100 * noise_spread(samples):.1f}%)")
             print(f"| {repeat + 1} | {name} | " + " | ".join(cells) + " |", flush=True)
     return 0

@@ -221,14 +221,16 @@ class MeasuredLatency:
                                  self.flush_mb)
 
     def measure_interleaved(self, models: Sequence[nn.Module], example_input: torch.Tensor, runs: int,
-                            warmup: int = 2) -> list[list[float]]:
+                            warmup: int = 2, streak: int = 1) -> list[list[float]]:
         """Milliseconds of `runs` runs of each model, the models taken in turn run by run (A B C A B C ...),
-        so a slow phase of the machine falls on all of them alike; one list of samples per model."""
+        so a slow phase of the machine falls on all of them alike; one list of samples per model. With
+        `streak` > 1 each turn runs a model `streak` + 1 times in a row and drops the first
+        (A A A B B B ...; see `interleaved_samples`)."""
         compiled = [self.compiled(m, example_input) for m in models]
         with threads_ctx(self.threads), contextlib.ExitStack() as stack:
             for m in models:
                 stack.enter_context(eval_mode(m))
-            return interleaved_samples(compiled, example_input.device, runs, warmup, self.flush_mb)
+            return interleaved_samples(compiled, example_input.device, runs, warmup, self.flush_mb, streak=streak)
 
 
 def measure_latency(model: nn.Module, example_input: torch.Tensor, threads: int = 1, repeats: int = 20,
@@ -281,27 +283,34 @@ def time_samples(compiled: Compiled, device: torch.device, repeats: int, warmup:
 
 
 def interleaved_samples(compiled: Sequence[Compiled], device: torch.device, runs: int, warmup: int, flush_mb: int,
-                        twin: Compiled | None = None) -> list[list[float]]:
+                        twin: Compiled | None = None, streak: int = 1) -> list[list[float]]:
     """`time_samples` of several computations, one run of each in turn (on CPU in a steady heap:
-    `allocator.steady_heap`)."""
+    `allocator.steady_heap`). With `streak` > 1, each turn runs a computation `streak` + 1 times in a row
+    and keeps the last `streak` runs: the first finds the processor as the previous computation left it
+    (a small model measured 13-30% slower in a rotation than run after run; benchmarks/rotation_effect.py)."""
+    if streak < 1:
+        raise ValueError(f"streak: expected at least 1, got {streak!r}")
     cuda = device.type == "cuda"
     if not cuda:
         steady_heap()
     clock = time.thread_time_ns if not cuda and torch.get_num_threads() == 1 else time.perf_counter_ns
     samples: list[list[float]] = [[] for _ in compiled]
+    turns = warmup + -(-runs // streak)
+    in_a_row = 1 if streak == 1 else streak + 1
     with torch.no_grad():
-        for i in range(warmup + runs):
+        for i in range(turns):
             for c, out in zip(compiled, samples):
-                if not cuda and flush_mb:
-                    _flush_buffer(flush_mb).fill_(1.0)
-                if twin is not None:
-                    twin.run()
-                c.touch()            # the inputs are in cache, as after the layer that wrote them
-                start = clock()
-                c.run()
-                stop = clock()
-                if i >= warmup:
-                    out.append((stop - start) / 1e6)
+                for k in range(in_a_row):
+                    if not cuda and flush_mb:
+                        _flush_buffer(flush_mb).fill_(1.0)
+                    if twin is not None:
+                        twin.run()
+                    c.touch()            # the inputs are in cache, as after the layer that wrote them
+                    start = clock()
+                    c.run()
+                    stop = clock()
+                    if i >= warmup and k >= in_a_row - streak and len(out) < runs:
+                        out.append((stop - start) / 1e6)
     return samples
 
 
