@@ -17,7 +17,8 @@ the spec's prediction, the measurement (median of `--runs` runs), the error, and
 (the spread of the medians of five interleaved subsets of the runs); the error after correcting
 for the machine's drift since the calibration (the median over the full model and the reference
 models of now / at calibration); the error that one factor through the full model (the previous
-default) would make on the same answer; and measured / budget.
+default) would make on the same answer; measured / budget; and the answer timed alone, run after
+run, as `measure_latency` times one model (a small model runs faster alone than in a rotation).
 
 Results are appended to a JSON-lines file (`--results`), so a long run can be split and
 resumed; `--report-only` prints the table and writes the plot (`--plot`, predicted vs measured
@@ -122,6 +123,8 @@ def run_case(arch: str, size: int, batch: int, runtime: str, args: argparse.Name
     full_now = statistics.median(measured[0])
     drift = machine_drift(calibration["points"], ["full"] + [name for name, _, _ in references],
                           [measured[0]] + measured[1 + len(solved):])
+    # Each answer again alone, run after run, as a user times one model (`measure_latency`): not in a rotation.
+    alone = {pct: timer_now.measure(model, x, repeats=args.runs) for pct, model in zip(solved, models[1:])}
     rows = []
     for pct in args.budgets:
         result = answers[pct]
@@ -135,6 +138,7 @@ def run_case(arch: str, size: int, batch: int, runtime: str, args: argparse.Name
         rows.append({"budget": pct, "status": result.status.value, "predicted_ms": predicted, "measured_ms": ms,
                      "error": predicted / ms - 1, "noise": noise_spread(samples),
                      "drift_corrected_error": predicted / (ms / drift) - 1,
+                     "measured_alone_ms": alone[pct], "error_alone": predicted / alone[pct] - 1,
                      "factor_error": factor * raw_ms / ms - 1, "budget_ms": pct / 100 * spec.full_cost("latency"),
                      "blocks_kept": f"{sum(result.active.values())}/{len(result.active)}"})
     return {"arch": arch, "size": size, "batch": batch, "runtime": runtime, "device": args.device, "step": step,
@@ -160,7 +164,9 @@ def print_case(case: dict) -> None:
         print(f"  {r['budget']:3d}%: predicted {r['predicted_ms']:9.3f} ms  measured {r['measured_ms']:9.3f} ms  "
               f"error {100 * r['error']:+6.1f}%  noise {100 * r['noise']:4.1f}%  drift-corrected "
               f"{100 * r['drift_corrected_error']:+6.1f}%  one factor {100 * r['factor_error']:+6.1f}%  "
-              f"measured/budget {r['measured_ms'] / r['budget_ms']:.3f}  blocks {r['blocks_kept']}")
+              f"measured/budget {r['measured_ms'] / r['budget_ms']:.3f}  blocks {r['blocks_kept']}"
+              + (f"  alone {r['measured_alone_ms']:.3f} ms ({100 * r['error_alone']:+.1f}%)"
+                 if "measured_alone_ms" in r else ""))
 
 
 def verdict(error: float, noise: float) -> str:
@@ -202,7 +208,19 @@ def summary(cases: list[dict]) -> str:
             f"{100 * statistics.mean(corrected):.1f}%, worst {100 * max(corrected):.1f}%; one factor mean "
             f"{100 * statistics.mean(factor):.1f}%, worst {100 * max(factor):.1f}%; measured over budget: "
             f"{share(lambda r: r['measured_ms'] > r['budget_ms'])}, worst "
-            f"{100 * (max(r['measured_ms'] / r['budget_ms'] for r in rows) - 1):+.1f}%")
+            f"{100 * (max(r['measured_ms'] / r['budget_ms'] for r in rows) - 1):+.1f}%" + alone_summary(rows))
+
+
+def alone_summary(rows: list[dict]) -> str:
+    """The answers also timed alone (run after run, as `measure_latency` times a model; runs since the seventh
+    session): how far the prediction is from that."""
+    alone = [r for r in rows if "error_alone" in r]
+    if not alone:
+        return ""
+    errors = [r["error_alone"] for r in alone]
+    return (f"; timed alone ({len(alone)} answers): within 5% {sum(abs(e) <= TARGET for e in errors)}/{len(alone)}, "
+            f"mean error {100 * statistics.mean(errors):+.1f}%, range {100 * min(errors):+.1f}% to "
+            f"{100 * max(errors):+.1f}%")
 
 
 def plot(cases: list[dict], path: Path) -> None:

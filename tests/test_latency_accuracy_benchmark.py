@@ -36,7 +36,9 @@ def test_latency_accuracy_benchmark_on_a_tiny_setting(tmp_path):
         assert r["predicted_ms"] <= r["budget_ms"] * (1 + 1e-9)          # one solve, within its budget
         assert r["error"] == pytest.approx(r["predicted_ms"] / r["measured_ms"] - 1)
         assert r["noise"] >= 0
+        assert r["measured_alone_ms"] > 0 and r["error_alone"] == pytest.approx(r["predicted_ms"] / r["measured_alone_ms"] - 1)
     assert "| resnet18 | 32px x1 | eager | 80% |" in out.stdout and "answers: |error| <= 5%" in out.stdout
+    assert f"timed alone ({len(rows)} answers)" in out.stdout
     assert plot.stat().st_size > 10_000
     report = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "latency_accuracy.py"), "--report-only",
                              "--results", str(results), "--plot", ""], capture_output=True, text=True, timeout=120)
