@@ -89,7 +89,8 @@ def run_case(arch: str, size: int, batch: int, runtime: str, args: argparse.Name
 
     def timer(calibrate: bool | str) -> MeasuredLatency:
         return MeasuredLatency(threads=args.threads, repeats=args.repeats, cache_dir=args.cache_dir, progress=False,
-                               calibrate=calibrate, runtime=runtime, calibration_runs=args.runs)
+                               calibrate=calibrate, runtime=runtime, calibration_runs=args.runs,
+                               calibration_streak=args.streak)
 
     builder = build_spec
     start = time.perf_counter()
@@ -119,7 +120,7 @@ def run_case(arch: str, size: int, batch: int, runtime: str, args: argparse.Name
     references = [(name, choice, active) for name, choice, active in reference_configurations(spec) if name != "full"]
     models += [handle.apply(as_result(spec, choice, active, name)) for name, choice, active in references]
     timer_now = timer(False)
-    measured = timer_now.measure_interleaved(models, x, args.runs)
+    measured = timer_now.measure_interleaved(models, x, args.runs, streak=args.streak)
     full_now = statistics.median(measured[0])
     drift = machine_drift(calibration["points"], ["full"] + [name for name, _, _ in references],
                           [measured[0]] + measured[1 + len(solved):])
@@ -148,7 +149,7 @@ def run_case(arch: str, size: int, batch: int, runtime: str, args: argparse.Name
             "calibration": {k: calibration[k] for k in ("factors", "constant_ms", "points") if k in calibration},
             "calibration_note": calibration.get("note", ""), "importance_warnings": len(caught),
             "dims": len(spec.dims), "blocks": len(spec.blocks), "runs": args.runs, "repeats": args.repeats,
-            "rotation": len(models), "calibration_rotation": len(calibration["points"]),
+            "rotation": len(models), "calibration_rotation": len(calibration["points"]), "streak": args.streak,
             "rows": rows, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
@@ -292,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=21, help="timed repetitions per table entry")
     p.add_argument("--runs", type=int, default=30, help="runs of each whole model (calibration and validation)")
+    p.add_argument("--streak", type=int, default=1, help="runs of a whole model kept per turn, after one dropped "
+                                                         "(calibration and validation; 1: run by run)")
     p.add_argument("--scale", type=float, default=1.0, help="channel widths x this (1: the published widths)")
     p.add_argument("--step-scale", type=float, default=1.0, help="channel steps x this")
     p.add_argument("--backend", default=None, help="mdp-opt backend (default: milp, cpsat or dp)")

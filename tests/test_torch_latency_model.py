@@ -198,9 +198,10 @@ def test_nnls_matches_brute_force():
         assert np.sum((a @ x - b) ** 2) <= best + 1e-9
 
 
-@pytest.mark.parametrize("kind", ["resnet", "vit"])
-def test_measured_latency_is_calibrated_affinely_by_default(kind, tmp_path):
-    timer = MeasuredLatency(repeats=1, warmup=0, cache_dir=tmp_path, progress=False, calibration_runs=3)
+@pytest.mark.parametrize("kind, streak", [("resnet", 1), ("vit", 1), ("resnet", 2)])
+def test_measured_latency_is_calibrated_affinely_by_default(kind, streak, tmp_path):
+    timer = MeasuredLatency(repeats=1, warmup=0, cache_dir=tmp_path, progress=False, calibration_runs=3,
+                            calibration_streak=streak)
     _, _, spec, handle = built(kind, timer, costs=("latency",))
     record = spec.meta["latency_calibration"]
     assert record["method"] == "affine" and record["measured_with"].startswith("affine: measure_latency")
@@ -211,3 +212,8 @@ def test_measured_latency_is_calibrated_affinely_by_default(kind, tmp_path):
     _, _, with_params, _ = built(kind, MeasuredLatency(repeats=1, warmup=0, cache_dir=tmp_path, progress=False,
                                                        calibration_runs=3), costs=("latency", "params"))
     assert set(with_params.costs) == {"latency", "params"}
+
+
+def test_a_calibration_streak_below_one_is_refused():
+    with pytest.raises(ValueError, match="calibration_streak"):
+        MeasuredLatency(calibration_streak=0)

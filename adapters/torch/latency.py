@@ -65,6 +65,9 @@ class MeasuredLatency:
             "parts" (fixed and variable parts fitted apart), or False (the raw sums of the parts
             timed alone). The fit is recorded in `spec.meta["latency_calibration"]`.
         calibration_runs: runs of each reference model (all taken in turn, run by run) for "affine".
+        calibration_streak: runs of a reference model kept per turn (after one dropped; 1: run by run):
+            a small model runs faster run after run than in a rotation of models (see
+            `interleaved_samples`); streaks time it closer to how it runs alone.
         runtime: what runs the layers and the whole models: "eager" (PyTorch, the default),
             "onnxruntime" (ONNX Runtime, CPU execution provider; needs the `onnx` extra), or a
             `runtimes.Runtime` (e.g. `OnnxRuntime(optimization="extended")`, or one you write).
@@ -81,10 +84,11 @@ class MeasuredLatency:
     def __init__(self, threads: int = 1, repeats: int = 21, warmup: int = 2, cache_dir: str | Path | None = None,
                  progress: bool = True, flush_mb: int | None = None, calibrate: bool | str = True,
                  runtime: str | Runtime = "eager", calibration_runs: int = CALIBRATION_RUNS,
-                 pool: Any = None, checkpoint_s: float = CHECKPOINT_S) -> None:
+                 pool: Any = None, checkpoint_s: float = CHECKPOINT_S, calibration_streak: int = 1) -> None:
         flush_mb = default_flush_mb() if flush_mb is None else flush_mb
         for name, value, low in (("threads", threads, 1), ("repeats", repeats, 1), ("warmup", warmup, 0),
-                                 ("flush_mb", flush_mb, 0), ("calibration_runs", calibration_runs, 1)):
+                                 ("flush_mb", flush_mb, 0), ("calibration_runs", calibration_runs, 1),
+                                 ("calibration_streak", calibration_streak, 1)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
         if not (isinstance(calibrate, bool) or calibrate in METHODS):
@@ -93,6 +97,7 @@ class MeasuredLatency:
         self.flush_mb = flush_mb
         self.calibrate: str | None = "affine" if calibrate is True else (calibrate or None)
         self.calibration_runs = calibration_runs
+        self.calibration_streak = calibration_streak
         self.cache_dir = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
         self.runtime = get_runtime(runtime)
         self.pool = _check_pool(pool)
