@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 import mdp_opt
+from mdp_opt.evaluate import term_value
 from mdp_opt import Term
 from mdp_opt.adapters.torch import ImportanceWarning, MeasuredLatency, build_spec
 from mdp_opt.adapters.torch.latency_model import (as_result, nnls, noise_spread, reference_configurations,
@@ -87,16 +88,9 @@ def measure(args: argparse.Namespace) -> dict:
                                 "Thi": thi, "Tlo": ev.costs["latency"] - thi, "Te": te, "Tl": ev.costs["latency"] - te,
                                 "P": 4 * ev.costs["params"] / 2 ** 20,
                                 "B": float(sum(active.values())), "1": 1.0,
-                                "terms": [per_term(raw, t, choice, active) for t in raw.costs["latency"]],
+                                "terms": [term_value(t, choice, active) for t in raw.costs["latency"]],
                                 "A": ev.costs.get("activations", 0.0)}
     return out
-
-
-def per_term(spec, term, choice, active) -> float:
-    """One latency term's cost for a configuration (0 when its block is removed)."""
-    if term.block is not None and not active[term.block]:
-        return 0.0
-    return float(term.table[tuple(choice[d] for d in term.dims)]) if term.dims else float(term.table)
 
 
 def fit(configs: dict, columns: list[str], names: list[str]) -> np.ndarray | None:

@@ -7,8 +7,9 @@ machine hits them all alike. This script times one model, the full configuration
 (tests/zoo_models.py, random weights, 64 px, batch 1), in rotations with 0, 4 and 16 other models
 (random slimmings of it), and with 16 in streaks (`--streak` runs of a model kept per turn, after one
 dropped: `measure_interleaved(streak=...)`), with the cache flush before each run at the default size
-(8x L2) and at `--big-flush` MB (larger than the last-level cache), repeated `--repeats` times in turn. It prints the
-full model's median per setting and the noise floor (spread of the medians of five interleaved subsets).
+(8x L2) and at `--big-flush` MB (larger than the last-level cache), repeated `--repeats` times in
+turn. It prints the full model's median per setting and the noise floor (spread of the medians of five
+interleaved subsets).
 """
 
 from __future__ import annotations
@@ -59,8 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                                                          flush_mb=args.big_flush)
     settings = [(0, 1), (4, 1), (16, 1), (16, args.streak)]        # (other models in the rotation, streak)
     print(f"{args.arch} {args.size}px x1 {args.runtime}: the full model's median (noise) in ms; default flush "
-          f"{timers['default'].flush_mb} MB; last column: each model {args.streak + 1} runs in a row per turn, the "
-          "first dropped")
+          f"{timers['default'].flush_mb} MB; last column: `measure_interleaved(streak={args.streak})`")
     print(f"| repeat | flush | alone | 4 others | 16 others | 16 others, streaks of {args.streak} |")
     print("|---|---|---:|---:|---:|---:|")
     for repeat in range(args.repeats):

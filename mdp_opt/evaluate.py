@@ -12,7 +12,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from .budgets import within_budget
-from .spec import Spec, SpecError
+from .spec import Spec, SpecError, Term
 
 
 @dataclass(frozen=True)
@@ -68,14 +68,20 @@ def evaluate(spec: Spec, choice: Mapping[str, int], active: Mapping[str, bool] |
     check_configuration(spec, choice, active)
 
     def total(terms) -> float:
-        return math.fsum(float(t.table[tuple(choice[n] for n in t.dims)])
-                         for t in terms if t.block is None or active[t.block])
+        return math.fsum(term_value(t, choice, active) for t in terms)
 
     value = total(spec.objective)
     costs = {r: total(ts) for r, ts in spec.costs.items()}
     budgets = spec.budgets if budgets is None else budgets
     feasible = all(within_budget(costs[r], b) for r, b in budgets.items())
     return Evaluation(value, costs, feasible, kept_counts(spec, choice, active))
+
+
+def term_value(term: Term, choice: Mapping[str, int], active: Mapping[str, bool]) -> float:
+    """One term's entry for a configuration: 0 while its block is removed."""
+    if term.block is not None and not active[term.block]:
+        return 0.0
+    return float(term.table[tuple(choice[n] for n in term.dims)])
 
 
 def count_configurations(spec: Spec) -> int:
