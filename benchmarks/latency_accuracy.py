@@ -18,7 +18,9 @@ the spec's prediction, the measurement (median of `--runs` runs), the error, and
 for the machine's drift since the calibration (the median over the full model and the reference
 models of now / at calibration); the error that one factor through the full model (the previous
 default) would make on the same answer; measured / budget; and the answer timed alone, run after
-run, as `measure_latency` times one model (a small model runs faster alone than in a rotation).
+run, as `measure_latency` times one model (a small model runs faster alone than just after other
+models; the calibration settles each model's turn, `--settle-ms`, to time it as it runs alone), in
+three blocks taken in turn.
 
 Results are appended to a JSON-lines file (`--results`), so a long run can be split and
 resumed; `--report-only` prints the table and writes the plot (`--plot`, predicted vs measured
@@ -42,6 +44,7 @@ import torch.nn.functional as F
 
 import mdp_opt
 from mdp_opt.adapters.torch import ImportanceWarning, MeasuredLatency, build_spec
+from mdp_opt.adapters.torch.latency import CALIBRATION_SETTLE_MS
 from mdp_opt.adapters.torch.latency_model import as_result, noise_spread, reference_configurations
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -51,6 +54,7 @@ HERE = Path(__file__).resolve().parent
 STEPS = {"resnet18": 32, "resnet50": 64, "mobilenet_v2": 32, "vgg11": 64, "efficientnet_b0": 32, "vit_tiny": 16}
 VIT_STEPS = {"mlp_step": 64, "head_dim_step": 8}
 TARGET = 0.05
+ALONE_BLOCKS = 3
 
 
 def parse_configs(text: str) -> list[tuple[int, int]]:
@@ -90,7 +94,7 @@ def run_case(arch: str, size: int, batch: int, runtime: str, args: argparse.Name
     def timer(calibrate: bool | str) -> MeasuredLatency:
         return MeasuredLatency(threads=args.threads, repeats=args.repeats, cache_dir=args.cache_dir, progress=False,
                                calibrate=calibrate, runtime=runtime, calibration_runs=args.runs,
-                               calibration_streak=args.streak)
+                               calibration_streak=args.streak, calibration_settle_ms=args.settle_ms)
 
     builder = build_spec
     start = time.perf_counter()
@@ -120,12 +124,18 @@ def run_case(arch: str, size: int, batch: int, runtime: str, args: argparse.Name
     references = [(name, choice, active) for name, choice, active in reference_configurations(spec) if name != "full"]
     models += [handle.apply(as_result(spec, choice, active, name)) for name, choice, active in references]
     timer_now = timer(False)
-    measured = timer_now.measure_interleaved(models, x, args.runs, streak=args.streak)
+    measured = timer_now.measure_interleaved(models, x, args.runs, streak=args.streak, settle_ms=args.settle_ms)
     full_now = statistics.median(measured[0])
     drift = machine_drift(calibration["points"], ["full"] + [name for name, _, _ in references],
                           [measured[0]] + measured[1 + len(solved):])
-    # Each answer again alone, run after run, as a user times one model (`measure_latency`): not in a rotation.
-    alone = {pct: timer_now.measure(model, x, repeats=args.runs) for pct, model in zip(solved, models[1:])}
+    # Each answer again alone, run after run, as a user times one model (`measure_latency`): not in a rotation;
+    # in ALONE_BLOCKS blocks of runs taken in turn (the median of the blocks' medians), so that one slow phase of
+    # the machine does not fall on one answer only.
+    blocks: dict[int, list[float]] = {pct: [] for pct in solved}
+    for _ in range(ALONE_BLOCKS):
+        for pct, model in zip(solved, models[1:]):
+            blocks[pct].append(timer_now.measure(model, x, repeats=max(1, args.runs // ALONE_BLOCKS)))
+    alone = {pct: statistics.median(b) for pct, b in blocks.items()}
     rows = []
     for pct in args.budgets:
         result = answers[pct]
@@ -150,6 +160,7 @@ def run_case(arch: str, size: int, batch: int, runtime: str, args: argparse.Name
             "calibration_note": calibration.get("note", ""), "importance_warnings": len(caught),
             "dims": len(spec.dims), "blocks": len(spec.blocks), "runs": args.runs, "repeats": args.repeats,
             "rotation": len(models), "calibration_rotation": len(calibration["points"]), "streak": args.streak,
+            "settle_ms": args.settle_ms,
             "rows": rows, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
@@ -295,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=30, help="runs of each whole model (calibration and validation)")
     p.add_argument("--streak", type=int, default=1, help="runs of a whole model kept per turn, after one dropped "
                                                          "(calibration and validation; 1: run by run)")
+    p.add_argument("--settle-ms", type=float, default=CALIBRATION_SETTLE_MS,
+                   help="untimed runs of a whole model at the start of each turn, in ms (calibration and validation)")
     p.add_argument("--scale", type=float, default=1.0, help="channel widths x this (1: the published widths)")
     p.add_argument("--step-scale", type=float, default=1.0, help="channel steps x this")
     p.add_argument("--backend", default=None, help="mdp-opt backend (default: milp, cpsat or dp)")

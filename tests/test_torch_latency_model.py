@@ -217,3 +217,9 @@ def test_measured_latency_is_calibrated_affinely_by_default(kind, streak, tmp_pa
 def test_a_calibration_streak_below_one_is_refused():
     with pytest.raises(ValueError, match="calibration_streak"):
         MeasuredLatency(calibration_streak=0)
+
+
+@pytest.mark.parametrize("bad", [-1.0, True, "15", float("nan")])
+def test_a_bad_calibration_settling_time_is_refused(bad):
+    with pytest.raises(ValueError, match="calibration_settle_ms"):
+        MeasuredLatency(calibration_settle_ms=bad)

@@ -62,7 +62,8 @@ def calibrate_if_measured(spec: Spec, handle: Any, latency: Any, costs: Any, exa
         spec, _ = calibrate_latency(spec, handle, lambda m: latency.measure(m, example_input), latency.describe(),
                                     latency.calibrate, measure_many=lambda models: latency.measure_interleaved(
                                         models, example_input, latency.calibration_runs,
-                                        streak=latency.calibration_streak))
+                                        streak=latency.calibration_streak,
+                                        settle_ms=latency.calibration_settle_ms))
     if set(spec.costs) != set(costs):
         spec = spec.replace(costs={r: ts for r, ts in spec.costs.items() if r in costs})
     handle.spec = spec

@@ -36,6 +36,8 @@ from .runtimes import Compiled, EagerRuntime, ExportError, Runtime, get_runtime
 CALIBRATION_REPEATS = 10
 CALIBRATION_RUNS = 30
 FIRST_RUNS = 3
+MAX_SETTLE_RUNS = 16
+CALIBRATION_SETTLE_MS = 15.0
 DEFAULT_CACHE_DIR = Path(os.environ.get("MDP_OPT_CACHE", Path.home() / ".cache" / "mdp-opt")) / "latency"
 
 
@@ -65,9 +67,10 @@ class MeasuredLatency:
             "parts" (fixed and variable parts fitted apart), or False (the raw sums of the parts
             timed alone). The fit is recorded in `spec.meta["latency_calibration"]`.
         calibration_runs: runs of each reference model (all taken in turn, run by run) for "affine".
-        calibration_streak: runs of a reference model kept per turn (after one dropped; 1: run by run):
-            a small model runs faster run after run than in a rotation of models (see
-            `interleaved_samples`); streaks time it closer to how it runs alone.
+        calibration_streak: runs of a reference model kept per turn (after one dropped; 1: run by run).
+        calibration_settle_ms: before its kept runs in each turn, a reference model runs back to back for
+            about this long, untimed (`interleaved_samples`): a small model runs faster run after run
+            than just after other models ran, and users time a model alone; 0: no settling runs.
         runtime: what runs the layers and the whole models: "eager" (PyTorch, the default),
             "onnxruntime" (ONNX Runtime, CPU execution provider; needs the `onnx` extra), or a
             `runtimes.Runtime` (e.g. `OnnxRuntime(optimization="extended")`, or one you write).
@@ -84,7 +87,8 @@ class MeasuredLatency:
     def __init__(self, threads: int = 1, repeats: int = 21, warmup: int = 2, cache_dir: str | Path | None = None,
                  progress: bool = True, flush_mb: int | None = None, calibrate: bool | str = True,
                  runtime: str | Runtime = "eager", calibration_runs: int = CALIBRATION_RUNS,
-                 pool: Any = None, checkpoint_s: float = CHECKPOINT_S, calibration_streak: int = 1) -> None:
+                 pool: Any = None, checkpoint_s: float = CHECKPOINT_S, calibration_streak: int = 1,
+                 calibration_settle_ms: float = CALIBRATION_SETTLE_MS) -> None:
         flush_mb = default_flush_mb() if flush_mb is None else flush_mb
         for name, value, low in (("threads", threads, 1), ("repeats", repeats, 1), ("warmup", warmup, 0),
                                  ("flush_mb", flush_mb, 0), ("calibration_runs", calibration_runs, 1),
@@ -98,6 +102,10 @@ class MeasuredLatency:
         self.calibrate: str | None = "affine" if calibrate is True else (calibrate or None)
         self.calibration_runs = calibration_runs
         self.calibration_streak = calibration_streak
+        if isinstance(calibration_settle_ms, bool) or not isinstance(calibration_settle_ms, (int, float)) \
+                or not calibration_settle_ms >= 0:
+            raise ValueError(f"calibration_settle_ms: expected milliseconds >= 0, got {calibration_settle_ms!r}")
+        self.calibration_settle_ms = float(calibration_settle_ms)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
         self.runtime = get_runtime(runtime)
         self.pool = _check_pool(pool)
@@ -202,8 +210,10 @@ class MeasuredLatency:
 
     def describe(self) -> str:
         """How whole models are timed, for the spec's meta."""
+        turns = f"; in alternation, {self.calibration_streak} run(s) kept per turn" + (
+            f" after {self.calibration_settle_ms:g} ms of untimed runs" if self.calibration_settle_ms else "")
         return (f"measure_latency: runtime {self.runtime.key()}, threads={self.threads}, cache flushed "
-                f"({self.flush_mb} MB) before each run, {steady_heap()}")
+                f"({self.flush_mb} MB) before each run, {steady_heap()}{turns}")
 
     def compiled(self, model: nn.Module, example_input: torch.Tensor) -> Compiled:
         """`model` compiled by the runtime for `example_input`, kept while the model lives (compiled again
@@ -226,16 +236,18 @@ class MeasuredLatency:
                                  self.flush_mb)
 
     def measure_interleaved(self, models: Sequence[nn.Module], example_input: torch.Tensor, runs: int,
-                            warmup: int = 2, streak: int = 1) -> list[list[float]]:
+                            warmup: int = 2, streak: int = 1, settle_ms: float = 0.0) -> list[list[float]]:
         """Milliseconds of `runs` runs of each model, the models taken in turn run by run (A B C A B C ...),
         so a slow phase of the machine falls on all of them alike; one list of samples per model. With
         `streak` > 1 each turn runs a model `streak` + 1 times in a row and drops the first
-        (A A A B B B ...; see `interleaved_samples`)."""
+        (A A A B B B ...); with `settle_ms` > 0 each turn of a model starts with about that many
+        milliseconds of its runs, untimed (see `interleaved_samples`)."""
         compiled = [self.compiled(m, example_input) for m in models]
         with threads_ctx(self.threads), contextlib.ExitStack() as stack:
             for m in models:
                 stack.enter_context(eval_mode(m))
-            return interleaved_samples(compiled, example_input.device, runs, warmup, self.flush_mb, streak=streak)
+            return interleaved_samples(compiled, example_input.device, runs, warmup, self.flush_mb, streak=streak,
+                                       settle_ms=settle_ms)
 
 
 def measure_latency(model: nn.Module, example_input: torch.Tensor, threads: int = 1, repeats: int = 20,
@@ -288,35 +300,53 @@ def time_samples(compiled: Compiled, device: torch.device, repeats: int, warmup:
 
 
 def interleaved_samples(compiled: Sequence[Compiled], device: torch.device, runs: int, warmup: int, flush_mb: int,
-                        twin: Compiled | None = None, streak: int = 1) -> list[list[float]]:
+                        twin: Compiled | None = None, streak: int = 1, settle_ms: float = 0.0) -> list[list[float]]:
     """`time_samples` of several computations, one run of each in turn (on CPU in a steady heap:
     `allocator.steady_heap`). With `streak` > 1, each turn runs a computation `streak` + 1 times in a row
-    and keeps the last `streak` runs: the first finds the processor as the previous computation left it
-    (a small model measured 13-30% slower in a rotation than run after run; benchmarks/rotation_effect.py)."""
-    if streak < 1:
-        raise ValueError(f"streak: expected at least 1, got {streak!r}")
+    and keeps the last `streak` runs: the first finds the processor as the previous computation left it.
+    With `settle_ms` > 0, each turn first runs a computation back to back for about that long, untimed
+    (`settle_runs`, from one run of each before the first turn), so that every kept run finds the
+    processor as the computation's own runs leave it, as when it runs alone: a small model in ONNX
+    Runtime measured 15-30% slower just after other models ran, recovering over about 10 ms of its own
+    runs (benchmarks/rotation_effect.py; RESULTS.md, eighth session)."""
+    if not isinstance(streak, int) or streak < 1:
+        raise ValueError(f"streak: expected an integer >= 1, got {streak!r}")
+    if not settle_ms >= 0:
+        raise ValueError(f"settle_ms: expected milliseconds >= 0, got {settle_ms!r}")
     cuda = device.type == "cuda"
     if not cuda:
         steady_heap()
     clock = time.thread_time_ns if not cuda and torch.get_num_threads() == 1 else time.perf_counter_ns
+
+    def timed_run(c: Compiled) -> float:
+        if not cuda and flush_mb:
+            _flush_buffer(flush_mb).fill_(1.0)
+        if twin is not None:
+            twin.run()
+        c.touch()            # the inputs are in cache, as after the layer that wrote them
+        start = clock()
+        c.run()
+        return (clock() - start) / 1e6
+
     samples: list[list[float]] = [[] for _ in compiled]
     turns = warmup + -(-runs // streak)
-    in_a_row = 1 if streak == 1 else streak + 1
     with torch.no_grad():
+        first = [timed_run(c) for c in compiled] if settle_ms > 0 else [float("inf")] * len(compiled)
+        dropped = [settle_runs(ms, settle_ms, streak) for ms in first]
         for i in range(turns):
-            for c, out in zip(compiled, samples):
-                for k in range(in_a_row):
-                    if not cuda and flush_mb:
-                        _flush_buffer(flush_mb).fill_(1.0)
-                    if twin is not None:
-                        twin.run()
-                    c.touch()            # the inputs are in cache, as after the layer that wrote them
-                    start = clock()
-                    c.run()
-                    stop = clock()
-                    if i >= warmup and k >= in_a_row - streak and len(out) < runs:
-                        out.append((stop - start) / 1e6)
+            for c, out, drop in zip(compiled, samples, dropped):
+                for k in range(drop + (1 if streak == 1 else streak)):
+                    ms = timed_run(c)
+                    if i >= warmup and k >= drop and len(out) < runs:
+                        out.append(ms)
     return samples
+
+
+def settle_runs(run_ms: float, settle_ms: float, streak: int = 1) -> int:
+    """Runs dropped at the start of each turn of `interleaved_samples`: as many as fill `settle_ms` at
+    `run_ms` each (at most `MAX_SETTLE_RUNS`), and at least one in a streak (`streak` > 1)."""
+    fill = int(settle_ms / run_ms) if run_ms > 0 else MAX_SETTLE_RUNS
+    return max(1 if streak > 1 else 0, min(MAX_SETTLE_RUNS, fill))
 
 
 def time_call(fn: Callable[..., Any], inputs: list[torch.Tensor], device: torch.device, repeats: int,
