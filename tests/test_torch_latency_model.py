@@ -205,6 +205,7 @@ def test_measured_latency_is_calibrated_affinely_by_default(kind, streak, tmp_pa
     _, _, spec, handle = built(kind, timer, costs=("latency",))
     record = spec.meta["latency_calibration"]
     assert record["method"] == "affine" and record["measured_with"].startswith("affine: measure_latency")
+    assert f"{streak} run(s) kept per turn after 15 ms of untimed runs" in record["measured_with"]
     assert set(spec.costs) == {"latency"} and handle.spec is spec            # params used for the fit only
     assert all(p["runs"] == 3 and p["measured_ms"] > 0 for p in record["points"])
     full = next(p for p in record["points"] if p["model"] == "full")

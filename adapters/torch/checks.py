@@ -59,7 +59,8 @@ def calibrate_if_measured(spec: Spec, handle: Any, latency: Any, costs: Any, exa
     """The spec with measured latency tables calibrated against whole models (when asked), and only the
     resources in `costs`; set on the handle too."""
     if "latency" in costs and isinstance(latency, MeasuredLatency) and latency.calibrate:
-        spec, _ = calibrate_latency(spec, handle, lambda m: latency.measure(m, example_input), latency.describe(),
+        how = latency.describe() + (f"; {latency.describe_turns()}" if latency.calibrate == "affine" else "")
+        spec, _ = calibrate_latency(spec, handle, lambda m: latency.measure(m, example_input), how,
                                     latency.calibrate, measure_many=lambda models: latency.measure_interleaved(
                                         models, example_input, latency.calibration_runs,
                                         streak=latency.calibration_streak,

@@ -210,10 +210,13 @@ class MeasuredLatency:
 
     def describe(self) -> str:
         """How whole models are timed, for the spec's meta."""
-        turns = f"; in alternation, {self.calibration_streak} run(s) kept per turn" + (
-            f" after {self.calibration_settle_ms:g} ms of untimed runs" if self.calibration_settle_ms else "")
         return (f"measure_latency: runtime {self.runtime.key()}, threads={self.threads}, cache flushed "
-                f"({self.flush_mb} MB) before each run, {steady_heap()}{turns}")
+                f"({self.flush_mb} MB) before each run, {steady_heap()}")
+
+    def describe_turns(self) -> str:
+        """How the calibration takes its reference models in turn (`measure_interleaved`), for the spec's meta."""
+        return f"{self.calibration_streak} run(s) kept per turn" + (
+            f" after {self.calibration_settle_ms:g} ms of untimed runs" if self.calibration_settle_ms else "")
 
     def compiled(self, model: nn.Module, example_input: torch.Tensor) -> Compiled:
         """`model` compiled by the runtime for `example_input`, kept while the model lives (compiled again
