@@ -13,7 +13,6 @@ predicted / alone - 1.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import warnings
@@ -27,10 +26,8 @@ from mdp_opt.adapters.torch import MeasuredLatency, build_spec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from latency_accuracy import STEPS, VIT_STEPS  # noqa: E402
+from latency_accuracy import STEPS, VIT_STEPS, timed_alone  # noqa: E402
 from zoo_models import ARCHITECTURES, settle_batchnorm  # noqa: E402
-
-BLOCKS = 3
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,11 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         for settle_ms in (float(s) for s in args.settle_ms.split(",")):
             spec, _, timer = build(settle_ms)
             predicted = [mdp_opt.evaluate(spec, r.choice, r.active).costs["latency"] for r in answers]
-            blocks: list[list[float]] = [[] for _ in models]
-            for _ in range(BLOCKS):
-                for times, m in zip(blocks, models):
-                    times.append(timer.measure(m, x, repeats=max(1, args.runs // BLOCKS)))
-            alone = [statistics.median(t) for t in blocks]
+            alone = timed_alone(timer, models, x, args.runs)
             print(f"round {round_ + 1} settle {settle_ms:4g} ms: " + "  ".join(
                 f"{b}%: {p:.3f} / {a:.3f} ({100 * (p / a - 1):+.1f}%)" for b, p, a in zip(budgets, predicted, alone)),
                 flush=True)

@@ -79,6 +79,17 @@ def machine_drift(points: list[dict], names: list[str], samples: list[list[float
     return statistics.median(statistics.median(s) / then[n] for n, s in zip(names, samples) if n in then)
 
 
+def timed_alone(timer: MeasuredLatency, models: list[torch.nn.Module], x: torch.Tensor, runs: int) -> list[float]:
+    """Each model's median ms alone, run after run, as a user times one model (`measure_latency`), not in a
+    rotation: in ALONE_BLOCKS blocks of `runs` / ALONE_BLOCKS runs taken in turn, the median of the blocks'
+    medians, so that one slow phase of the machine does not fall on one model only."""
+    blocks: list[list[float]] = [[] for _ in models]
+    for _ in range(ALONE_BLOCKS):
+        for times, model in zip(blocks, models):
+            times.append(timer.measure(model, x, repeats=max(1, runs // ALONE_BLOCKS)))
+    return [statistics.median(b) for b in blocks]
+
+
 def run_case(arch: str, size: int, batch: int, runtime: str, args: argparse.Namespace) -> dict:
     """Build, calibrate, solve once per budget, measure; one JSON-ready record."""
     device = torch.device(args.device)
@@ -120,7 +131,8 @@ def run_case(arch: str, size: int, batch: int, runtime: str, args: argparse.Name
     # The rotation the calibration measured in: its reference models run between the answers' runs (timed, not
     # used). A small model measures 13-30% slower when other models run between its runs than when it runs back to
     # back, and up to 7% slower among 16 others than among 4 (benchmarks/rotation_effect.py; RESULTS.md, seventh
-    # session), so validating in a shorter rotation than the calibration's reads as drift.
+    # session), so without settling turns (`--settle-ms 0`) validating in a shorter rotation than the
+    # calibration's reads as drift.
     references = [(name, choice, active) for name, choice, active in reference_configurations(spec) if name != "full"]
     models += [handle.apply(as_result(spec, choice, active, name)) for name, choice, active in references]
     timer_now = timer(False)
@@ -128,14 +140,7 @@ def run_case(arch: str, size: int, batch: int, runtime: str, args: argparse.Name
     full_now = statistics.median(measured[0])
     drift = machine_drift(calibration["points"], ["full"] + [name for name, _, _ in references],
                           [measured[0]] + measured[1 + len(solved):])
-    # Each answer again alone, run after run, as a user times one model (`measure_latency`): not in a rotation;
-    # in ALONE_BLOCKS blocks of runs taken in turn (the median of the blocks' medians), so that one slow phase of
-    # the machine does not fall on one answer only.
-    blocks: dict[int, list[float]] = {pct: [] for pct in solved}
-    for _ in range(ALONE_BLOCKS):
-        for pct, model in zip(solved, models[1:]):
-            blocks[pct].append(timer_now.measure(model, x, repeats=max(1, args.runs // ALONE_BLOCKS)))
-    alone = {pct: statistics.median(b) for pct, b in blocks.items()}
+    alone = dict(zip(solved, timed_alone(timer_now, models[1:len(solved) + 1], x, args.runs)))
     rows = []
     for pct in args.budgets:
         result = answers[pct]
