@@ -23,9 +23,11 @@ small:
   anything the pair can become), or when its shortfall from the best candidate of its state
   (in value - lam.cost) exceeds what that state's max-marginal at lam leaves above the incumbent
   (the same bound conditioned on the state; one max-marginal pass gives it for every variable).
-  With several resources the test is made with several multiplier rows (the search's best and the points
-  of a grid around it whose bound on the whole spec stays within the gap, `_rows_around`): a pair is
-  dropped when any row's bound rules it out. And the passes aim at falling targets: a first
+  With several resources the multipliers are the Lagrangian dual's minimiser (the search's cutting planes
+  reach it exactly). The pruning takes several rows of multipliers too (a pair is dropped when any row's
+  bound rules it out), but one is used: a grid of rows around the best was kept while the search stopped
+  short of the minimum, and gave nothing once it reached it (29 multi-resource instances: 11.3 s with the
+  grid, 10.8 s without). And the passes aim at falling targets: a first
   pass keeps only what can reach a value just below the bound, and finds (and proves) the optimum when
   it is that good; else the target moves down, towards the incumbent (`_solve_by_targets`).
 
@@ -55,7 +57,6 @@ Options (`solve(..., backend="dp", **options)`):
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
 from dataclasses import dataclass, field
@@ -698,11 +699,11 @@ def _solve_by_targets(spec: Spec, limits: Mapping[str, float], graph: SpecGraph,
                       deadline: Deadline, multipliers: np.ndarray, bound: float, best: Best,
                       incumbent: list[Best]) -> Answer:
     """Exact passes with value pruning against falling targets (see TARGET_START), with the search's best
-    `multipliers` and rows around them (`_rows_around`); `best` is a feasible configuration, `bound` a proven
+    `multipliers`; `best` is a feasible configuration, `bound` a proven
     bound on every feasible value, `incumbent` gets every better configuration found (the answer at a stop)."""
     limit = limits[next(iter(limits))]
     gap = bound - best[0]
-    multipliers = _rows_around(graph, limits, multipliers, gap, deadline)
+    multipliers = multipliers[np.newaxis]
     marginals = _pruning_marginals(graph, list(limits), multipliers)
     step = gap / TARGET_START if gap > 0 else math.inf        # no gap (or a bound a hair below): one final pass
     targets = []
@@ -748,56 +749,6 @@ def _lagrangian_incumbent(spec: Spec, limits: Mapping[str, float], deadline: Dea
         return None
     choice, active, value = found
     return np.array([search.best_lambdas[r] for r in limits]), search.bound, (value, choice, active)
-
-
-# Value pruning's multiplier rows: the best multipliers scaled resource by resource by e^k for every combination
-# of these k (a grid around the best), kept where the dual value stays within the gap of the best's. On the hard
-# family's seed 7 (ViT-B, three resources, a 4.4% gap) the pass at the incumbent took 69.7 s with one row per
-# resource and direction, 14.2 s with a grid of steps -1..1 (65 rows), 6.7 s with -2..2 (30 rows kept).
-ROW_GRID = (-2.0, -1.0, 1.0, 2.0)        # the steps k != 0
-ROW_CANDIDATES = 124                     # grid points tried at most (all of them up to three resources), those
-                                         # moving fewer multipliers first
-ROW_ZERO = 1 / 64                        # a multiplier at 0 is raised from this share of the others' price
-
-
-def _rows_around(graph: SpecGraph, limits: Mapping[str, float], best: np.ndarray, gap: float,
-                 deadline: Deadline) -> np.ndarray:
-    """Multiplier rows for value pruning: `best` first, then the points of a grid around it (see ROW_GRID) whose
-    dual value is within `gap` of best's. Every row gives a proven bound; the best row gives the tightest on the
-    whole spec, but a pair that spends much of some resources and little of others is cut sooner by a row that
-    charges those more and these less (together the rows follow the bound's curvature in the costs left). A
-    multiplier at 0 is only raised, to ROW_ZERO * e^k of the others' share of the limits at steps k > 0 (not at
-    all when its limit is 0). Each point costs one elimination pass: at most ROW_CANDIDATES are tried."""
-    names = list(limits)
-    caps = np.array([float(limits[r]) for r in names])
-
-    def dual(row: np.ndarray) -> float:
-        if deadline.expired:
-            raise _TimeUp
-        return graph.max_sum(dict(zip(names, map(float, row))))[0] + float(row @ caps)
-
-    base = dual(best)
-    scale = float(best @ caps)
-    moves = []              # per resource, the values its multiplier moves to
-    for r in range(len(names)):
-        if best[r] > 0:
-            moves.append([best[r] * math.exp(k) for k in ROW_GRID])
-        elif scale > 0 and caps[r] > 0:
-            moves.append([ROW_ZERO * math.exp(k) * scale / caps[r] for k in ROW_GRID if k > 0])
-        else:
-            moves.append([])
-    points = (
-        (subset, values)
-        for moved in range(1, len(names) + 1)
-        for subset in itertools.combinations(range(len(names)), moved)
-        for values in itertools.product(*(moves[r] for r in subset)))
-    rows = [best]
-    for subset, values in itertools.islice(points, ROW_CANDIDATES):
-        row = best.copy()
-        row[list(subset)] = values
-        if dual(row) - base <= gap:
-            rows.append(row)
-    return np.array(rows)
 
 
 def _coarse_incumbent(spec: Spec, limits: Mapping[str, float], memory_cap: float,

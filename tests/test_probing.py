@@ -88,12 +88,13 @@ def test_probing_closes_a_duality_gap_the_fixing_leaves_open():
 
 
 def test_a_large_gap_triggers_probing_on_a_small_spec_and_the_optimum_is_the_same():
-    # the hard family's seed 7 (ViT-B, three resources, near-ties): 736 choices, but a 4.4% gap after the fixing
-    spec = mdp_opt.examples.make("hard", seed=7)
+    # the hard family's seed 17 (ViT-B, two resources): 736 choices, but a gap over PROBE_MIN_GAP after the fixing
+    # (seed 7's 4.4% was the coordinate search's; at the dual's minimum it is 0.03%)
+    spec = mdp_opt.examples.make("hard", seed=17)
     probed = mdp_opt.solve(spec, backend="cpsat", threads=2, time_limit=120)
     with no_probing():
         plain = mdp_opt.solve(spec, backend="cpsat", threads=2, time_limit=120)
     assert probed.stats["presolve"]["choices_total"] < probing.PROBE_MIN_CHOICES
-    assert probed.stats["presolve"]["probing"]["variable"] == "embed" and "probing" not in plain.stats["presolve"]
+    assert probed.stats["presolve"]["probing"]["variable"] == "block0.heads" and "probing" not in plain.stats["presolve"]
     assert probed.status is plain.status is mdp_opt.Status.OPTIMAL
     assert close(probed.objective, plain.objective)
