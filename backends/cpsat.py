@@ -111,9 +111,11 @@ def _run(model: LinearModel, caps: Mapping[str, float], hint: tuple | None, opts
     for r, cap in caps.items():
         cost = model.costs[r]
         nz = np.flatnonzero(cost.coef)
-        # integer coefficients: the variable part fits exactly when it is at most floor(cap - constant)
+        # integer coefficients: the variable part fits exactly when it is at most floor(cap - constant); a cap
+        # beyond CP-SAT's integers is clamped to them, which changes nothing (the part's total is under MAX_SCALED)
+        room = math.floor(cap - cost.constant)
         cp.add_linear_constraint(cp_model.LinearExpr.weighted_sum([x[i] for i in nz], _ints(cost.coef[nz])),
-                                 cp_model.INT_MIN, math.floor(cap - cost.constant))
+                                 cp_model.INT_MIN, min(max(room, cp_model.INT_MIN), cp_model.INT_MAX))
     nz = np.flatnonzero(model.objective.coef)
     cp.maximize(cp_model.LinearExpr.weighted_sum([x[i] for i in nz], _ints(model.objective.coef[nz])))
     if hint is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+import mdp_opt
 from mdp_opt import Dim, Spec, SpecError, Status, Term, get_backend, solve
 
 pytestmark = pytest.mark.skipif(not get_backend("cpsat").installed, reason="OR-Tools is not installed")
@@ -52,3 +53,17 @@ def test_cpsat_bad_resolution_is_an_error():
     for bad in (0.0, -1.0, {"params": 1.0}, "fine"):
         with pytest.raises(SpecError, match="resolution"):
             solve(spec, budget=1.5, backend="cpsat", presolve=False, resolution=bad)
+
+
+@pytest.mark.parametrize("huge", [1e30, -1e30])
+def test_a_budget_beyond_cp_sats_integers_is_clamped_not_a_crash(huge):
+    """A cap of 1e30 (a user's "no limit") scaled to CP-SAT's integers overflowed its int64 bounds (a TypeError
+    from OR-Tools); clamped, it is the same answer as HiGHS's: all kept within the other limit, or infeasible."""
+    spec = mdp_opt.examples.make("chain", depth=4, choices=5, params=True)
+    budget = {"latency": "50%", "params": huge}
+    ours = mdp_opt.solve(spec, budget, backend="cpsat", presolve=False)
+    theirs = mdp_opt.solve(spec, budget, backend="milp", presolve=False)
+    assert ours.status is theirs.status
+    assert ours.status is (mdp_opt.Status.OPTIMAL if huge > 0 else mdp_opt.Status.INFEASIBLE)
+    if huge > 0:
+        assert abs(ours.objective - theirs.objective) <= 1e-9 * max(1.0, abs(theirs.objective))
