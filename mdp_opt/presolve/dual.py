@@ -138,11 +138,13 @@ class LagrangianSearch:
         if not self.limits:
             self.point({})  # no budget: the unconstrained maximum is optimal
             return False
-        if len(self.limits) == 1:
-            (r,) = self.limits
-            _, starts = self.line_search(r, {r: 0.0}, cheapest[r])
-        else:
-            starts = self.cutting_planes()
+        starts: list[np.ndarray] = []       # local search starts from configurations the search met
+        if not (self.closed() or self.deadline.expired):
+            if len(self.limits) == 1:
+                (r,) = self.limits
+                _, starts = self.line_search(r, {r: 0.0}, cheapest[r])
+            else:
+                starts = self.cutting_planes()
         if self.polish and not self.closed():
             for x in self.best_starts(starts + ([self.incumbent] if self.incumbent is not None else [])):
                 if self.deadline.expired or self.closed():
