@@ -16,7 +16,7 @@ Targets:
 - frontier: 100 points of the latency frontier (dp's one pass, else one solve per budget; `--workers N`: in N
   processes) in <= 5 s on the real instances and <= 30 s on a 10,000-choice spec, every point proven optimal;
 - hard: `examples.make("hard", seed)` for 20 seeds: proven optimal within 60 s on all, median <= 1 s;
-- limits: every backend on a hard two-resource spec with time_limit=2: the overrun.
+- limits: every backend on ResNet-152 with three resources, time_limit=2: the overrun.
 """
 
 from __future__ import annotations
@@ -200,12 +200,15 @@ def hard(args) -> bool:
 
 
 def limits(args) -> bool:
-    print("\n### time_limit=2 s honoured (hard seed 7)\n")
+    # the one instance every backend still needs more than 2 s for (hard seed 7 was used until the multi-resource
+    # search reached the dual's minimum; it is now proven in well under a second)
+    print("\n### time_limit=2 s honoured (ResNet-152, latency, params and flops at 50%)\n")
     print("| backend | wall s | status | overrun s |")
     print("|---|---|---|---|")
     ok = True
     for b in args.backends:
-        r = measure({"kind": "solve", "example": "hard", "seed": 7, "sizes": {}, "backend": b, "time_limit": 2.0}, 1)
+        r = measure({"kind": "solve", "example": "resnet152", "sizes": {"params": True, "flops": True}, "backend": b,
+                     "budget": {r: "50%" for r in ("latency", "params", "flops")}, "time_limit": 2.0}, 1)
         if "error" in r:
             print(f"| {b} | error: {r['error']} | | |")
             ok = False

@@ -33,10 +33,6 @@ MAX_LINE_SEARCH_STEPS = 100
 MAX_PLANE_PASSES = 500     # several resources: passes of the cutting-plane search (measured: 20-60 to the minimum)
 BOX = 1e3                  # several resources: multipliers stay below BOX * (largest value) per unit of relative cost
 CLIMB_STARTS = 3
-# several resources: the cutting planes make fewer passes, so fewer starts lie near the limits; 6 per resource
-# found better incumbents on the hard family's seeds 13 and 17 (17: 1,638,180 -> 1,643,187, 523 -> 354 choices
-# left) at 0.0-0.2 s more
-CLIMB_STARTS_SEVERAL = 6
 GAP_SHARE = 0.05    # one resource: the line search stops once the bound can improve by at most this share of the gap
 FRONTIER_GAP_SHARE = 0.01   # the same within a frontier (a `SharedPresolve`) of a large spec (see `settled`)
 
@@ -181,7 +177,7 @@ class LagrangianSearch:
         return [x for x, _, _ in self.points]
 
     def best_starts(self, starts: list[np.ndarray]) -> list[np.ndarray]:
-        """The CLIMB_STARTS (CLIMB_STARTS_SEVERAL with several resources; per limited resource) distinct starts of highest Lagrangian value at the best
+        """The CLIMB_STARTS (per limited resource) distinct starts of highest Lagrangian value at the best
         multipliers, best first:
         climbs from far below the limit were measured to take most of the local search's time and never
         to give the incumbent."""
@@ -189,8 +185,7 @@ class LagrangianSearch:
         for x in starts:
             value, costs = self.graph.evaluate(x)
             scored[x.tobytes()] = (value - sum(lam * (costs[r] - self.limits[r]) for r, lam in self.best_lambdas.items()), x)
-        per_resource = CLIMB_STARTS if len(self.limits) == 1 else CLIMB_STARTS_SEVERAL
-        return [x for _, x in sorted(scored.values(), key=lambda item: -item[0])[:per_resource * len(self.limits)]]
+        return [x for _, x in sorted(scored.values(), key=lambda item: -item[0])[:CLIMB_STARTS * len(self.limits)]]
 
     def line_search(self, r: str, lambdas: dict[str, float], cheapest: tuple[np.ndarray, float, dict[str, float]]
                     ) -> tuple[float, list[np.ndarray]]:
