@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from mdp_opt import Feature, Result, Status, backends_with, solve
+import itertools
+from typing import Iterator, Mapping
+
+from mdp_opt import Evaluation, Feature, Result, Spec, Status, backends_with, evaluate, solve
 from mdp_opt.result import OPTIMALITY_GAP, relative_gap
 
 REFERENCE = backends_with(Feature.REFERENCE)[0]
@@ -12,6 +15,16 @@ HEURISTIC = backends_with(without=[Feature.EXACT, Feature.REFERENCE])
 
 def reference(spec, budget) -> Result:
     return solve(spec, budget, backend=REFERENCE)
+
+
+def every_configuration(spec: Spec, budgets: Mapping[str, float] | None = None
+                        ) -> Iterator[tuple[dict[str, int], dict[str, bool], Evaluation]]:
+    """Every configuration of `spec` (choice, active) with the core's evaluation of it under `budgets`: the
+    independent referee's walk, for specs small enough for brute force."""
+    for idx in itertools.product(*[range(d.size) for d in spec.dims]):
+        for states in itertools.product([False, True], repeat=len(spec.blocks)):
+            choice, active = dict(zip(spec.dim_names, idx)), dict(zip(spec.block_names, states))
+            yield choice, active, evaluate(spec, choice, active, budgets)
 
 
 # An exact backend that counts in integers (CP-SAT) rounds a float objective to a finest unit, so on float data

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 import mdp_opt
 from mdp_opt import Dim, Spec, Term, factor_graph
 from mdp_opt.factor_graph import EliminationPlan, SpecGraph, TableTooLarge, elimination_order
+from reference import every_configuration
 from strategies import specs
 
 
@@ -161,12 +162,8 @@ def test_memory_cap_refuses_before_computing_and_names_the_table_size():
 
 
 def _brute_lagrangian(spec: Spec, lambdas: dict[str, float]) -> float:
-    best = -np.inf
-    for idx in itertools.product(*[range(d.size) for d in spec.dims]):
-        for states in itertools.product([False, True], repeat=len(spec.blocks)):
-            ev = mdp_opt.evaluate(spec, dict(zip(spec.dim_names, idx)), dict(zip(spec.block_names, states)), {})
-            best = max(best, ev.value - sum(lam * ev.costs[r] for r, lam in lambdas.items()))
-    return best
+    return max(ev.value - sum(lam * ev.costs[r] for r, lam in lambdas.items())
+               for _, _, ev in every_configuration(spec, {}))
 
 
 @settings(max_examples=40)

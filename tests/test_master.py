@@ -4,8 +4,6 @@ the linear programme over the convex hull of all configurations."""
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -17,6 +15,7 @@ from mdp_opt.factor_graph import SpecGraph
 from mdp_opt.presolve import presolve
 from mdp_opt.presolve.dual import LagrangianSearch
 from mdp_opt.presolve.master import envelope_minimum
+from reference import every_configuration
 from strategies import specs
 
 linprog = pytest.importorskip("scipy.optimize").linprog
@@ -52,13 +51,9 @@ def test_the_master_finds_the_lowest_point_of_the_envelope(data):
 def hull_optimum(spec: mdp_opt.Spec, caps: dict[str, float]) -> float | None:
     """max over convex combinations of all configurations within the limits (None when there is none): the
     Lagrangian dual's minimum, by LP duality."""
-    values, costs = [], []
-    for idx in itertools.product(*[range(d.size) for d in spec.dims]):
-        for states in itertools.product([False, True], repeat=len(spec.blocks)):
-            ev = mdp_opt.evaluate(spec, dict(zip(spec.dim_names, idx)), dict(zip(spec.block_names, states)))
-            values.append(ev.value)
-            costs.append([ev.costs[r] for r in caps])
-    costs = np.array(costs)
+    evaluations = [ev for _, _, ev in every_configuration(spec)]
+    values = [ev.value for ev in evaluations]
+    costs = np.array([[ev.costs[r] for r in caps] for ev in evaluations])
     result = linprog(-np.array(values), A_ub=costs.T, b_ub=list(caps.values()), A_eq=np.ones((1, len(values))),
                      b_eq=[1.0], bounds=(0, None), method="highs")
     return None if result.status == 2 else -result.fun

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from unittest import mock
 
 import numpy as np
@@ -15,7 +14,7 @@ from mdp_opt import Answer, BackendError, Dim, Spec, Status, Term
 from mdp_opt.budgets import limits
 from mdp_opt.presolve import dual, presolve
 from mdp_opt.presolve.local_search import best_partners
-from reference import REFERENCE
+from reference import REFERENCE, every_configuration
 from strategies import problems
 
 
@@ -26,13 +25,7 @@ def brute_force(spec: Spec, caps) -> Answer:
 
 def all_optima(spec: Spec, budgets) -> tuple[float | None, list[tuple[dict, dict]]]:
     """The optimal value and every optimal configuration, by walking all configurations with evaluate()."""
-    feasible = []
-    for idx in itertools.product(*[range(d.size) for d in spec.dims]):
-        for states in itertools.product([False, True], repeat=len(spec.blocks)):
-            choice, active = dict(zip(spec.dim_names, idx)), dict(zip(spec.block_names, states))
-            ev = mdp_opt.evaluate(spec, choice, active, budgets)
-            if ev.feasible:
-                feasible.append((choice, active, ev.value))
+    feasible = [(choice, active, ev.value) for choice, active, ev in every_configuration(spec, budgets) if ev.feasible]
     if not feasible:
         return None, []
     best = max(v for _, _, v in feasible)

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 import mdp_opt
 from mdp_opt import Answer, BackendError, Spec, SpecError, Status
 from mdp_opt.cli import main
+from reference import every_configuration
 from strategies import problems
 from test_spec import EXAMPLE
 
@@ -108,13 +109,7 @@ def test_brute_force_is_feasible_and_no_feasible_configuration_is_better(problem
     result = mdp_opt.solve(spec, budget, backend="brute")
     budgets = mdp_opt.resolve_budgets(spec, budget)
     # independent referee: walk every configuration with evaluate()
-    import itertools
-    best = None
-    for idx in itertools.product(*[range(d.size) for d in spec.dims]):
-        for states in itertools.product([False, True], repeat=len(spec.blocks)):
-            ev = mdp_opt.evaluate(spec, dict(zip(spec.dim_names, idx)), dict(zip(spec.block_names, states)), budgets)
-            if ev.feasible and (best is None or ev.value > best):
-                best = ev.value
+    best = max((ev.value for _, _, ev in every_configuration(spec, budgets) if ev.feasible), default=None)
     if best is None:
         assert result.status is Status.INFEASIBLE
     else:
