@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import math
 
 import numpy as np
 import pytest
@@ -288,7 +289,11 @@ def test_measured_latency_tables_are_cached(tmp_path):
     files = list(tmp_path.glob("*.json"))
     assert len(files) == 1 and "threads1" in files[0].name and "batch1" in files[0].name
     cached = json.loads(files[0].read_text())["entries"]
-    assert cached and all(e["ms"] > 0 for e in cached.values())
+    # 0.0 is a valid entry: a layer cheaper than the call overhead the timer subtracts (an in-place relu on
+    # 16 elements measures a few microseconds, within that overhead's noise); every convolution costs more
+    assert cached and all(math.isfinite(e["ms"]) and e["ms"] >= 0 for e in cached.values())
+    assert all(e["ms"] > 0 for key, e in cached.items() if key.startswith("Conv2d("))
+    assert sum(key.startswith("Conv2d(") for key in cached) >= 4
     again, _ = build_spec(model, x, data=data, loss_fn=F.cross_entropy, latency=timer, step=16)
     assert again.costs == spec.costs      # identical tables: read back, not timed again
     smallest = mdp_opt.evaluate(spec, {d.name: 0 for d in spec.dims}).costs["latency"]
