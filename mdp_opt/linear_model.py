@@ -13,7 +13,14 @@ Every exact solver backend (CP-SAT, HiGHS) translates the same `LinearModel`:
   block share one family. For integral `z, y` this forces `w` onto the single hot cell (all zero
   when the block is removed, since then every `g` is 0);
 - arity 1 terms weight `g` (or `z`) directly, arity 0 terms are constants (`constant * y[b]`
-  when blocked).
+  when blocked);
+- except in a small component: dims and blocks that the model's terms link to each other, with at
+  most `COMPONENT_CONFIGURATIONS` configurations, get one family `c` instead, a one-hot over the
+  configurations of the component (its dims' choices and its blocks' states) that replaces its dims'
+  `z`; a block's `y` equals the sum of `c` over the configurations where it is active. Every term
+  over the component's dims weights `c`. Its relaxation is the convex hull of the component's
+  configurations (the marginal families are only as tight on trees), and a solver sees each
+  configuration's whole cost in one variable.
 
 Every variable lies in [0, 1], and in every integral solution all of them are 0/1. Only `z` and
 `y` must be declared integer in a MILP (`integral`); the others are integral whenever those are.
@@ -31,6 +38,9 @@ import numpy as np
 from .deadline import Deadline
 from .spec import Spec, SpecError
 
+# the largest component (configurations of its dims and blocks) that gets one variable per configuration
+COMPONENT_CONFIGURATIONS = 1024
+
 
 @dataclass(frozen=True)
 class Linear:
@@ -47,15 +57,17 @@ class Linear:
 class Family:
     """A group of variables of which at most one is 1 in any integral solution.
 
-    kind is "z" (one-hot of `dim`), "y" (block binary), "g" (gated one-hot of `dim` in `block`)
-    or "w" (joint cells over `dims` in `block`, or unblocked). `index` holds variable indices
-    shaped like the choices of `dims` (a 0-d array for "y").
+    kind is "z" (one-hot of `dim`), "y" (block binary), "g" (gated one-hot of `dim` in `block`),
+    "w" (joint cells over `dims` in `block`, or unblocked) or "c" (the configurations of a component:
+    `dims`, then `blocks` as axes of two states, removed then active). `index` holds variable indices
+    shaped like the choices of `dims` (then the states of `blocks`; a 0-d array for "y").
     """
 
     kind: str
     index: np.ndarray
     dims: tuple[str, ...]
     block: str | None
+    blocks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -78,6 +90,7 @@ class LinearModel:
     families: tuple[Family, ...]
     z: Mapping[str, np.ndarray]
     y: Mapping[str, int]
+    dim_names: tuple[str, ...]
 
     def label(self, var: int) -> str:
         """A readable name of variable `var` (for debugging; solvers get no names, which may not be valid
@@ -106,25 +119,36 @@ class LinearModel:
         for f in self.families:
             if f.kind == "y":
                 x[f.index] = on[f.block]
+            elif f.kind == "c":
+                x[f.index[tuple(choice[d] for d in f.dims) + tuple(int(on[b]) for b in f.blocks)]] = 1.0
             elif f.block is None or on[f.block]:
                 x[f.index[tuple(choice[d] for d in f.dims)]] = 1.0
         return x
 
     def decode(self, x: np.ndarray) -> tuple[dict[str, int], dict[str, bool]]:
-        """The configuration of a (near-)integral solution: argmax of each one-hot, y > 0.5."""
+        """The configuration of a (near-)integral solution: argmax of each one-hot (`z`, or a component's
+        `c`), y > 0.5."""
         choice = {d: int(np.argmax(x[idx])) for d, idx in self.z.items()}
+        for f in self.families:
+            if f.kind == "c":
+                cell = np.unravel_index(int(np.argmax(x[f.index.ravel()])), f.index.shape)
+                choice.update(zip(f.dims, map(int, cell)))
         active = {b: bool(x[i] > 0.5) for b, i in self.y.items()}
-        return choice, active
+        return {d: choice[d] for d in self.dim_names}, active
 
 
-def build(spec: Spec, budgets: Mapping[str, float], deadline: Deadline | None = None) -> LinearModel:
+def build(spec: Spec, budgets: Mapping[str, float], deadline: Deadline | None = None,
+          component_configurations: int = COMPONENT_CONFIGURATIONS) -> LinearModel:
     """The marginal linearisation of `spec` with cost expressions for the budgeted resources. With a
-    `deadline`, building checks it as it goes (raising `TimeUp`): large models take seconds to build."""
-    return _Builder(spec, deadline or Deadline(None)).finish(budgets)
+    `deadline`, building checks it as it goes (raising `TimeUp`): large models take seconds to build.
+    Components with at most `component_configurations` configurations get one variable per configuration
+    (0: none does)."""
+    return _Builder(spec, budgets, deadline or Deadline(None), component_configurations).finish(budgets)
 
 
 class _Builder:
-    def __init__(self, spec: Spec, deadline: Deadline) -> None:
+    def __init__(self, spec: Spec, budgets: Mapping[str, float], deadline: Deadline,
+                 component_configurations: int) -> None:
         self.spec = spec
         self.deadline = deadline
         self.count = 0
@@ -132,21 +156,40 @@ class _Builder:
         self.rows: list[tuple[list[int], list[float], float, float]] = []
         self.families: list[Family] = []
         self.order = {n: i for i, n in enumerate(spec.dim_names)}
-        self.z = {d.name: self._new_family("z", (d.name,), None, integral=True) for d in spec.dims}
+        components = _small_components(spec, budgets, component_configurations)
+        in_components = {d for dims, _ in components for d in dims}
+        self.z = {d.name: self._new_family("z", (d.name,), None, integral=True)
+                  for d in spec.dims if d.name not in in_components}
         self.y = {b: int(self._new_family("y", (), b, integral=True)) for b in spec.block_names}
         self.g: dict[tuple[str, str], np.ndarray] = {}
         self.w: dict[tuple[tuple[str, ...], str | None], np.ndarray] = {}
-        for d in spec.dims:
-            self.rows.append((list(self.z[d.name]), [1.0] * d.size, 1.0, 1.0))
+        self.component: dict[str, Family] = {}      # dim -> its component's "c" family, where it has one
+        for d, z in self.z.items():
+            self.rows.append((list(z), [1.0] * len(z), 1.0, 1.0))
+        for dims, blocks in components:
+            self.configurations(dims, blocks)
 
-    def _new_family(self, kind: str, dims: tuple[str, ...], block: str | None, integral: bool) -> np.ndarray:
-        shape = tuple(self.spec.dim(d).size for d in dims)
+    def _new_family(self, kind: str, dims: tuple[str, ...], block: str | None, integral: bool,
+                    blocks: tuple[str, ...] = ()) -> np.ndarray:
+        shape = tuple(self.spec.dim(d).size for d in dims) + (2,) * len(blocks)
         size = int(np.prod(shape, dtype=np.int64))
         index = np.arange(self.count, self.count + size).reshape(shape)
         self.count += size
         self.integral.append(np.full(size, integral))
-        self.families.append(Family(kind, index, dims, block))
+        self.families.append(Family(kind, index, dims, block, blocks))
         return index
+
+    def configurations(self, dims: tuple[str, ...], blocks: tuple[str, ...]) -> None:
+        """A one-hot over the configurations of a component (in place of its dims' one-hots), each block's
+        binary the sum over the configurations where it is active."""
+        c = self._new_family("c", dims, None, integral=True, blocks=blocks)
+        self.rows.append((list(c.ravel()), [1.0] * c.size, 1.0, 1.0))
+        for axis, b in enumerate(blocks, start=len(dims)):
+            cells = list(np.moveaxis(c, axis, 0)[1].ravel())
+            self.rows.append((cells + [self.y[b]], [1.0] * len(cells) + [-1.0], 0.0, 0.0))
+        family = self.families[-1]
+        for d in dims:
+            self.component[d] = family
 
     def gate(self, dim: str, block: str | None) -> np.ndarray:
         """One-hot of `dim` that is all zero while `block` is removed (z itself when unblocked)."""
@@ -184,6 +227,10 @@ class _Builder:
                 return float(term.table)
             coef[self.y[term.block]] += float(term.table)
             return 0.0
+        if term.dims[0] in self.component:
+            family = self.component[term.dims[0]]
+            coef[family.index.ravel()] += self._on_configurations(term, family).ravel()
+            return 0.0
         if len(term.dims) == 1:
             index = self.gate(term.dims[0], term.block)
         else:
@@ -192,6 +239,22 @@ class _Builder:
             index = family.transpose([canonical.index(d) for d in term.dims])
         np.add.at(coef, index.ravel(), term.table.ravel())
         return 0.0
+
+    @staticmethod
+    def _on_configurations(term, family: Family) -> np.ndarray:
+        """`term`'s value at every configuration of `family`'s component (0 where its block is removed)."""
+        order = sorted(range(len(term.dims)), key=lambda i: family.dims.index(term.dims[i]))
+        shape = [1] * len(family.dims)
+        for i in order:
+            shape[family.dims.index(term.dims[i])] = term.table.shape[i]
+        table = term.table.transpose(order).reshape(shape)
+        cells = np.zeros(family.index.shape)
+        if term.block is None:
+            cells += table.reshape(shape + [1] * len(family.blocks))
+        else:
+            active = np.moveaxis(cells, len(family.dims) + family.blocks.index(term.block), 0)[1]   # a view
+            active += table.reshape(shape + [1] * (len(family.blocks) - 1))
+        return cells
 
     def finish(self, budgets: Mapping[str, float]) -> LinearModel:
         for r in budgets:
@@ -212,9 +275,12 @@ class _Builder:
             row_coef=np.array([c for r in self.rows for c in r[1]], dtype=np.float64),
             row_lower=np.array([r[2] for r in self.rows], dtype=np.float64),
             row_upper=np.array([r[3] for r in self.rows], dtype=np.float64),
-            objective=objective, costs=costs, families=tuple(self.families), z=self.z, y=self.y)
+            objective=objective, costs=costs, families=tuple(self.families), z=self.z, y=self.y,
+            dim_names=self.spec.dim_names)
 
     def _touch(self, term) -> None:
+        if term.dims[0] in self.component:
+            return
         if len(term.dims) == 1:
             self.gate(term.dims[0], term.block)
         else:
@@ -224,3 +290,39 @@ class _Builder:
         coef = np.zeros(self.count)
         constant = sum(self.add_term(coef, t) for t in terms)
         return Linear(coef, float(constant))
+
+
+def _small_components(spec: Spec, budgets: Mapping[str, float], largest: int
+                      ) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+    """(dims, blocks) of each component with at least two of them and at most `largest` configurations:
+    dims and blocks linked by the terms of the objective and the budgeted costs (a term links its dims and
+    its block), in spec order."""
+    parent: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def root(node: tuple[str, str]) -> tuple[str, str]:
+        while parent.setdefault(node, node) != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    for resource, _, term in spec.terms():
+        if not term.dims or not (resource is None or resource in budgets):
+            continue
+        nodes = [("dim", d) for d in term.dims] + ([("block", term.block)] if term.block else [])
+        for node in nodes[1:]:
+            parent[root(node)] = root(nodes[0])
+        root(nodes[0])
+    members: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for node in list(parent):
+        members.setdefault(root(node), []).append(node)
+    out = []
+    for nodes in members.values():
+        dims = tuple(d for d in spec.dim_names if ("dim", d) in nodes)
+        blocks = tuple(b for b in spec.block_names if ("block", b) in nodes)
+        size = 2 ** len(blocks)
+        for d in dims:
+            size *= spec.dim(d).size
+        if len(dims) + len(blocks) >= 2 and size <= largest:
+            out.append((dims, blocks))
+    out.sort(key=lambda c: spec.dim_names.index(c[0][0]))
+    return out

@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 from typing import Iterator, Mapping
 
+import numpy as np
+
 from mdp_opt import Evaluation, Feature, Result, Spec, Status, backends_with, evaluate, solve
 from mdp_opt.result import OPTIMALITY_GAP, relative_gap
 
@@ -25,6 +27,19 @@ def every_configuration(spec: Spec, budgets: Mapping[str, float] | None = None
         for states in itertools.product([False, True], repeat=len(spec.blocks)):
             choice, active = dict(zip(spec.dim_names, idx)), dict(zip(spec.block_names, states))
             yield choice, active, evaluate(spec, choice, active, budgets)
+
+
+def hull_optimum(spec: Spec, caps: Mapping[str, float]) -> float | None:
+    """max over convex combinations of all configurations within the limits `caps` (None when there is none):
+    the Lagrangian dual's minimum, by LP duality, and the best any linear relaxation can be."""
+    from scipy.optimize import linprog
+
+    evaluations = [ev for _, _, ev in every_configuration(spec)]
+    values = [ev.value for ev in evaluations]
+    costs = np.array([[ev.costs[r] for r in caps] for ev in evaluations])
+    result = linprog(-np.array(values), A_ub=costs.T, b_ub=list(caps.values()), A_eq=np.ones((1, len(values))),
+                     b_eq=[1.0], bounds=(0, None), method="highs")
+    return None if result.status == 2 else -result.fun
 
 
 # An exact backend that counts in integers (CP-SAT) rounds a float objective to a finest unit, so on float data

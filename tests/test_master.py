@@ -15,7 +15,7 @@ from mdp_opt.factor_graph import SpecGraph
 from mdp_opt.presolve import presolve
 from mdp_opt.presolve.dual import LagrangianSearch
 from mdp_opt.presolve.master import envelope_minimum
-from reference import every_configuration
+from reference import hull_optimum
 from strategies import specs
 
 linprog = pytest.importorskip("scipy.optimize").linprog
@@ -46,17 +46,6 @@ def test_the_master_finds_the_lowest_point_of_the_envelope(data):
     assert abs(model - reference.fun) <= 1e-8 * scale
     assert np.all(lambdas >= 0) and np.all(lambdas <= upper)
     assert abs(np.max(values - excess @ lambdas) - model) <= 1e-8 * scale   # the model is attained at lambdas
-
-
-def hull_optimum(spec: mdp_opt.Spec, caps: dict[str, float]) -> float | None:
-    """max over convex combinations of all configurations within the limits (None when there is none): the
-    Lagrangian dual's minimum, by LP duality."""
-    evaluations = [ev for _, _, ev in every_configuration(spec)]
-    values = [ev.value for ev in evaluations]
-    costs = np.array([[ev.costs[r] for r in caps] for ev in evaluations])
-    result = linprog(-np.array(values), A_ub=costs.T, b_ub=list(caps.values()), A_eq=np.ones((1, len(values))),
-                     b_eq=[1.0], bounds=(0, None), method="highs")
-    return None if result.status == 2 else -result.fun
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
