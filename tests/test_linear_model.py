@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -65,12 +67,12 @@ def test_linear_model_is_exact_on_every_configuration(components, spec, data):
 @settings(max_examples=80, deadline=None)
 @given(spec=specs(), share=st.sampled_from([0.2, 0.5, 0.8]))
 def test_the_relaxation_of_small_components_is_their_convex_hull(spec, share):
-    """Every component of these specs has at most 4**4 * 2**2 = 1,024 configurations, so each gets its
-    configuration family and the LP relaxation is the LP over the convex hull of all configurations; the
-    marginal families alone are a relaxation too, never below it."""
+    """Every component of these specs has at most 4**4 * 2**2 = 1,024 configurations, so with no growth limit
+    each gets its configuration family and the LP relaxation is the LP over the convex hull of all
+    configurations; the marginal families alone are a relaxation too, never below it."""
     caps = limits(mdp_opt.resolve_budgets(spec, {r: f"{share:.0%}" for r in spec.costs}))
     hull = hull_optimum(spec, caps)
-    with_components = relaxation(build(spec, caps), caps)
+    with_components = relaxation(build(spec, caps, component_growth=math.inf), caps)
     marginal = relaxation(build(spec, caps, component_configurations=MARGINAL_ONLY), caps)
     if hull is None:
         assert with_components is None
@@ -95,9 +97,15 @@ def test_a_frustrated_cycle_is_tight_only_with_the_configuration_family():
     assert mdp_opt.solve(spec, caps, backend="cpsat", presolve=False).objective == 2.0
 
 
-def test_components_over_the_limit_keep_the_marginal_families():
-    spec = Spec(dims=[Dim("a", tuple(range(1, 41))), Dim("b", tuple(range(1, 41)))],
+def test_components_over_the_limits_keep_the_marginal_families():
+    pair = Spec(dims=[Dim("a", tuple(range(1, 41))), Dim("b", tuple(range(1, 41)))],
                 objective=[Term(("a", "b"), np.ones((40, 40)))], costs={"latency": [Term(("a",), np.arange(40.0))]})
-    kinds = {f.kind for f in build(spec, {"latency": 10.0}).families}
-    assert "c" not in kinds and {"z", "w"} <= kinds              # 1,600 configurations: over the limit
-    assert "c" in {f.kind for f in build(spec, {"latency": 10.0}, component_configurations=1600).families}
+    kinds = {f.kind for f in build(pair, {"latency": 10.0}).families}
+    assert "c" not in kinds and {"z", "w"} <= kinds              # 1,600 configurations: over the size limit
+    assert "c" in {f.kind for f in build(pair, {"latency": 10.0}, component_configurations=1600).families}
+    # a star of three dims of 10 choices: 1,000 configurations against 30 + 2 * 100 marginal variables
+    star = Spec(dims=[Dim(n, tuple(range(1, 11))) for n in "hqv"],
+                objective=[Term(("h", "q"), np.ones((10, 10))), Term(("h", "v"), np.ones((10, 10)))],
+                costs={"latency": [Term(("h",), np.arange(10.0))]})
+    assert "c" not in {f.kind for f in build(star, {"latency": 5.0}).families}     # over 4x: the growth limit
+    assert "c" in {f.kind for f in build(star, {"latency": 5.0}, component_growth=5).families}
