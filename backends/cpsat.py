@@ -1,8 +1,9 @@
-"""Exact backend: OR-Tools CP-SAT on the marginal linearisation of `mdp_opt.linear_model`.
+"""Exact backend: OR-Tools CP-SAT on the exact linearisation of `mdp_opt.linear_model`
+(marginal families; small components as one-hots over their configurations).
 
-Every variable of the linearisation (one-hots, block binaries, gated one-hots, joint cells) is a
-CP-SAT Boolean: in integral solutions they are all 0/1, and Booleans let CP-SAT propagate the
-marginal equalities as clauses. CP-SAT needs integer data, so the spec goes through the core's
+Every variable of the linearisation (one-hots, block binaries, gated one-hots, joint cells, component
+configurations) is a CP-SAT Boolean: in integral solutions they are all 0/1, and Booleans let CP-SAT
+propagate the marginal equalities as clauses. CP-SAT needs integer data, so the spec goes through the core's
 cost-rounding reduction (`mdp_opt.rounding`):
 
 - costs are scaled by a power of ten (the smallest that makes every cost entry integral, when one
@@ -233,4 +234,4 @@ def _int_or(value: float, default: int) -> int:
 register_backend("cpsat", solve, options=DEFAULTS, extra="cpsat", missing=MISSING, check=check_options,
                  features={Feature.EXACT, Feature.BOUND, Feature.HINT, Feature.PRESOLVE, Feature.THREADS,
                            Feature.TIME_LIMIT, Feature.INTERRUPT},
-                 description="OR-Tools CP-SAT on the marginal linearisation (exact)")
+                 description="OR-Tools CP-SAT on the exact linearisation (exact)")

@@ -1,4 +1,5 @@
-"""Exact backend: HiGHS (through `highspy`) on the marginal linearisation of `mdp_opt.linear_model`.
+"""Exact backend: HiGHS (through `highspy`) on the exact linearisation of `mdp_opt.linear_model`
+(marginal families; small components as one-hots over their configurations).
 
 Options:
     threads      HiGHS threads (None: HiGHS's default, half the hardware threads). HiGHS keeps one
@@ -204,4 +205,4 @@ def _bound(info, model: LinearModel, objective_unit: float) -> float | None:
 register_backend("milp", solve, options=DEFAULTS, extra="milp", missing=MISSING, check=check_options,
                  features={Feature.EXACT, Feature.BOUND, Feature.HINT, Feature.PRESOLVE, Feature.THREADS,
                            Feature.TIME_LIMIT, Feature.INTERRUPT},
-                 description="HiGHS MILP on the marginal linearisation (exact)")
+                 description="HiGHS MILP on the exact linearisation (exact)")

@@ -1,4 +1,5 @@
-"""The marginal (RLT) linearisation of a spec, as solver-neutral arrays.
+"""The exact linearisation of a spec (marginal, or RLT, families; small components as one-hots over
+their configurations), as solver-neutral arrays.
 
 Every exact solver backend (CP-SAT, HiGHS) translates the same `LinearModel`:
 
@@ -26,7 +27,7 @@ Every exact solver backend (CP-SAT, HiGHS) translates the same `LinearModel`:
   60 s to about 1 s with cpsat; on hard seed 17 (components of 200-2,200 configurations, trees) the
   configuration families without the growth limit made cpsat 1.7x slower.
 
-Every variable lies in [0, 1], and in every integral solution all of them are 0/1. Only `z` and
+Every variable lies in [0, 1], and in every integral solution all of them are 0/1. Only `z`, `c` and
 `y` must be declared integer in a MILP (`integral`); the others are integral whenever those are.
 The objective and each budgeted resource's cost are `Linear` expressions; budget rows are left to
 the backend, which may need to scale and round them.
@@ -147,7 +148,7 @@ class LinearModel:
 def build(spec: Spec, budgets: Mapping[str, float], deadline: Deadline | None = None,
           component_configurations: int = COMPONENT_CONFIGURATIONS,
           component_growth: float = COMPONENT_GROWTH) -> LinearModel:
-    """The marginal linearisation of `spec` with cost expressions for the budgeted resources. With a
+    """The exact linearisation of `spec` with cost expressions for the budgeted resources. With a
     `deadline`, building checks it as it goes (raising `TimeUp`): large models take seconds to build.
     A component gets one variable per configuration when it has at most `component_configurations` of them
     (0: none does) and at most `component_growth` times the variables of the marginal families it replaces."""
@@ -190,6 +191,7 @@ class _Builder:
     def configurations(self, dims: tuple[str, ...], blocks: tuple[str, ...]) -> None:
         """A one-hot over the configurations of a component (in place of its dims' one-hots), each block's
         binary the sum over the configurations where it is active."""
+        self.deadline.check()
         c = self._new_family("c", dims, None, integral=True, blocks=blocks)
         self.rows.append((list(c.ravel()), [1.0] * c.size, 1.0, 1.0))
         for axis, b in enumerate(blocks, start=len(dims)):
