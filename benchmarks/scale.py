@@ -1,8 +1,10 @@
 """Issue 18's targets, measured: every exact backend side by side, one table per target, a verdict per target.
 
     flock /work/bench.lock .venv/bin/python benchmarks/scale.py [--targets single,multi,frontier,hard,limits]
-        [--backends cpsat,milp,dp] [--repeats 1] [--hard-seeds 20] [--workers 1] [--quick]
+        [--backends cpsat,milp,dp] [--repeats 1] [--hard-seeds 20] [--hard-first-seed 0] [--workers 1] [--quick]
 
+The single, multi and hard targets also check that the backends agree: a verified value above another
+backend's proven bound (two different proven optima, say) is printed as a DISAGREEMENT and fails the target.
 Every solve runs in a fresh process (so that its peak memory, the `ru_maxrss` of that process, spec
 included, is its own), with the presolve on, 2 threads for the backends that take them and a time limit
 (120 s; 60 s for the hard family). Rows print as they finish; the median over `--repeats` is shown.
@@ -15,7 +17,8 @@ Targets:
   single-resource one;
 - frontier: 100 points of the latency frontier (dp's one pass, else one solve per budget; `--workers N`: in N
   processes) in <= 5 s on the real instances and <= 30 s on a 10,000-choice spec, every point proven optimal;
-- hard: `examples.make("hard", seed)` for 20 seeds: proven optimal within 60 s on all, median <= 1 s;
+- hard: `examples.make("hard", seed)` for 20 seeds: proven optimal within 60 s on all, median <= 1 s
+  (`--hard-first-seed 20 --hard-seeds 30`: the next 30, beyond the target);
 - limits: every backend on ResNet-152 with three resources, time_limit=2: the overrun.
 """
 
@@ -100,6 +103,22 @@ def measure(job: dict[str, Any], repeats: int) -> dict[str, Any]:
 
 # ---- targets -----------------------------------------------------------------------------------------
 
+def disagreement(label: str, rows: dict[str, dict[str, Any]]) -> bool:
+    """Print and return True when a backend's verified value lies above another's proven bound (two different
+    proven optima, for one), as `mdp_opt.bench` judges it: the product promises that this cannot happen."""
+    from mdp_opt.bench import BenchRow, compare
+    found = compare([BenchRow(label, b, r["status"], r.get("objective"), r.get("bound"))
+                     for b, r in rows.items() if "error" not in r])[1]
+    for line in found:
+        print(f"\n**DISAGREEMENT** {line}\n", flush=True)
+    return bool(found)
+
+
+def agreement_line(disagreements: int, rows: int) -> None:
+    print(f"\n- proven optima of the backends agree on {rows - disagreements} of {rows} rows"
+          + ("" if not disagreements else ": NOT met (exactness)"))
+
+
 def cell(r: dict[str, Any]) -> str:
     if "error" in r:
         return f"error: {r['error']}"
@@ -111,8 +130,8 @@ def single(args) -> bool:
     print("\n### Single resource (latency 50%)\n")
     print("| spec | dims / choices | " + " | ".join(args.backends) + " | presolve s | presolve gap | kept | peak MiB | target |")
     print("|---|---|" + "---|" * len(args.backends) + "---|---|---|---|---|")
-    ok = True
-    for label, example, sizes in SINGLE if not args.quick else SINGLE[:4]:
+    ok, disagreements, specs = True, 0, SINGLE if not args.quick else SINGLE[:4]
+    for label, example, sizes in specs:
         rows = {b: measure({"kind": "solve", "example": example, "sizes": sizes, "backend": b,
                             "time_limit": args.time_limit}, args.repeats) for b in args.backends}
         first = next((r for r in rows.values() if "error" not in r), {})
@@ -120,19 +139,21 @@ def single(args) -> bool:
         limit = 1.0 if choices <= 10_000 else 5.0
         met = all("error" not in r and r["status"] == "optimal" and r["seconds"] <= limit and r["peak_mib"] < 1024
                   for r in rows.values())
+        disagreements += disagreement(label, rows)
         ok &= met
         print(f"| {label} | {first.get('dims')} / {choices:,} | " + " | ".join(cell(rows[b]) for b in args.backends)
               + f" | {_num(first.get('presolve_seconds'))} | {_gap(first.get('presolve_gap'))} | {first.get('kept')} | "
               f"{max(r.get('peak_mib', 0) for r in rows.values()):.0f} | <= {limit:g} s: {'met' if met else 'NOT met'} |",
               flush=True)
-    return ok
+    agreement_line(disagreements, len(specs))
+    return ok and not disagreements
 
 
 def multi(args) -> bool:
     print("\n### Two and three resources (latency, params, flops at 50%)\n")
     print("| spec | resources | " + " | ".join(args.backends) + " | presolve gap | single-resource gap | target |")
     print("|---|---|" + "---|" * len(args.backends) + "---|---|---|")
-    ok = True
+    ok, disagreements = True, 0
     shapes = MULTI_SHAPES if not args.quick else MULTI_SHAPES[:2]
     for label, example in shapes:
         base = measure({"kind": "solve", "example": example, "sizes": {}, "backend": args.backends[0],
@@ -144,11 +165,13 @@ def multi(args) -> bool:
                                 "time_limit": args.time_limit}, args.repeats) for b in args.backends}
             first = next((r for r in rows.values() if "error" not in r), {})
             met = all("error" not in r and r["status"] == "optimal" and r["seconds"] <= 2.0 for r in rows.values())
+            disagreements += disagreement(f"{label} with {1 + len(extra)} resources", rows)
             ok &= met
             print(f"| {label} | {1 + len(extra)} | " + " | ".join(cell(rows[b]) for b in args.backends)
                   + f" | {_gap(first.get('presolve_gap'))} | {_gap(base.get('presolve_gap'))} | "
                   f"<= 2 s: {'met' if met else 'NOT met'} |", flush=True)
-    return ok
+    agreement_line(disagreements, 2 * len(shapes))
+    return ok and not disagreements
 
 
 def frontier(args) -> bool:
@@ -172,15 +195,18 @@ def frontier(args) -> bool:
 
 
 def hard(args) -> bool:
-    print(f"\n### Hard family: examples.make('hard', seed) for {args.hard_seeds} seeds, time limit 60 s\n")
+    seeds = range(args.hard_first_seed, args.hard_first_seed + args.hard_seeds)
+    print(f"\n### Hard family: examples.make('hard', seed) for seeds {seeds.start}-{seeds.stop - 1}, time limit 60 s\n")
     print("| seed | shape | resources | dims / choices | " + " | ".join(args.backends) + " | presolve gap |")
     print("|---|---|---|---|" + "---|" * len(args.backends) + "---|")
     times: dict[str, list[float]] = {b: [] for b in args.backends}
     proven = {b: 0 for b in args.backends}
-    for seed in range(args.hard_seeds):
+    disagreements = 0
+    for seed in seeds:
         rows = {b: measure({"kind": "solve", "example": "hard", "seed": seed, "sizes": {}, "backend": b,
                             "time_limit": 60.0}, args.repeats) for b in args.backends}
         first = next((r for r in rows.values() if "error" not in r), {})
+        disagreements += disagreement(f"hard seed {seed}", rows)
         for b, r in rows.items():
             if "error" not in r:
                 times[b].append(r["seconds"])
@@ -188,8 +214,8 @@ def hard(args) -> bool:
         shape = "ResNet-101" if seed % 2 == 0 else "ViT-B"
         print(f"| {seed} | {shape} | {3 if (seed // 2) % 2 else 2} | {first.get('dims')} / {first.get('choices', 0):,} | "
               + " | ".join(cell(rows[b]) for b in args.backends) + f" | {_gap(first.get('presolve_gap'))} |", flush=True)
-    ok = True
-    print()
+    ok = not disagreements
+    agreement_line(disagreements, len(seeds))
     for b in args.backends:
         median = statistics.median(times[b]) if times[b] else float("nan")
         met = proven[b] == args.hard_seeds and median <= 1.0
@@ -236,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backends", default="cpsat,milp,dp")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--time-limit", type=float, default=120.0)
-    parser.add_argument("--hard-seeds", type=int, default=20)
+    parser.add_argument("--hard-seeds", type=int, default=20, help="how many hard seeds (the target: 20)")
+    parser.add_argument("--hard-first-seed", type=int, default=0, help="the first hard seed")
     parser.add_argument("--workers", type=int, default=1, help="frontier: solve budget by budget in this many "
                         "processes (where dp's one pass does not apply)")
     parser.add_argument("--quick", action="store_true", help="the first rows of each target only")
