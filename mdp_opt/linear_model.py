@@ -336,12 +336,15 @@ def _small_components(spec: Spec, budgets: Mapping[str, float], largest: int, gr
                 families.update(((d,), term.block) for d in term.dims)       # gated one-hots
     for dims, block in families:
         marginal[root(("dim", dims[0]))] += math.prod(spec.dim(d).size for d in dims)
+    position = {**{("dim", d): i for i, d in enumerate(spec.dim_names)},
+                **{("block", b): i for i, b in enumerate(spec.block_names)}}
     out = []
     for key, nodes in members.items():
-        dims = tuple(d for d in spec.dim_names if ("dim", d) in nodes)
-        blocks = tuple(b for b in spec.block_names if ("block", b) in nodes)
+        ordered = sorted(nodes, key=position.__getitem__)
+        dims = tuple(name for kind, name in ordered if kind == "dim")
+        blocks = tuple(name for kind, name in ordered if kind == "block")
         size = 2 ** len(blocks) * math.prod(spec.dim(d).size for d in dims)
         if len(nodes) >= 2 and size <= min(largest, growth * marginal[key]):
             out.append((dims, blocks))
-    out.sort(key=lambda c: spec.dim_names.index(c[0][0]))
+    out.sort(key=lambda c: position[("dim", c[0][0])])
     return out
