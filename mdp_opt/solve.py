@@ -114,7 +114,7 @@ def _solved(spec: Spec, caps: Mapping[str, float], info: Backend, fn: Any, optio
     if user_hint is not None:
         user_hint = configuration_from_hint(spec, user_hint)
     shared = presolve if isinstance(presolve, SharedPresolve) else None
-    pre = progress["presolved"] = run_presolve(spec, caps, deadline, shared=shared)
+    pre = progress["presolved"] = run_presolve(spec, caps, deadline, shared=shared, hint=user_hint)
     if pre.decided:
         return pre.answer()
     if deadline.expired:

@@ -137,11 +137,15 @@ class Presolved:
 
 
 def presolve(spec: Spec, limits: Mapping[str, float], deadline: Deadline | None = None,
-             memory_limit: float = PRESOLVE_MEMORY_LIMIT, shared: SharedPresolve | None = None) -> Presolved:
+             memory_limit: float = PRESOLVE_MEMORY_LIMIT, shared: SharedPresolve | None = None,
+             hint: Configuration | None = None) -> Presolved:
     """Apply the presolve to `spec` under `limits` (resource -> largest cost allowed; see `budgets.limits`).
 
     `shared`: a `SharedPresolve` of this same spec (its factor graph, earlier passes and incumbents are
     reused, and this call's incumbent is added to it; its own memory limit applies).
+    `hint`: a configuration (choice, active), such as the user's hint: when it fits the limits it is the first
+    incumbent, so the fixing keeps only what could beat it (`stats["hint_value"]`: its value, None when it
+    does not fit).
 
     One round: repeating the fixing on the reduced spec was measured to remove nothing more (the
     configurations that attain the dual bound all survive, so the reduced spec has the same bound).
@@ -180,11 +184,20 @@ def presolve(spec: Spec, limits: Mapping[str, float], deadline: Deadline | None 
         shared.stats["solves"] += 1
         for x, value, costs in shared.incumbents(limits):
             search.offer(x, value, costs)
+    hint_value = None
+    if hint is not None:
+        x = graph.assignment(*hint)
+        value, costs = graph.evaluate(x)
+        if search.local.feasible(costs):
+            hint_value = value
+            search.offer(x, value, costs)
     infeasible = search.run()
     if shared is not None:
         shared.remember(search.incumbent, search.incumbent_value)
     stats = {"lambdas": dict(search.best_lambdas), "passes": search.passes, "local_moves": search.local.moves,
              "warm_start": {"seeds": len(seeds), "time": warm}}
+    if hint is not None:
+        stats["hint_value"] = hint_value        # None: the hint does not fit the limits
     if infeasible:
         return finish("infeasible", None, None, **stats)
     incumbent = search.incumbent_configuration()
