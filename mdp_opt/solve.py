@@ -18,7 +18,7 @@ from .backend import Backend, Feature, get_backend, load_backend, take_options
 from .budgets import BudgetLike, limits, resolve_budgets, within_budget
 from .deadline import Deadline, StillRunning, TimeUp
 from .evaluate import configuration_from_hint, evaluate
-from .presolve import SharedPresolve
+from .presolve import Presolved, SharedPresolve
 from .presolve import presolve as run_presolve
 from .result import (NUMERIC_TOLERANCE, OPTIMALITY_GAP, Answer, BackendError, Interrupted, Result, Status,
                      relative_gap)
@@ -119,6 +119,30 @@ def _solved(spec: Spec, caps: Mapping[str, float], info: Backend, fn: Any, optio
         return pre.answer()
     if deadline.expired:
         return pre.answer(out_of_time=True)
+    core = pre.core_near_bound()
+    if core is not None:
+        # the configurations nearest the bound first: a small problem, whose optimum is the answer when it
+        # is worth the core's floor, and else a better incumbent that shrinks the full reduced problem
+        started = time.perf_counter()
+        first = _reduced_answer(fn, core, options, user_hint, info, deadline, shared)
+        if not isinstance(first, Answer):
+            return first
+        report = {"floor": core.floor, "choices": core.stats["choices_kept"], "status": Status(first.status).value,
+                  "value": first.objective, "time": time.perf_counter() - started}
+        if Status(first.status) is Status.OPTIMAL or deadline.expired:
+            core.stats["core"] = report
+            return first
+        pre = progress["presolved"] = pre.improved(first)
+        pre.stats["core"] = report
+        if pre.decided:
+            return pre.answer()
+    return _reduced_answer(fn, pre, options, user_hint, info, deadline, shared)
+
+
+def _reduced_answer(fn: Any, pre: Presolved, options: dict[str, Any], user_hint: Any, info: Backend,
+                    deadline: Deadline, shared: SharedPresolve | None) -> Answer:
+    """The backend's answer to the presolve's reduced problem, lifted to the original spec."""
+    options = dict(options)
     if info.has(Feature.HINT):
         hint, source = pre.hint(user_hint)
         if hint is not None:

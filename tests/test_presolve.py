@@ -12,10 +12,12 @@ from hypothesis import strategies as st
 import mdp_opt
 from mdp_opt import Answer, BackendError, Dim, Spec, Status, Term
 from mdp_opt.budgets import limits
+from mdp_opt.result import relative_gap
+import mdp_opt.presolve as presolve_module
 from mdp_opt.presolve import dual, presolve
 from mdp_opt.presolve.local_search import best_partners
 from reference import REFERENCE, every_configuration
-from strategies import problems
+from strategies import gapped_problems, problems
 
 
 def brute_force(spec: Spec, caps) -> Answer:
@@ -357,3 +359,85 @@ def test_one_solve_stops_the_line_search_once_the_bound_can_gain_only_a_small_sh
     assert early.status is exact.status is Status.OPTIMAL and early.objective == exact.objective
     assert early.stats["presolve"]["passes"] < exact.stats["presolve"]["passes"]
     assert early.stats["presolve"]["bound"] >= exact.stats["presolve"]["bound"] - 1e-9 * abs(exact.objective)
+
+
+def _in_reduced(spec: Spec, pre, choice, active) -> bool:
+    """True when the configuration is one of the reduced spec's (up to dims whose choice changes nothing)."""
+    return (all(choice[d] in pre.kept[d] for d in spec.dim_names if not _irrelevant(spec, pre, d))
+            and all(active[b] == state for b, state in pre.fixed_blocks.items()))
+
+
+@settings(max_examples=200)
+@given(gapped_problems(), st.floats(0.0, 1.0))
+def test_a_core_keeps_every_configuration_worth_its_floor_and_its_answer_lifts_to_a_valid_one(problem, share):
+    spec, budget = problem
+    budgets = mdp_opt.resolve_budgets(spec, budget)
+    pre = presolve(spec, limits(budgets))
+    if pre.status != "reduced" or pre.incumbent is None:
+        return
+    best, optima = all_optima(spec, budgets)
+    floor = pre.incumbent[2] + share * (pre.bound - pre.incumbent[2])
+    core = pre.core(floor)
+    if core is None:                                                 # no configuration can be worth the floor
+        assert best < floor
+        return
+    assert core.floor == floor and core.incumbent == pre.incumbent and core.bound == pre.bound
+    assert core.stats["choices_kept"] <= pre.stats["choices_kept"]
+    for choice, active, ev in every_configuration(spec, budgets):
+        if ev.feasible and ev.value >= floor:
+            assert _in_reduced(spec, core, choice, active), (choice, active, ev.value, floor)
+    lifted = core.lift(brute_force(core.spec, core.limits))
+    assert lifted.bound >= best - 1e-9 * max(1.0, abs(best))        # a valid bound of the original problem
+    if lifted.objective >= floor:                                    # the core's optimum is worth its floor
+        assert lifted.status is Status.OPTIMAL and close(lifted.objective, best)
+    elif not close(lifted.objective, best):
+        assert lifted.status is Status.FEASIBLE
+    again = pre.improved(lifted)                                     # re-fixed against the core's answer
+    check_presolved(spec, budgets, again, best, optima)
+    assert again.incumbent[2] >= lifted.objective - 1e-9 * max(1.0, abs(best))
+    assert again.stats["choices_kept"] <= pre.stats["choices_kept"]
+    assert again.bound <= pre.bound and (again.status == "optimal") == (relative_gap(again.bound, again.incumbent[2])
+                                                                         <= mdp_opt.result.OPTIMALITY_GAP)
+
+
+def test_a_core_whose_optimum_is_below_its_floor_bounds_by_the_floor_and_is_not_a_proof():
+    spec, budgets = _gap_example()                   # incumbent 11 (the optimum), bound 12.33
+    pre = presolve(spec, limits(budgets))
+    core = pre.core(12.0)
+    assert core.stats["choices_kept"] < pre.stats["choices_kept"]
+    lifted = core.lift(brute_force(core.spec, core.limits))
+    assert lifted.status is Status.FEASIBLE and lifted.objective == 11.0 and lifted.bound == 12.0
+    again = pre.improved(lifted)
+    assert again.status == "reduced" and again.bound == 12.0
+    assert pre.lift(brute_force(pre.spec, pre.limits)).status is Status.OPTIMAL
+
+
+def test_solve_runs_the_core_near_the_bound_first_on_a_large_reduced_problem(register, monkeypatch):
+    spec, budgets = _gap_example()
+    calls = []
+    register("spy-presolved", lambda s, b, o: (calls.append(sum(d.size for d in s.dims)), brute_force(s, b))[1],
+             features={"presolve"})
+    result = mdp_opt.solve(spec, budgets, backend="spy-presolved")   # 9 choices: below CORE_MIN_CHOICES
+    assert len(calls) == 1 and "core" not in result.stats["presolve"]
+    calls.clear()
+    monkeypatch.setattr(presolve_module, "CORE_MIN_CHOICES", 0)
+    result = mdp_opt.solve(spec, budgets, backend="spy-presolved")
+    assert result.status is Status.OPTIMAL and result.objective == 11.0
+    core = result.stats["presolve"]["core"]
+    assert len(calls) == 2 and calls[0] == core["choices"] < calls[1]   # the core, then the rest
+    assert core["status"] == "feasible" and core["value"] == 11.0 and core["floor"] > 11.0
+
+
+@settings(max_examples=100, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(problem=gapped_problems(), share=st.floats(0.0, 1.0))
+def test_solve_with_the_core_first_matches_the_unpresolved_optimum(problem, share, register, monkeypatch):
+    spec, budget = problem
+    reference = mdp_opt.solve(spec, budget, backend="brute")
+    register("presolved-brute", lambda s, b, o: brute_force(s, b), features={"presolve"})
+    monkeypatch.setattr(presolve_module, "CORE_MIN_CHOICES", 0)
+    monkeypatch.setattr(presolve_module, "CORE_GAP_SHARE", share)
+    result = mdp_opt.solve(spec, budget, backend="presolved-brute")
+    assert result.status is reference.status
+    if reference.has_solution:
+        assert close(result.objective, reference.objective)
+        assert result.bound == pytest.approx(result.objective, rel=1e-9, abs=1e-9)

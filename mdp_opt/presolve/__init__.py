@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+import numpy as np
+
 from ..deadline import Deadline
 from ..factor_graph import SpecGraph, TableTooLarge
 from ..result import NUMERIC_TOLERANCE, OPTIMALITY_GAP, Answer, BackendError, Status, relative_gap
@@ -30,6 +32,11 @@ from .warm import warm_start
 # the presolve runs a dozen elimination passes; beyond this table size it would cost more than it
 # saves, so it steps aside (status "skipped") and the backend gets the original spec
 PRESOLVE_MEMORY_LIMIT = 256 * 1024**2
+
+# the core near the bound (`Presolved.core_near_bound`): configurations worth at least bound - gap * this;
+# a core is solved first only when the reduced problem has at least CORE_MIN_CHOICES dim choices
+CORE_GAP_SHARE = 1 / 16
+CORE_MIN_CHOICES = 200
 
 Configuration = tuple[dict[str, int], dict[str, bool]]
 
@@ -48,6 +55,8 @@ class Presolved:
         tables; blocks fixed active lose their gate, blocks fixed removed lose their terms.
     kept: dim name -> original indices of the reduced spec's choices.
     fixed_blocks: block name -> state, for blocks no longer in the reduced spec.
+    floor: every configuration of the original problem worth at least this is in `spec` (the incumbent's
+        value; higher for a `core`), so an answer of `spec` below it bounds the original problem by it.
     """
 
     status: str
@@ -58,6 +67,8 @@ class Presolved:
     kept: dict[str, tuple[int, ...]]
     fixed_blocks: dict[str, bool]
     stats: dict[str, Any] = field(default_factory=dict)
+    floor: float = -np.inf
+    fixing: _Fixing | None = field(default=None, repr=False)
 
     @property
     def decided(self) -> bool:
@@ -108,19 +119,26 @@ class Presolved:
 
     def lift(self, answer: Answer) -> Answer:
         """A backend's answer on the reduced spec, mapped to the original spec, with the presolve's bound
-        and incumbent."""
+        and incumbent. Every configuration worth at least `floor` is in the reduced spec, so its bound (its
+        optimum's value when proven) bounds the original problem only up to `floor`."""
         stats = {**answer.stats, "presolve": self.stats, "solved_by": "backend"}
         status = Status(answer.status)
         bound = self.bound
-        if answer.bound is not None and status is not Status.INFEASIBLE:
-            bound = answer.bound if bound is None else min(bound, answer.bound)
+        holds_incumbent = self.incumbent is not None and self.floor <= self.incumbent[2]
+        reduced_bound = answer.objective if status is Status.OPTIMAL and answer.objective is not None else answer.bound
+        if status is Status.INFEASIBLE:     # nothing worth the floor; the incumbent's states are in a plain reduction
+            reduced_bound = None if holds_incumbent else self.floor
+        if reduced_bound is not None:
+            reduced_bound = max(reduced_bound, self.floor)
+            bound = reduced_bound if bound is None else min(bound, reduced_bound)
         best = None
         if status.has_solution and answer.choice is not None:
             choice, active = self.lift_configuration(answer.choice, answer.active)
             best = (choice, active, answer.objective)
             if self.incumbent is not None and answer.objective is not None and answer.objective < self.incumbent[2]:
                 # a claimed optimum a hair below the incumbent is solver arithmetic; the incumbent wins
-                if status is Status.OPTIMAL and relative_gap(self.incumbent[2], answer.objective) > NUMERIC_TOLERANCE:
+                if status is Status.OPTIMAL and holds_incumbent \
+                        and relative_gap(self.incumbent[2], answer.objective) > NUMERIC_TOLERANCE:
                     raise BackendError(f"backend claims optimal value {answer.objective!r}, but the presolve "
                                        f"found a feasible configuration worth {self.incumbent[2]!r}")
                 best = self.incumbent
@@ -130,10 +148,70 @@ class Presolved:
         if best is None:
             return Answer(status, bound=bound if status is not Status.INFEASIBLE else None, stats=stats)
         choice, active, value = best
-        if status is not Status.OPTIMAL:
-            proven = value is not None and bound is not None and relative_gap(bound, value) <= OPTIMALITY_GAP
+        proven = value is not None and bound is not None and relative_gap(bound, value) <= OPTIMALITY_GAP
+        if status is not Status.OPTIMAL or not proven:
             status = Status.OPTIMAL if proven else Status.FEASIBLE
         return Answer(status, choice, active, objective=value, bound=bound, stats=stats)
+
+    def core(self, value: float) -> Presolved | None:
+        """The reduced problem that keeps only what a configuration worth at least `value` (>= the incumbent's)
+        may use: smaller than `spec`, and its optimum is the original problem's when worth at least `value`;
+        the incumbent may be left out. None when no configuration can be worth `value`."""
+        if self.fixing is None or self.incumbent is None:
+            raise ValueError("core: this presolve has no incumbent and fixing to start from")
+        return self._refixed(None, max(value, self.incumbent[2]), self.incumbent, self.bound)
+
+    def core_near_bound(self) -> Presolved | None:
+        """The `core` of the configurations within `CORE_GAP_SHARE` of the gap below the bound, to solve first
+        for a better incumbent (or the optimum); None when the reduced problem is small or already decided."""
+        if self.status != "reduced" or self.fixing is None or self.incumbent is None or self.bound is None \
+                or sum(d.size for d in self.spec.dims) < CORE_MIN_CHOICES:
+            return None
+        core = self.core(self.bound - CORE_GAP_SHARE * (self.bound - self.incumbent[2]))
+        return core if core is not None and core.stats["choices_kept"] < self.stats["choices_kept"] else None
+
+    def improved(self, answer: Answer) -> Presolved:
+        """This reduction again after a (lifted) answer of the original problem: its configuration, when better
+        than the incumbent, becomes the incumbent and the fixing keeps only what could beat it; its bound, when
+        lower, becomes the bound. Decided ("optimal") when the two meet."""
+        if self.fixing is None or self.incumbent is None:
+            raise ValueError("improved: this presolve has no incumbent and fixing to start from")
+        bound = self.bound if answer.bound is None else min(self.bound, answer.bound)
+        incumbent = self.incumbent
+        if answer.choice is not None and answer.objective is not None and answer.objective > incumbent[2]:
+            incumbent = (dict(answer.choice), dict(answer.active or {}), answer.objective)
+        if incumbent is self.incumbent and bound == self.bound:
+            return self
+        return self._refixed(self.fixing.graph.assignment(*incumbent[:2]), incumbent[2], incumbent, bound)
+
+    def _refixed(self, x: np.ndarray | None, floor: float, incumbent: tuple[dict[str, int], dict[str, bool], float],
+                 bound: float) -> Presolved | None:
+        """Fixing again: the states some configuration worth `floor` may use, and those of `x` (when given)."""
+        fixing = self.fixing
+        keep = [mask & (states >= floor) for mask, states in zip(fixing.keep, fixing.bounds)]
+        if x is not None:
+            for var, state in enumerate(x):
+                keep[var][state] = True
+        elif not all(mask.any() for mask in keep):
+            return None
+        pin = x if x is not None else np.array([int(np.flatnonzero(mask)[0]) for mask in keep])
+        reduced, kept, fixed = reduce_spec(fixing.graph.spec, keep, pin)
+        decided = relative_gap(bound, incumbent[2]) <= OPTIMALITY_GAP
+        stats = {**self.stats, "choices_kept": sum(d.size for d in reduced.dims), "blocks_fixed": len(fixed)}
+        stats["choices_fixed"] = stats["choices_total"] - stats["choices_kept"]
+        return Presolved("optimal" if decided else "reduced", bound, incumbent, reduced, self.limits, kept, fixed,
+                         stats, floor, _Fixing(fixing.graph, fixing.bounds, keep, pin))
+
+
+@dataclass
+class _Fixing:
+    """What fixing at another value needs: the graph, per variable and state the bound of every feasible
+    configuration using it, the states kept at the presolve's incumbent, and the incumbent's assignment."""
+
+    graph: SpecGraph
+    bounds: list[np.ndarray]
+    keep: list[np.ndarray]
+    x: np.ndarray
 
 
 def presolve(spec: Spec, limits: Mapping[str, float], deadline: Deadline | None = None,
@@ -156,8 +234,9 @@ def presolve(spec: Spec, limits: Mapping[str, float], deadline: Deadline | None 
 
     def finish(status: str, bound: float | None, incumbent: Any, reduced: Spec = spec,
                kept: dict[str, tuple[int, ...]] = identity, fixed: dict[str, bool] | None = None,
-               **stats: Any) -> Presolved:
-        pre = Presolved(status, bound, incumbent, reduced, limits, kept, fixed or {})
+               fixing: _Fixing | None = None, **stats: Any) -> Presolved:
+        floor = -np.inf if incumbent is None else incumbent[2]
+        pre = Presolved(status, bound, incumbent, reduced, limits, kept, fixed or {}, floor=floor, fixing=fixing)
         pre.stats = {"status": status, "bound": bound, "incumbent": None if incumbent is None else incumbent[2],
                      **stats,
                      "choices_total": sum(d.size for d in spec.dims),
@@ -226,4 +305,4 @@ def presolve(spec: Spec, limits: Mapping[str, float], deadline: Deadline | None 
     if not reduced.blocks and all(d.size == 1 for d in reduced.dims):
         # only the incumbent is left, and fixing keeps every optimal configuration
         return finish("optimal", incumbent[2], incumbent, reduced, kept, fixed, **stats)
-    return finish("reduced", bound, incumbent, reduced, kept, fixed, **stats)
+    return finish("reduced", bound, incumbent, reduced, kept, fixed, _Fixing(graph, bounds, keep, x), **stats)
