@@ -378,10 +378,8 @@ def test_a_core_keeps_every_configuration_worth_its_floor_and_its_answer_lifts_t
     best, optima = all_optima(spec, budgets)
     floor = pre.incumbent[2] + share * (pre.bound - pre.incumbent[2])
     core = pre.core(floor)
-    if core is None:                                                 # no configuration can be worth the floor
-        assert best < floor
-        return
     assert core.floor == floor and core.incumbent == pre.incumbent and core.bound == pre.bound
+    assert _in_reduced(spec, core, *pre.incumbent[:2])
     assert core.stats["choices_kept"] <= pre.stats["choices_kept"]
     for choice, active, ev in every_configuration(spec, budgets):
         if ev.feasible and ev.value >= floor:
@@ -400,32 +398,43 @@ def test_a_core_keeps_every_configuration_worth_its_floor_and_its_answer_lifts_t
                                                                          <= mdp_opt.result.OPTIMALITY_GAP)
 
 
+def _core_example() -> tuple[Spec, dict[str, float]]:
+    """A knapsack whose presolve keeps 11 choices, with incumbent 26 (the optimum) and bound 28."""
+    values, weights = [6.0, 6.0, 6.0, 7.0, 5.0, 5.0, 3.0], [6.0, 6.0, 1.0, 1.0, 3.0, 2.0, 5.0]
+    dims = tuple(Dim(f"x{i}", (1, 2)) for i in range(7))
+    spec = Spec(dims=dims, objective=tuple(Term((d.name,), [0.0, v]) for d, v in zip(dims, values)),
+                costs={"latency": tuple(Term((d.name,), [0.0, w]) for d, w in zip(dims, weights))})
+    return spec, {"latency": 12.0}
+
+
 def test_a_core_whose_optimum_is_below_its_floor_bounds_by_the_floor_and_is_not_a_proof():
-    spec, budgets = _gap_example()                   # incumbent 11 (the optimum), bound 12.33
+    spec, budgets = _core_example()
     pre = presolve(spec, limits(budgets))
-    core = pre.core(12.0)
-    assert core.stats["choices_kept"] < pre.stats["choices_kept"]
+    assert pre.status == "reduced" and pre.incumbent[2] == 26.0 and pre.bound == pytest.approx(28.0)
+    core = pre.core(27.0)
+    assert core.stats["choices_kept"] < pre.stats["choices_kept"] == 11
     lifted = core.lift(brute_force(core.spec, core.limits))
-    assert lifted.status is Status.FEASIBLE and lifted.objective == 11.0 and lifted.bound == 12.0
+    assert lifted.status is Status.FEASIBLE and lifted.objective == 26.0 and lifted.bound == 27.0
     again = pre.improved(lifted)
-    assert again.status == "reduced" and again.bound == 12.0
-    assert pre.lift(brute_force(pre.spec, pre.limits)).status is Status.OPTIMAL
+    assert again.status == "reduced" and again.bound == 27.0 and again.incumbent == pre.incumbent
+    assert again.lift(brute_force(again.spec, again.limits)).status is Status.OPTIMAL
 
 
 def test_solve_runs_the_core_near_the_bound_first_on_a_large_reduced_problem(register, monkeypatch):
-    spec, budgets = _gap_example()
+    spec, budgets = _core_example()
     calls = []
     register("spy-presolved", lambda s, b, o: (calls.append(sum(d.size for d in s.dims)), brute_force(s, b))[1],
              features={"presolve"})
-    result = mdp_opt.solve(spec, budgets, backend="spy-presolved")   # 9 choices: below CORE_MIN_CHOICES
-    assert len(calls) == 1 and "core" not in result.stats["presolve"]
+    result = mdp_opt.solve(spec, budgets, backend="spy-presolved")   # 11 choices: below CORE_MIN_CHOICES
+    assert calls == [11] and "core" not in result.stats["presolve"]
     calls.clear()
     monkeypatch.setattr(presolve_module, "CORE_MIN_CHOICES", 0)
+    monkeypatch.setattr(presolve_module, "CORE_GAP_SHARE", 0.5)
     result = mdp_opt.solve(spec, budgets, backend="spy-presolved")
-    assert result.status is Status.OPTIMAL and result.objective == 11.0
+    assert result.status is Status.OPTIMAL and result.objective == 26.0
     core = result.stats["presolve"]["core"]
-    assert len(calls) == 2 and calls[0] == core["choices"] < calls[1]   # the core, then the rest
-    assert core["status"] == "feasible" and core["value"] == 11.0 and core["floor"] > 11.0
+    assert calls == [core["choices"], 11] and core["choices"] < 11                 # the core, then the rest
+    assert core["status"] == "feasible" and core["value"] == 26.0 and core["floor"] == pytest.approx(27.0)
 
 
 @settings(max_examples=100, suppress_health_check=[HealthCheck.function_scoped_fixture])

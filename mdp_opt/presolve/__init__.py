@@ -124,11 +124,8 @@ class Presolved:
         stats = {**answer.stats, "presolve": self.stats, "solved_by": "backend"}
         status = Status(answer.status)
         bound = self.bound
-        holds_incumbent = self.incumbent is not None and self.floor <= self.incumbent[2]
         reduced_bound = answer.objective if status is Status.OPTIMAL and answer.objective is not None else answer.bound
-        if status is Status.INFEASIBLE:     # nothing worth the floor; the incumbent's states are in a plain reduction
-            reduced_bound = None if holds_incumbent else self.floor
-        if reduced_bound is not None:
+        if reduced_bound is not None and status is not Status.INFEASIBLE:
             reduced_bound = max(reduced_bound, self.floor)
             bound = reduced_bound if bound is None else min(bound, reduced_bound)
         best = None
@@ -137,8 +134,7 @@ class Presolved:
             best = (choice, active, answer.objective)
             if self.incumbent is not None and answer.objective is not None and answer.objective < self.incumbent[2]:
                 # a claimed optimum a hair below the incumbent is solver arithmetic; the incumbent wins
-                if status is Status.OPTIMAL and holds_incumbent \
-                        and relative_gap(self.incumbent[2], answer.objective) > NUMERIC_TOLERANCE:
+                if status is Status.OPTIMAL and relative_gap(self.incumbent[2], answer.objective) > NUMERIC_TOLERANCE:
                     raise BackendError(f"backend claims optimal value {answer.objective!r}, but the presolve "
                                        f"found a feasible configuration worth {self.incumbent[2]!r}")
                 best = self.incumbent
@@ -153,13 +149,14 @@ class Presolved:
             status = Status.OPTIMAL if proven else Status.FEASIBLE
         return Answer(status, choice, active, objective=value, bound=bound, stats=stats)
 
-    def core(self, value: float) -> Presolved | None:
-        """The reduced problem that keeps only what a configuration worth at least `value` (>= the incumbent's)
-        may use: smaller than `spec`, and its optimum is the original problem's when worth at least `value`;
-        the incumbent may be left out. None when no configuration can be worth `value`."""
+    def core(self, value: float) -> Presolved:
+        """The reduced problem that keeps only the incumbent's states and what a configuration worth at least
+        `value` (>= the incumbent's) may use: smaller than `spec`, its optimum is the original problem's when
+        worth at least `value`, and at least the incumbent's (mixing the incumbent with states near the bound
+        is where better feasible configurations are found)."""
         if self.fixing is None or self.incumbent is None:
             raise ValueError("core: this presolve has no incumbent and fixing to start from")
-        return self._refixed(None, max(value, self.incumbent[2]), self.incumbent, self.bound)
+        return self._refixed(self.fixing.x, max(value, self.incumbent[2]), self.incumbent, self.bound)
 
     def core_near_bound(self) -> Presolved | None:
         """The `core` of the configurations within `CORE_GAP_SHARE` of the gap below the bound, to solve first
@@ -168,7 +165,7 @@ class Presolved:
                 or sum(d.size for d in self.spec.dims) < CORE_MIN_CHOICES:
             return None
         core = self.core(self.bound - CORE_GAP_SHARE * (self.bound - self.incumbent[2]))
-        return core if core is not None and core.stats["choices_kept"] < self.stats["choices_kept"] else None
+        return core if core.stats["choices_kept"] < self.stats["choices_kept"] else None
 
     def improved(self, answer: Answer) -> Presolved:
         """This reduction again after a (lifted) answer of the original problem: its configuration, when better
@@ -184,23 +181,19 @@ class Presolved:
             return self
         return self._refixed(self.fixing.graph.assignment(*incumbent[:2]), incumbent[2], incumbent, bound)
 
-    def _refixed(self, x: np.ndarray | None, floor: float, incumbent: tuple[dict[str, int], dict[str, bool], float],
-                 bound: float) -> Presolved | None:
-        """Fixing again: the states some configuration worth `floor` may use, and those of `x` (when given)."""
+    def _refixed(self, x: np.ndarray, floor: float, incumbent: tuple[dict[str, int], dict[str, bool], float],
+                 bound: float) -> Presolved:
+        """Fixing again: the states of `x` and those some configuration worth `floor` may use."""
         fixing = self.fixing
         keep = [mask & (states >= floor) for mask, states in zip(fixing.keep, fixing.bounds)]
-        if x is not None:
-            for var, state in enumerate(x):
-                keep[var][state] = True
-        elif not all(mask.any() for mask in keep):
-            return None
-        pin = x if x is not None else np.array([int(np.flatnonzero(mask)[0]) for mask in keep])
-        reduced, kept, fixed = reduce_spec(fixing.graph.spec, keep, pin)
+        for var, state in enumerate(x):
+            keep[var][state] = True
+        reduced, kept, fixed = reduce_spec(fixing.graph.spec, keep, x)
         decided = relative_gap(bound, incumbent[2]) <= OPTIMALITY_GAP
         stats = {**self.stats, "choices_kept": sum(d.size for d in reduced.dims), "blocks_fixed": len(fixed)}
         stats["choices_fixed"] = stats["choices_total"] - stats["choices_kept"]
         return Presolved("optimal" if decided else "reduced", bound, incumbent, reduced, self.limits, kept, fixed,
-                         stats, floor, _Fixing(fixing.graph, fixing.bounds, keep, pin))
+                         stats, floor, _Fixing(fixing.graph, fixing.bounds, keep, x))
 
 
 @dataclass
