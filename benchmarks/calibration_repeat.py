@@ -1,6 +1,6 @@
 """How reproducible is a calibration, and how does it compare with the answers timed alone?
 
-    flock /work/bench.lock python benchmarks/calibration_repeat.py mobilenet_v2 --runtime onnxruntime --rounds 3
+    python benchmarks/calibration_repeat.py mobilenet_v2 --runtime onnxruntime --rounds 3
 
 Builds the spec of an architecture (tests/zoo_models.py, random weights, batch 1) with measured tables, solves it
 at `--budgets` once, and keeps those answers fixed. Then, for `--rounds` rounds, calibrates the spec again with

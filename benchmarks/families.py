@@ -1,8 +1,8 @@
 """Every model family through `build_spec`: dims, blocks, build time, solve time at 70/50/30%, and the
 parameters and measured latency of the model before and after pruning.
 
-    flock /work/bench.lock .venv/bin/python benchmarks/families.py             # hand-written family models
-    flock /work/bench.lock .venv/bin/python benchmarks/families.py --real      # + torchvision/timm/transformers
+    .venv/bin/python benchmarks/families.py             # hand-written family models
+    .venv/bin/python benchmarks/families.py --real      # + torchvision/timm/transformers
     .venv/bin/python benchmarks/families.py --only swin,hybrid --measured      # tables timed on this machine
 
 Budgets are on the spec's latency: multiply-accumulates by default (instant, exact), or measured tables

@@ -1,6 +1,6 @@
 """The 100-point frontier before and after sharing the presolve's work across budgets, same run, interleaved.
 
-    flock /work/bench.lock .venv/bin/python benchmarks/frontier_speed.py [--backends dp,cpsat,milp]
+    .venv/bin/python benchmarks/frontier_speed.py [--backends dp,cpsat,milp]
         [--specs mdp-rn101-step00,...] [--points 100] [--old-sample 10]
 
 For every spec and backend, in this order, each in a fresh process: the old path (`frontier(...,

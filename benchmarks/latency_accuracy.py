@@ -1,6 +1,6 @@
 """Open-loop latency accuracy: one solve per budget, the pruned model measured, on six architectures.
 
-    flock /work/bench.lock python benchmarks/latency_accuracy.py                  # everything (hours on 2 CPUs)
+    python benchmarks/latency_accuracy.py                  # everything (hours on 2 CPUs)
     python benchmarks/latency_accuracy.py --archs resnet18 --configs 64x1 --runtimes eager   # one case
     python benchmarks/latency_accuracy.py --report-only                           # table and plot from the results
     python benchmarks/latency_accuracy.py --device cuda --runtimes eager          # on a GPU

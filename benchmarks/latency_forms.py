@@ -1,6 +1,6 @@
 """Which latency model? Candidate forms fitted to the same whole-model measurements, compared on the solver's answers.
 
-    flock /work/bench.lock python benchmarks/latency_forms.py resnet18 --size 64 --runtime eager
+    python benchmarks/latency_forms.py resnet18 --size 64 --runtime eager
     python benchmarks/latency_forms.py --analyze benchmarks/latency_forms/*.json   # the comparison table
 
 For one architecture (tests/zoo_models.py), input and runtime: raw measured tables (no

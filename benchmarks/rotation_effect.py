@@ -1,6 +1,6 @@
 """Does a whole model's measured latency depend on what runs between its runs?
 
-    flock /work/bench.lock python benchmarks/rotation_effect.py efficientnet_b0 --runtime onnxruntime
+    python benchmarks/rotation_effect.py efficientnet_b0 --runtime onnxruntime
 
 Calibration times its reference models in one rotation (A B C ... A B C ...), so a slow phase of the
 machine hits them all alike. This script times one model, the full configuration of an architecture

@@ -8,7 +8,7 @@ PY=${PYTHON:-.venv/bin/python}
 for config in 64x1 224x1 64x32; do
   for arch in resnet18 resnet50 mobilenet_v2 vgg11 efficientnet_b0 vit_tiny; do
     for runtime in eager onnxruntime; do
-      flock "${BENCH_LOCK:-/work/bench.lock}" "$PY" benchmarks/latency_accuracy.py --archs "$arch" --configs "$config" \
+      flock "${BENCH_LOCK:-${TMPDIR:-/tmp}/mdp-opt-bench.lock}" "$PY" benchmarks/latency_accuracy.py --archs "$arch" --configs "$config" \
         --runtimes "$runtime" --plot "" "$@"
     done
   done

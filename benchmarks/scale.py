@@ -1,6 +1,6 @@
 """Issue 18's targets, measured: every exact backend side by side, one table per target, a verdict per target.
 
-    flock /work/bench.lock .venv/bin/python benchmarks/scale.py [--targets single,multi,frontier,hard,limits]
+    .venv/bin/python benchmarks/scale.py [--targets single,multi,frontier,hard,limits]
         [--backends cpsat,milp,dp] [--repeats 1] [--hard-seeds 20] [--hard-first-seed 0] [--workers 1] [--quick]
 
 The single, multi and hard targets also check that the backends agree: a verified value above another

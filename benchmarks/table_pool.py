@@ -1,7 +1,7 @@
 """Latency-table build time: one process, a Ray pool of 1 worker and a pool of 2 workers, side by side.
 
-    flock /work/bench.lock .venv/bin/python benchmarks/table_pool.py             # ResNet-50, 64 px, step 128
-    flock /work/bench.lock .venv/bin/python benchmarks/table_pool.py --rounds 5 --step 64
+    .venv/bin/python benchmarks/table_pool.py             # ResNet-50, 64 px, step 128
+    .venv/bin/python benchmarks/table_pool.py --rounds 5 --step 64
 
 The same distinct layer shapes of a hand-written ResNet-50 (tests/torch_models.py) are timed by each
 setting into a fresh cache directory, `--rounds` times, the settings taken in turn round by round (so a
