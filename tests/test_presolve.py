@@ -392,6 +392,11 @@ def test_a_core_keeps_every_configuration_worth_its_floor_and_its_answer_lifts_t
         assert lifted.status is Status.FEASIBLE
     again = pre.improved(lifted)                                     # re-fixed against the core's answer
     check_presolved(spec, budgets, again, best, optima)
+    check_presolved(spec, budgets, core.improved(lifted), best, optima)   # from the core too: the same masks
+    if pre.bound > best:                  # a lower bound alone: the core re-fixed at the incumbent is the presolve's
+        choice, active, value = pre.incumbent
+        lower = core.improved(Answer(Status.FEASIBLE, choice, active, objective=value, bound=(pre.bound + best) / 2))
+        assert lower.kept == pre.kept and lower.floor == value
     assert again.incumbent[2] >= lifted.objective - 1e-9 * max(1.0, abs(best))
     assert again.stats["choices_kept"] <= pre.stats["choices_kept"]
     assert again.bound <= pre.bound and (again.status == "optimal") == (relative_gap(again.bound, again.incumbent[2])

@@ -177,8 +177,8 @@ class Presolved:
         incumbent = self.incumbent
         if answer.choice is not None and answer.objective is not None and answer.objective > incumbent[2]:
             incumbent = (dict(answer.choice), dict(answer.active or {}), answer.objective)
-        if incumbent is self.incumbent and bound == self.bound:
-            return self
+        if incumbent is self.incumbent and bound == self.bound and self.floor <= incumbent[2]:
+            return self             # nothing new, and not a core: the same reduction
         return self._refixed(self.fixing.graph.assignment(*incumbent[:2]), incumbent[2], incumbent, bound)
 
     def _refixed(self, x: np.ndarray, floor: float, incumbent: tuple[dict[str, int], dict[str, bool], float],
@@ -192,14 +192,16 @@ class Presolved:
         decided = relative_gap(bound, incumbent[2]) <= OPTIMALITY_GAP
         stats = {**self.stats, "choices_kept": sum(d.size for d in reduced.dims), "blocks_fixed": len(fixed)}
         stats["choices_fixed"] = stats["choices_total"] - stats["choices_kept"]
+        # the presolve's own masks travel on, so that a core's `improved` re-fixes from them, not from the core
         return Presolved("optimal" if decided else "reduced", bound, incumbent, reduced, self.limits, kept, fixed,
-                         stats, floor, _Fixing(fixing.graph, fixing.bounds, keep, x))
+                         stats, floor, _Fixing(fixing.graph, fixing.bounds, fixing.keep, x))
 
 
 @dataclass
 class _Fixing:
     """What fixing at another value needs: the graph, per variable and state the bound of every feasible
-    configuration using it, the states kept at the presolve's incumbent, and the incumbent's assignment."""
+    configuration using it, the states the presolve kept at its incumbent, and the assignment whose states the
+    reduced problem keeps (the incumbent's)."""
 
     graph: SpecGraph
     bounds: list[np.ndarray]
