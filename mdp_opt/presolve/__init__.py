@@ -145,9 +145,8 @@ class Presolved:
             return Answer(status, bound=bound if status is not Status.INFEASIBLE else None, stats=stats)
         choice, active, value = best
         proven = value is not None and bound is not None and relative_gap(bound, value) <= OPTIMALITY_GAP
-        if status is not Status.OPTIMAL or not proven:
-            status = Status.OPTIMAL if proven else Status.FEASIBLE
-        return Answer(status, choice, active, objective=value, bound=bound, stats=stats)
+        return Answer(Status.OPTIMAL if proven else Status.FEASIBLE, choice, active, objective=value, bound=bound,
+                      stats=stats)
 
     def core(self, value: float) -> Presolved:
         """The reduced problem that keeps only the incumbent's states and what a configuration worth at least
