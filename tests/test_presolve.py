@@ -196,13 +196,17 @@ def test_backends_opt_in_and_brute_never_presolves(register):
     assert "presolve" not in mdp_opt.solve(EXAMPLE, {"latency": 100}, backend="brute").stats
 
 
-def _gap_example() -> tuple[Spec, dict[str, float]]:
-    """A knapsack with a Lagrangian gap, so the presolve needs the backend, and one poor item it fixes."""
-    values, weights = [6.0, 5.0, 5.0, 4.0, 0.5], [4.0, 3.0, 3.0, 2.0, 5.0]
-    dims = tuple(Dim(f"x{i}", (1, 2)) for i in range(5))
+def _knapsack(values: list[float], weights: list[float], capacity: float) -> tuple[Spec, dict[str, float]]:
+    """Items x0, x1, ... each kept (choice 1) or not (choice 0), under one latency budget."""
+    dims = tuple(Dim(f"x{i}", (1, 2)) for i in range(len(values)))
     spec = Spec(dims=dims, objective=tuple(Term((d.name,), [0.0, v]) for d, v in zip(dims, values)),
                 costs={"latency": tuple(Term((d.name,), [0.0, w]) for d, w in zip(dims, weights))})
-    return spec, {"latency": 7.0}
+    return spec, {"latency": capacity}
+
+
+def _gap_example() -> tuple[Spec, dict[str, float]]:
+    """A knapsack with a Lagrangian gap, so the presolve needs the backend, and one poor item it fixes."""
+    return _knapsack([6.0, 5.0, 5.0, 4.0, 0.5], [4.0, 3.0, 3.0, 2.0, 5.0], 7.0)
 
 
 def test_the_gap_example_needs_the_backend():
@@ -405,11 +409,7 @@ def test_a_core_keeps_every_configuration_worth_its_floor_and_its_answer_lifts_t
 
 def _core_example() -> tuple[Spec, dict[str, float]]:
     """A knapsack whose presolve keeps 11 choices, with incumbent 26 (the optimum) and bound 28."""
-    values, weights = [6.0, 6.0, 6.0, 7.0, 5.0, 5.0, 3.0], [6.0, 6.0, 1.0, 1.0, 3.0, 2.0, 5.0]
-    dims = tuple(Dim(f"x{i}", (1, 2)) for i in range(7))
-    spec = Spec(dims=dims, objective=tuple(Term((d.name,), [0.0, v]) for d, v in zip(dims, values)),
-                costs={"latency": tuple(Term((d.name,), [0.0, w]) for d, w in zip(dims, weights))})
-    return spec, {"latency": 12.0}
+    return _knapsack([6.0, 6.0, 6.0, 7.0, 5.0, 5.0, 3.0], [6.0, 6.0, 1.0, 1.0, 3.0, 2.0, 5.0], 12.0)
 
 
 def test_a_core_whose_optimum_is_below_its_floor_bounds_by_the_floor_and_is_not_a_proof():
