@@ -160,8 +160,7 @@ class Presolved:
     def core_near_bound(self) -> Presolved | None:
         """The `core` of the configurations within `CORE_GAP_SHARE` of the gap below the bound, to solve first
         for a better incumbent (or the optimum); None when the reduced problem is small or already decided."""
-        if self.status != "reduced" or self.fixing is None or self.incumbent is None or self.bound is None \
-                or sum(d.size for d in self.spec.dims) < CORE_MIN_CHOICES:
+        if self.status != "reduced" or self.fixing is None or self.stats["choices_kept"] < CORE_MIN_CHOICES:
             return None
         core = self.core(self.bound - CORE_GAP_SHARE * (self.bound - self.incumbent[2]))
         return core if core.stats["choices_kept"] < self.stats["choices_kept"] else None
