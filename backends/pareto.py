@@ -2,9 +2,9 @@
 
 A pair is dominated when another pair of the same state costs no more in every resource and is worth at least as
 much; `pareto` keeps the rest. One resource: a running maximum over pairs sorted by cost. Two: a staircase
-searched by bisection. Three: survivors sealed in groups with a two-way prefix-maximum table, and the latest
-ones compared pair by pair. More: block against block. Costs are compared resource by resource (`np.all` over a
-short last axis was measured 10x slower).
+searched by bisection. Three: survivors sealed into merge-sort trees answering two-way dominance-maximum
+lookups, and the latest ones compared pair by pair. More: block against block. Costs are compared resource by
+resource (`np.all` over a short last axis was measured 10x slower).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import numpy as np
 
 CHUNK_PAIRS = 1 << 21      # pairs built or compared at once (bounds temporary memory)
 BLOCK = 256                # pairs compared at once in the several-resource dominance filter
-SEALED = 128               # survivors per table of the three-resource filter (a 128 x 128 prefix maximum:
-                           # 1 KB per survivor; 128 took 6.9 s where 64 took 10.8 s and 256 5.4 s on one filter)
+SEALED = 128               # survivors sealed at once into a tree of the three-resource filter (64 to 1,024 took
+                           # the same within noise on the twelve longest filters of a ResNet-152 core)
 RECENT = 512               # sealed survivors also compared pair by pair, the latest first (on a 740,000-pair
                            # filter 95% of the dominated pairs had a dominator among the last 512: 5.1 -> 3.0 s)
 
@@ -143,7 +143,7 @@ def _dominated_three(cost: np.ndarray, value: np.ndarray, check: Callable[[], No
     earlier pair costs no more in resource 0, so a pair is dominated exactly when an earlier one costs no more
     in resources 1 and 2 and is worth at least as much. Each block of pairs is compared with its own earlier
     pairs, the survivors not yet sealed and the last RECENT sealed ones (most dominated pairs have a dominator
-    among the survivors just before them), then what is left is checked against every sealed group at once
+    among the survivors just before them), then what is left is looked up in the sealed survivors' trees
     (`_Sealed`)."""
     out = np.zeros(len(value), dtype=bool)
     sealed = _Sealed(cost[:, 1:])
@@ -169,58 +169,84 @@ def _dominated_three(cost: np.ndarray, value: np.ndarray, check: Callable[[], No
 
 
 class _Sealed:
-    """Survivors of the three-resource filter in groups of SEALED, each with a two-way prefix maximum: for
-    every pair of its own distinct rank values in resources 1 and 2, the best value of the group's pairs
-    ranking no higher in both. Ranks are dense ranks over all pairs of the filter (equal costs, equal ranks),
-    and the groups' rank lists are padded and stored end to end with a per-group offset, so that a set of
-    pairs is looked up in every group with two binary searches in all."""
+    """Survivors of the three-resource filter, sealed SEALED at a time into static `_Tree`s kept like a binary
+    counter (a new tree is merged with the last one while that one is no larger), so that there are about
+    log2(survivors / SEALED) trees and a lookup costs a few binary searches per tree, not one per group of
+    survivors (the previous 128-pair prefix-maximum tables took 25 of 40 s on a ResNet-152 core with three
+    resources). Ranks are dense ranks over all pairs of the filter (equal costs, equal ranks)."""
 
     def __init__(self, costs: np.ndarray) -> None:
         self.ranks = np.stack([np.unique(costs[:, r], return_inverse=True)[1].reshape(-1) for r in range(2)], axis=1)
-        self.base = len(costs) + 1                             # a group's keys are group * base + rank
-        self.groups = 0
-        self.keys = np.zeros((2, 0), dtype=np.int64)           # [resource, group * SEALED + position]
-        self.tables = np.zeros((0, SEALED, SEALED))          # capacity doubles as groups are added
+        self.base = int(self.ranks.max(initial=0)) + 1        # above every rank
+        self.trees: list[_Tree] = []
 
     def add(self, pairs: np.ndarray, value: np.ndarray) -> None:
         """Seal the pairs `pairs` (indices into the filter's pairs) with their values."""
-        group = self.groups
-        if group == self.tables.shape[0]:
-            grown = max(4, 2 * group)
-            self.tables = np.concatenate([self.tables, np.zeros((grown - group, SEALED, SEALED))])
-            self.keys = np.concatenate([self.keys, np.zeros((2, (grown - group) * SEALED), dtype=np.int64)], axis=1)
-        keys, positions = [], []
-        for r in range(2):
-            distinct, position = np.unique(self.ranks[pairs, r], return_inverse=True)
-            padded = np.full(SEALED, self.base - 1)            # above every rank: never at or below a pair's
-            padded[:len(distinct)] = distinct
-            keys.append(group * self.base + padded)
-            positions.append(position.reshape(-1))
-        table = self.tables[group]
-        table.fill(-np.inf)
-        np.maximum.at(table, tuple(positions), value)
-        np.maximum.accumulate(table, axis=0, out=table)
-        np.maximum.accumulate(table, axis=1, out=table)
-        self.keys[:, group * SEALED:(group + 1) * SEALED] = np.stack(keys)
-        self.groups += 1
+        ranks, values = self.ranks[pairs], np.asarray(value, dtype=float)
+        while self.trees and self.trees[-1].size <= len(values):
+            last = self.trees.pop()
+            ranks, values = np.concatenate([last.ranks, ranks]), np.concatenate([last.values, values])
+        self.trees.append(_Tree(ranks, values, self.base))
 
     def dominates(self, pairs: np.ndarray, value: np.ndarray) -> np.ndarray:
         """Per pair (indices into the filter's pairs, with `value`), whether a sealed pair ranks no higher in
         resources 1 and 2 and is worth at least as much."""
-        if self.groups == 0 or len(pairs) == 0:
-            return np.zeros(len(pairs), dtype=bool)
-        g = np.arange(self.groups)[:, None]
-        at = []
-        for r in range(2):
-            ranks = self.ranks[pairs, r]
-            order = np.argsort(ranks, kind="stable")         # needles in increasing order: a faster search
-            wanted = g * self.base + ranks[order][None, :]
-            found = np.empty(wanted.shape, dtype=np.int64)
-            found[:, order] = np.searchsorted(self.keys[r, :self.groups * SEALED], wanted, side="right")
-            at.append(found - 1 - g * SEALED)
-        i, k = at
-        found = (i >= 0) & (k >= 0)
-        best = self.tables[np.broadcast_to(g, i.shape)[found], i[found], k[found]]
-        hit = np.zeros(i.shape, dtype=bool)
-        hit[found] = best >= np.broadcast_to(value[None, :], i.shape)[found]
-        return hit.any(axis=0)
+        hit = np.zeros(len(pairs), dtype=bool)
+        for tree in self.trees:
+            open_ = np.flatnonzero(~hit)
+            if len(open_) == 0:
+                break
+            hit[open_] = tree.best(self.ranks[pairs[open_]]) >= value[open_]
+        return hit
+
+
+class _Tree:
+    """A static two-way dominance maximum over m points (rank 1, rank 2, value): `best(x, y)` is the best value
+    of the points with rank 1 <= x and rank 2 <= y. Points sorted by rank 1; at level l they fall into blocks
+    of 2**l consecutive points, each block sorted by rank 2 with a running maximum of the values (a merge-sort
+    tree). The points with rank 1 <= x are a prefix of p points: one block per set bit of p. Every level's keys
+    (block number counted across levels, then rank 2) form one sorted array, so all the blocks of a set of
+    lookups are searched at once."""
+
+    def __init__(self, ranks: np.ndarray, values: np.ndarray, base: int) -> None:
+        self.ranks, self.values = ranks, values
+        self.size = m = len(values)
+        order = np.argsort(ranks[:, 0], kind="stable")
+        self.rank1 = ranks[order, 0]
+        r2, v = ranks[order, 1], values[order]
+        self.base = base                                       # above every rank: keys are block * base + rank 2
+        self.levels = m.bit_length()
+        keys, best, first_block, starts = [], [], [], []
+        blocks = 0
+        position = np.arange(m)
+        inner = position                                       # level 0: blocks of one point
+        for level in range(self.levels):
+            if level:
+                # by block, then rank 2: the previous level's blocks are sorted runs, merged pairwise by the
+                # stable sort (a merge of runs, not a full sort)
+                inner = inner[np.argsort((position[inner] >> level) * self.base + r2[inner], kind="stable")]
+            b = position[inner] >> level
+            # running maximum within each block: (block, value) compared lexicographically as block + i value
+            best.append(np.maximum.accumulate(b + 1j * v[inner]).imag)
+            keys.append((blocks + b) * self.base + r2[inner])
+            first_block.append(blocks)
+            count = ((m - 1) >> level) + 1                      # blocks at this level
+            starts.append(level * m + (np.arange(count) << level))
+            blocks += count
+        self.keys = np.concatenate(keys)
+        self.best_value = np.concatenate(best)
+        self.first_block = np.array(first_block, dtype=np.int64)
+        self.block_start = np.concatenate(starts)
+
+    def best(self, ranks: np.ndarray) -> np.ndarray:
+        """Per lookup (rank 1, rank 2), the best value of the points ranking no higher in both (-inf if none)."""
+        p = np.searchsorted(self.rank1, ranks[:, 0], side="right")
+        level = np.arange(self.levels)[:, None]
+        used = ((p[None, :] >> level) & 1).astype(bool)        # [level, lookup]: a block at this level
+        block = self.first_block[:, None] + (p[None, :] >> level) - 1
+        wanted = block * self.base + ranks[None, :, 1]
+        at = np.searchsorted(self.keys, wanted[used], side="right") - 1
+        found = at >= self.block_start[block[used]]
+        out = np.full(used.shape, -np.inf)
+        out[used] = np.where(found, self.best_value[np.maximum(at, 0)], -np.inf)
+        return out.max(axis=0, initial=-np.inf)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mdp_opt.backends import pareto
 
@@ -71,3 +73,19 @@ def test_the_several_resource_filter_checks_the_deadline_between_blocks():
     with pytest.raises(Stop):
         pareto.pareto(state, rng.random((n, 2)), rng.random(n), check)
     assert len(calls) == 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 70), st.integers(1, 12), st.integers(0, 2**32 - 1))
+def test_a_sealed_tree_gives_the_best_value_ranking_no_higher_in_both(points, ranks, seed):
+    """The merge-sort tree behind the three-resource filter: for every lookup (rank 1, rank 2), the best value
+    of its points ranking no higher in both (-inf when none does), with tied ranks and any number of points
+    (partial blocks at every level)."""
+    rng = np.random.default_rng(seed)
+    at = rng.integers(0, ranks, (points, 2))
+    value = rng.integers(-5, 5, points).astype(float)
+    tree = pareto._Tree(at, value, base=ranks + 1)
+    lookups = np.stack(np.meshgrid(np.arange(ranks + 1), np.arange(ranks + 1)), axis=-1).reshape(-1, 2)
+    below = (at[None, :, 0] <= lookups[:, None, 0]) & (at[None, :, 1] <= lookups[:, None, 1])
+    expected = np.where(below, value[None, :], -np.inf).max(axis=1)
+    assert np.array_equal(tree.best(lookups), expected)
