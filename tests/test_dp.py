@@ -288,6 +288,10 @@ def test_falling_targets_with_several_resources_keep_the_optimum(spec, fractions
     assert agree(result, reference)
     targets = result.stats.get("targets", [])
     assert all(a["target"] > b["target"] for a, b in zip(targets, targets[1:]))
+    if targets:
+        # the first pass prunes with the best multipliers, the deeper ones with the star around them
+        weighed = sum(m > 0 for m in result.stats["value_pruning"]["multipliers"].values())
+        assert [t["rows"] for t in targets] == [1] + [1 + 2 * weighed] * (len(targets) - 1)
 
 
 def test_resnet50_with_three_resources_is_proven_by_aiming_below_the_bound_first():
