@@ -48,10 +48,13 @@ def test_the_master_finds_the_lowest_point_of_the_envelope(data):
     assert abs(np.max(values - excess @ lambdas) - model) <= 1e-8 * scale   # the model is attained at lambdas
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(specs(max_resources=2, max_configurations=2000), st.sampled_from([0.3, 0.5, 0.7]),
        st.sampled_from([0.3, 0.5, 0.7]))
 def test_with_two_resources_the_search_reaches_the_duals_minimum(spec, share_latency, share_params):
+    """Compared with the hull's linear programme, solved by HiGHS to its own tolerance (about 1e-7: one block
+    worth 5.6435402479 whose costs allow 0.3 of it has the optimum 1.69306207436, the LP gave 1.69306208813), so
+    the comparison allows 1e-7 either way."""
     assume(len(spec.costs) == 2)
     full = spec.full_costs()
     caps = limits(mdp_opt.resolve_budgets(spec, {"latency": share_latency * full["latency"],
@@ -62,7 +65,7 @@ def test_with_two_resources_the_search_reaches_the_duals_minimum(spec, share_lat
     search = LagrangianSearch(graph, spec, caps, polish=False)
     assume(not search.run())
     scale = max(1.0, abs(hull))
-    assert search.bound >= hull - 1e-9 * scale                  # a bound: never below the LP
+    assert search.bound >= hull - 1e-7 * scale                  # a bound: never below the LP
     if search.incumbent is not None:
         assert search.incumbent_value <= search.bound + 1e-9 * scale
     if not search.closed():                                     # stopped at the dual's minimum, not before

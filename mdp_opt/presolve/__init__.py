@@ -291,6 +291,9 @@ def presolve(spec: Spec, limits: Mapping[str, float], deadline: Deadline | None 
             stats["probing"] = probed.stats
             if shared is not None:
                 shared.remember(x, value)
+            # against probing's better incumbent: states kept only because the first incumbent used them go too,
+            # so that fixing again at this incumbent (`Presolved.improved`) gives this same reduction
+            keep = [mask & fresh for mask, fresh in zip(keep, keep_masks(bounds, x, value))]
     incumbent = (*graph.configuration(x), value)
     if relative_gap(bound, value) <= OPTIMALITY_GAP:
         return finish("optimal", bound, incumbent, **stats)
