@@ -17,6 +17,8 @@ CHUNK_PAIRS = 1 << 21      # pairs built or compared at once (bounds temporary m
 BLOCK = 256                # pairs compared at once in the several-resource dominance filter
 SEALED = 128               # survivors sealed at once into a tree of the three-resource filter (64 to 1,024 took
                            # the same within noise on the twelve longest filters of a ResNet-152 core)
+LARGEST_TREE = 1 << 16     # sealed trees merge up to this many survivors (a tree over 10^6 took 2.4 s to build,
+                           # with no deadline check inside, and 336 MB; one over 65,536 about 0.06 s)
 RECENT = 512               # sealed survivors also compared pair by pair, the latest first (on a 740,000-pair
                            # filter 95% of the dominated pairs had a dominator among the last 512: 5.1 -> 3.0 s)
 
@@ -170,10 +172,10 @@ def _dominated_three(cost: np.ndarray, value: np.ndarray, check: Callable[[], No
 
 class _Sealed:
     """Survivors of the three-resource filter, sealed SEALED at a time into static `_Tree`s kept like a binary
-    counter (a new tree is merged with the last one while that one is no larger), so that there are about
-    log2(survivors / SEALED) trees and a lookup costs a few binary searches per tree, not one per group of
-    survivors (the previous 128-pair prefix-maximum tables took 25 of 40 s on a ResNet-152 core with three
-    resources). Ranks are dense ranks over all pairs of the filter (equal costs, equal ranks)."""
+    counter (a new tree is merged with the last one while that one is no larger, up to LARGEST_TREE survivors), so
+    that there are about log2(survivors / SEALED) trees and a lookup costs a few binary searches per tree, not one
+    per group of survivors (the previous 128-pair prefix-maximum tables took 25 of 40 s on a ResNet-152 core with
+    three resources). Ranks are dense ranks over all pairs of the filter (equal costs, equal ranks)."""
 
     def __init__(self, costs: np.ndarray) -> None:
         self.ranks = np.stack([np.unique(costs[:, r], return_inverse=True)[1].reshape(-1) for r in range(2)], axis=1)
@@ -183,7 +185,7 @@ class _Sealed:
     def add(self, pairs: np.ndarray, value: np.ndarray) -> None:
         """Seal the pairs `pairs` (indices into the filter's pairs) with their values."""
         ranks, values = self.ranks[pairs], np.asarray(value, dtype=float)
-        while self.trees and self.trees[-1].size <= len(values):
+        while self.trees and self.trees[-1].size <= len(values) and self.trees[-1].size + len(values) <= LARGEST_TREE:
             last = self.trees.pop()
             ranks, values = np.concatenate([last.ranks, ranks]), np.concatenate([last.values, values])
         self.trees.append(_Tree(ranks, values, self.base))

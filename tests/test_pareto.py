@@ -32,15 +32,16 @@ def test_pareto_filter_keeps_exactly_the_non_dominated_pairs(resources):
     assert len(got) == len(set(got)) and set(got) == expected
 
 
-@pytest.mark.parametrize("sealed, recent", [(4, 8), (64, 512)])
+@pytest.mark.parametrize("sealed, recent, largest", [(4, 8, 16), (4, 8, 1 << 16), (64, 512, 1 << 16)])
 @pytest.mark.parametrize("integer", [True, False])
-def test_three_resource_filter_with_large_fronts_keeps_exactly_the_non_dominated_pairs(sealed, recent, integer,
-                                                                                     monkeypatch):
-    """Values that grow with the costs make most pairs non-dominated, so survivors are sealed into many
-    prefix-maximum tables (the latest `recent` of them also compared pair by pair); with integer costs and values,
-    ties and duplicates cross the tables' edges."""
+def test_three_resource_filter_with_large_fronts_keeps_exactly_the_non_dominated_pairs(sealed, recent, largest,
+                                                                                     integer, monkeypatch):
+    """Values that grow with the costs make most pairs non-dominated, so survivors are sealed into many trees
+    (merged up to `largest` survivors; the latest `recent` survivors also compared pair by pair); with integer
+    costs and values, ties and duplicates cross the trees' edges."""
     monkeypatch.setattr(pareto, "SEALED", sealed)
     monkeypatch.setattr(pareto, "RECENT", recent)
+    monkeypatch.setattr(pareto, "LARGEST_TREE", largest)
     rng = np.random.default_rng(sealed + integer)
     n = 2500
     state = np.sort(rng.integers(0, 2, n))
