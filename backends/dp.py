@@ -31,7 +31,7 @@ small:
   it is that good; else the target moves down, towards the incumbent (`_solve_by_targets`).
 
 The dominance filters live in `mdp_opt.backends.pareto` (with two resources the survivors form a staircase
-searched by bisection; with three, sealed groups with prefix-maximum tables).
+searched by bisection; with three, survivors sealed into merge-sort trees of dominance maxima).
 
 The last join is never built: the best pair within a limit is found by binary search in one of
 its two sets, so the final sets answer every budget at once: the backend's one-pass frontier
