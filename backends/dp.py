@@ -705,6 +705,7 @@ def _solve_by_targets(spec: Spec, limits: Mapping[str, float], graph: SpecGraph,
     gap = bound - best[0]
     rows = multipliers[np.newaxis]
     marginals = _pruning_marginals(graph, list(limits), rows)
+    around = _star(multipliers)
     step = gap / TARGET_START if gap > 0 else math.inf        # no gap (or a bound a hair below): one final pass
     targets = []
     while True:
@@ -726,29 +727,28 @@ def _solve_by_targets(spec: Spec, limits: Mapping[str, float], graph: SpecGraph,
             best = found
             incumbent.append(found)
         step *= TARGET_GROWTH
-        if len(rows) == 1 and np.any(multipliers > 0):
-            # the deeper passes prune with the star of rows around the best multipliers (its max-marginals cost
-            # one pass per row, more than a first pass near the bound gains from them)
-            extra = _star(multipliers)[1:]
-            more = _pruning_marginals(graph, list(limits), extra)
-            rows = np.vstack([rows, extra])
+        if len(rows) == 1 and len(around):
+            # the deeper passes prune with the star of rows around the best multipliers too (its max-marginals
+            # cost one pass per row, more than a first pass near the bound gains from them)
+            more = _pruning_marginals(graph, list(limits), around)
+            rows = np.vstack([rows, around])
             marginals = ([np.vstack(pair) for pair in zip(marginals[0], more[0])],
                          np.concatenate([marginals[1], more[1]]))
 
 
 def _star(multipliers: np.ndarray) -> np.ndarray:
-    """Rows of multipliers for value pruning: the search's best, and it with each resource's multiplier times
-    1 + STAR_SPREAD and divided by it. Every row's bound is valid and a pair is pruned when any row rules it out; a
-    pair heavy in one resource is ruled out sooner by a row weighing that resource more (ResNet-152's core with
-    three resources: the pass aiming 190 below the bound took 33-41 s with the star, and had not finished after
-    100 s without it)."""
-    rows = [multipliers]
+    """Rows of multipliers for value pruning around the search's best: it with each positive multiplier times
+    1 + STAR_SPREAD and divided by it (no rows when every multiplier is 0). Every row's bound is valid and a pair is
+    pruned when any row rules it out; a pair heavy in one resource is ruled out sooner by a row weighing that
+    resource more (ResNet-152's core with three resources: the pass aiming 190 below the bound took 33-41 s with
+    the star, and had not finished after 100 s without it)."""
+    rows = []
     for r in np.flatnonzero(multipliers > 0):
         for factor in (1 + STAR_SPREAD, 1 / (1 + STAR_SPREAD)):
             row = multipliers.copy()
             row[r] *= factor
             rows.append(row)
-    return np.array(rows)
+    return np.array(rows).reshape(-1, len(multipliers))
 
 
 def _lagrangian_incumbent(spec: Spec, limits: Mapping[str, float], deadline: Deadline,

@@ -243,9 +243,9 @@ class _Tree:
     def best(self, ranks: np.ndarray) -> np.ndarray:
         """Per lookup (rank 1, rank 2), the best value of the points ranking no higher in both (-inf if none)."""
         p = np.searchsorted(self.rank1, ranks[:, 0], side="right")
-        level = np.arange(self.levels)[:, None]
-        used = ((p[None, :] >> level) & 1).astype(bool)        # [level, lookup]: a block at this level
-        block = self.first_block[:, None] + (p[None, :] >> level) - 1
+        shifted = p[None, :] >> np.arange(self.levels)[:, None]   # [level, lookup]
+        used = (shifted & 1).astype(bool)                      # a block at this level
+        block = self.first_block[:, None] + shifted - 1
         wanted = block * self.base + ranks[None, :, 1]
         at = np.searchsorted(self.keys, wanted[used], side="right") - 1
         found = at >= self.block_start[block[used]]
