@@ -8,7 +8,7 @@
 For every architecture (tests/zoo_models.py: ResNet-18, ResNet-50, MobileNet-V2, VGG-11,
 EfficientNet-B0 with squeeze-excitation, ViT-Tiny; random weights with BatchNorm statistics
 settled on random images), input (`--configs`: size x batch), and runtime (eager PyTorch,
-ONNX Runtime), it builds the spec as a user would (`build_spec` with `MeasuredLatency`:
+ONNX Runtime; `--runtimes openvino` for OpenVINO), it builds the spec as a user would (`build_spec` with `MeasuredLatency`:
 measured tables, then the default affine calibration), solves it ONCE at each budget (no
 re-measurement), applies the answer and measures the pruned model; the full model is measured
 in the same interleaved runs, and so are the calibration's reference models (not reported): the
@@ -303,9 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--archs", default=",".join(ARCHITECTURES), help="comma-separated (default: all six)")
     p.add_argument("--configs", default="224x1,64x1,64x32", help="input size x batch, comma-separated")
-    p.add_argument("--runtimes", default="eager,onnxruntime")
+    p.add_argument("--runtimes", default="eager,onnxruntime", help="comma-separated: eager, onnxruntime, openvino")
     p.add_argument("--budgets", default="90,70,50,30", help="latency budgets in percent")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (ONNX Runtime runs on CPU only)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (ONNX Runtime and OpenVINO run on CPU only)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=21, help="timed repetitions per table entry")
     p.add_argument("--runs", type=int, default=30, help="runs of each whole model (calibration and validation)")
@@ -335,8 +335,8 @@ def main(argv: list[str] | None = None) -> int:
         for size, batch in parse_configs(args.configs):
             for arch in args.archs.split(","):
                 for runtime in args.runtimes.split(","):
-                    if runtime == "onnxruntime" and args.device != "cpu":
-                        print(f"skip {arch} {size}x{batch} onnxruntime: the CPU execution provider only")
+                    if runtime in ("onnxruntime", "openvino") and args.device != "cpu":
+                        print(f"skip {arch} {size}x{batch} {runtime}: measured on the CPU only")
                         continue
                     case = run_case(arch, size, batch, runtime, args)
                     print_case(case)

@@ -1,4 +1,4 @@
-"""Runtimes for latency tables and whole models: eager PyTorch and ONNX Runtime (plumbing, not timings)."""
+"""Runtimes for latency tables and whole models: eager PyTorch, ONNX Runtime and OpenVINO (plumbing, not timings)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,10 @@ from vit_models import TimmStyleViT  # noqa: E402
 
 HAS_ORT = all(__import__("importlib").util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
 needs_ort = pytest.mark.skipif(not HAS_ORT, reason="onnxruntime/onnx not installed (pip install 'mdp-opt[onnx]')")
+HAS_OV = all(__import__("importlib").util.find_spec(m) is not None for m in ("openvino", "onnx"))
+needs_ov = pytest.mark.skipif(not HAS_OV, reason="openvino/onnx not installed (pip install 'mdp-opt[openvino]')")
+# the runtimes that time an ONNX export of each layer and of the whole model
+EXPORTING = [pytest.param("onnxruntime", marks=needs_ort), pytest.param("openvino", marks=needs_ov)]
 
 
 class CountingRuntime(EagerRuntime):
@@ -73,49 +77,58 @@ def test_runtime_names_and_bad_runtimes():
         Runtime().key()
 
 
-@needs_ort
-def test_onnxruntime_tables_live_in_their_own_cache_with_the_version(tmp_path):
-    import onnxruntime
+@pytest.mark.parametrize("runtime", EXPORTING)
+def test_exported_runtime_tables_live_in_their_own_cache_with_the_version(tmp_path, runtime):
     _, _, eager_spec, _ = cnn(timer(tmp_path, "eager", calibrate=False))
-    _, _, ort_spec, _ = cnn(timer(tmp_path, "onnxruntime", calibrate=False))
+    _, _, other_spec, _ = cnn(timer(tmp_path, runtime, calibrate=False))
     names = sorted(p.name for p in tmp_path.glob("*.json"))
-    assert len(names) == 2 and any(f"onnxruntime{onnxruntime.__version__}".replace("+", "_") in n for n in names)
-    assert eager_spec.full_cost("latency") > 0 and ort_spec.full_cost("latency") > 0
-    assert [t.dims for t in eager_spec.costs["latency"]] == [t.dims for t in ort_spec.costs["latency"]]
+    tag = f"{runtime}{get_runtime(runtime).version()}".replace("+", "_")
+    assert len(names) == 2 and any(tag in n for n in names)
+    assert eager_spec.full_cost("latency") > 0 and other_spec.full_cost("latency") > 0
+    assert [t.dims for t in eager_spec.costs["latency"]] == [t.dims for t in other_spec.costs["latency"]]
 
 
-@needs_ort
-def test_onnxruntime_whole_model_and_calibration(tmp_path):
-    model, x, spec, handle = cnn(timer(tmp_path, "onnxruntime"))
+@pytest.mark.parametrize("runtime", EXPORTING)
+def test_exported_runtime_whole_model_and_calibration(tmp_path, runtime):
+    model, x, spec, handle = cnn(timer(tmp_path, runtime))
     record = spec.meta["latency_calibration"]
-    assert "onnxruntime" in record["measured_with"]
+    assert runtime in record["measured_with"]
     small = handle.apply(mdp_opt.solve(spec, "50%", backend="dp"))
-    assert measure_latency(small, x, repeats=2, runtime="onnxruntime") > 0
+    assert measure_latency(small, x, repeats=2, runtime=runtime) > 0
 
 
-@needs_ort
-def test_exported_computations_compute_what_torch_computes():
-    import onnxruntime as ort
+def run_onnx(runtime: str, model: bytes, x: torch.Tensor) -> np.ndarray:
+    """The first output of the ONNX `model` on `x` in `runtime` (OpenVINO at f32)."""
+    if runtime == "onnxruntime":
+        import onnxruntime as ort
+        return ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"input0": x.numpy()})[0]
+    import openvino
+    compiled = openvino.Core().compile_model(openvino.Core().read_model(model), "CPU",
+                                             {"INFERENCE_PRECISION_HINT": "f32"})
+    return compiled({"input0": x.numpy()})[compiled.outputs[0]]
+
+
+@pytest.mark.parametrize("runtime", EXPORTING)
+def test_exported_computations_compute_what_torch_computes(runtime):
     torch.manual_seed(0)
     norm, mlp = nn.LayerNorm(16), nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.Linear(32, 16))
     x = torch.randn(2, 5, 16)
     for fn in (mlp, lambda t: t + mlp(norm(t))):          # a module, and a closure over modules
-        session = ort.InferenceSession(export_onnx(fn, [x]), providers=["CPUExecutionProvider"])
-        (out,) = session.run(None, {"input0": x.numpy()})
+        out = run_onnx(runtime, export_onnx(fn, [x]), x)
         with torch.no_grad():
             np.testing.assert_allclose(out, fn(x).numpy(), rtol=1e-4, atol=1e-5)
 
 
-@needs_ort
-def test_vit_parts_export_and_time_in_onnxruntime(tmp_path):
+@pytest.mark.parametrize("runtime", EXPORTING)
+def test_vit_parts_export_and_time_in_an_exported_runtime(tmp_path, runtime):
     torch.manual_seed(0)
     model, x = TimmStyleViT().eval(), torch.randn(1, 3, 32, 32)
     spec, handle = build_spec(model, x, importance=None, data=[(torch.randn(2, 3, 32, 32), torch.tensor([1, 2]))],
-                                  loss_fn=F.cross_entropy, latency=timer(tmp_path, "onnxruntime"), step=16,
+                                  loss_fn=F.cross_entropy, latency=timer(tmp_path, runtime), step=16,
                                   head_step=2, head_dim_step=6)
     assert spec.full_cost("latency") > 0 and all(np.all(t.table >= 0) for t in spec.costs["latency"])
     small = handle.apply(mdp_opt.solve(spec, "60%", backend="dp"))
-    assert measure_latency(small, x, repeats=2, runtime="onnxruntime") > 0
+    assert measure_latency(small, x, repeats=2, runtime=runtime) > 0
 
 
 class Unexportable(nn.Module):
@@ -125,10 +138,10 @@ class Unexportable(nn.Module):
         return torch.special.bessel_j0(x)
 
 
-@needs_ort
-def test_an_unexportable_model_is_a_clear_error():
-    with pytest.raises(ExportError, match="cannot export Unexportable to ONNX.*runtime='eager'"):
-        measure_latency(Unexportable(), torch.randn(1, 4), runtime="onnxruntime")
+@pytest.mark.parametrize("runtime", EXPORTING)
+def test_an_unexportable_model_is_a_clear_error(runtime):
+    with pytest.raises(ExportError, match=f"{runtime}: cannot export Unexportable to ONNX.*runtime='eager'"):
+        measure_latency(Unexportable(), torch.randn(1, 4), runtime=runtime)
 
 
 @needs_ort
@@ -139,3 +152,18 @@ def test_onnxruntime_refuses_a_cuda_input_and_bad_options():
     with pytest.raises(ValueError, match="optimization"):
         OnnxRuntime(optimization="max")
     assert OnnxRuntime(optimization="extended").key() != OnnxRuntime().key()
+
+
+@needs_ov
+def test_openvino_refuses_a_cuda_input_and_bad_options_and_keys_its_precision():
+    from mdp_opt.adapters.torch import OpenVinoRuntime
+    with pytest.raises(ValueError, match="OpenVINO's CPU plugin.*cuda"):
+        OpenVinoRuntime().check(torch.device("cuda"))
+    with pytest.raises(ValueError, match="precision"):
+        OpenVinoRuntime(precision="int4")
+    with pytest.raises(ValueError, match="opset"):
+        OpenVinoRuntime(opset=5)
+    default = OpenVinoRuntime()
+    assert default.precision in OpenVinoRuntime.PRECISIONS           # OpenVINO's default, read off the processor
+    assert OpenVinoRuntime(precision="f32").key().endswith("cpu-f32-opset17")
+    assert OpenVinoRuntime(precision="bf16").key() != OpenVinoRuntime(precision="f32").key()

@@ -12,14 +12,15 @@ layer scale, transformers with any attention layout, hierarchical transformers, 
 Inside a training loop: `prune_in_place(model, handle, result, optimizer)` slims your model object itself, and
 `IterativePruner` prunes it in steps while it trains (see `iterative`).
 
-Latency can be measured on another runtime: `MeasuredLatency(runtime="onnxruntime")` and
+Latency can be measured on another runtime: `MeasuredLatency(runtime="onnxruntime")` (or "openvino") and
 `measure_latency(small, example_input, runtime="onnxruntime")` (see `runtimes`).
 
 Under torch.distributed (DDP) every rank calls `build_spec` with its own batches and gets the same
 spec (scores summed over ranks, latency measured on rank 0); `solve_on_rank0` gives every rank the
 same result to apply (see `distributed`).
 
-Needs `pip install 'mdp-opt[torch]'` (torch, tqdm, filelock); `mdp-opt[onnx]` for ONNX Runtime; `mdp-opt[ray]`
+Needs `pip install 'mdp-opt[torch]'` (torch, tqdm, filelock); `mdp-opt[onnx]` for ONNX Runtime; `mdp-opt[openvino]` for
+OpenVINO; `mdp-opt[ray]`
 for latency tables built on a pool of devices (`MeasuredLatency(pool=...)`, see `latency_pool`);
 `mdp-opt[torch-pruning]` for `spec_from_torch_pruning` (a Torch-Pruning `DependencyGraph` as a spec, see
 `torch_pruning_bridge`).
@@ -38,7 +39,7 @@ from .latency import MeasuredLatency, measure_latency
 from .latency_cache import LatencyCacheWarning, MixedDevicesError
 from .latency_pool import LatencyPool
 from .modules import PrunedAttention, RemovedBranch, SkippedBlock
-from .runtimes import Compiled, EagerRuntime, OnnxRuntime, Runtime
+from .runtimes import Compiled, EagerRuntime, OnnxRuntime, OpenVinoRuntime, Runtime
 from .spec_builder import build_spec
 from .structure import DimInfo, LayerWidths, Options, Structure
 from .torch_pruning_bridge import TorchPruningHandle, spec_from_torch_pruning   # imports torch_pruning only when called
@@ -50,7 +51,7 @@ __all__ = [
     "BatchNormHandler", "Compiled", "Configuration", "ConvFamily", "ConvHandler", "Declined", "DimInfo",
     "EagerRuntime", "Family", "FunctionHandler", "GraphFamily", "ImportanceWarning", "InPlaceReport",
     "IterativePruner", "LatencyCacheWarning", "LatencyPool", "LayerHandler", "LayerWidths", "LinearHandler",
-    "MeasuredLatency", "MixedDevicesError", "NormHandler", "OnnxRuntime", "OpaqueHandler", "Options",
+    "MeasuredLatency", "MixedDevicesError", "NormHandler", "OnnxRuntime", "OpaqueHandler", "OpenVinoRuntime", "Options",
     "PrunedAttention", "PruningHandle", "PruningStep", "RemovedBranch", "Runtime", "SkippedBlock", "Structure",
     "TorchPruningHandle", "TransformerFamily", "UnsupportedModelError",
     "ViTPruningHandle", "ViTStructureError", "Workload", "build_spec", "build_vit_spec", "measure_latency",

@@ -1,6 +1,6 @@
 """Timing: measured latency tables with a disk cache, and `measure_latency` for whole models.
 
-Both time the same way, on the same runtime (eager PyTorch by default, or ONNX Runtime, see
+Both time the same way, on the same runtime (eager PyTorch by default, ONNX Runtime or OpenVINO, see
 `runtimes`), so predictions and measurements agree: one thread by default,
 the cache flushed before every repetition (a buffer of `flush_mb`, default 8x the L2
 size, is written) and the inputs read back into cache (as they are when the previous
@@ -72,8 +72,9 @@ class MeasuredLatency:
             about this long, untimed (`interleaved_samples`): a small model runs faster run after run
             than just after other models ran, and users time a model alone; 0: no settling runs.
         runtime: what runs the layers and the whole models: "eager" (PyTorch, the default),
-            "onnxruntime" (ONNX Runtime, CPU execution provider; needs the `onnx` extra), or a
-            `runtimes.Runtime` (e.g. `OnnxRuntime(optimization="extended")`, or one you write).
+            "onnxruntime" (ONNX Runtime, CPU execution provider; needs the `onnx` extra), "openvino"
+            (OpenVINO's CPU plugin; the `openvino` extra), or a `runtimes.Runtime` (e.g.
+            `OnnxRuntime(optimization="extended")`, `OpenVinoRuntime(precision="f32")`, or one you write).
             Deploy with the runtime the tables were measured on: a table of one runtime
             mispredicts another.
         pool: time the shapes not yet cached on a pool of identical devices through Ray, one actor per
@@ -256,8 +257,8 @@ class MeasuredLatency:
 def measure_latency(model: nn.Module, example_input: torch.Tensor, threads: int = 1, repeats: int = 20,
                     warmup: int = 3, flush_mb: int | None = None, runtime: str | Runtime = "eager") -> float:
     """Median latency of `model(example_input)` in milliseconds, timed like the latency tables
-    (`flush_mb` and `runtime` as in `MeasuredLatency`; with runtime="onnxruntime" the model is exported
-    to ONNX whole and timed in an ONNX Runtime session).
+    (`flush_mb` and `runtime` as in `MeasuredLatency`; with runtime="onnxruntime" or "openvino" the model is
+    exported to ONNX whole and timed in that runtime).
 
     The model runs in eval mode without gradients; its training flags are restored afterwards.
     """

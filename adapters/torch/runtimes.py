@@ -10,15 +10,21 @@ the same way, so a new runtime (TensorRT, OpenVINO) is one subclass:
         def version(self) -> str: ...
         def compile(self, fn, inputs, device, threads) -> Compiled: ...
 
-Two are built in:
+Three are built in:
 - `EagerRuntime` ("eager"): PyTorch eager mode, as the model runs in Python.
 - `OnnxRuntime` ("onnxruntime"): the computation exported to ONNX (TorchScript exporter,
   constant folding on) and run in an ONNX Runtime session (CPU execution provider, all graph
   optimisations unless `optimization=` says otherwise).
+- `OpenVinoRuntime` ("openvino"): the same ONNX export compiled by OpenVINO for its CPU plugin
+  (its default inference precision for the processor unless `precision=` says otherwise: bf16 on
+  processors with bf16 instructions, f32 elsewhere).
 
 `call_overhead` is the runtime's cheapest call on the same inputs (the timing loop alone for
-eager PyTorch; a session running one Identity node for ONNX Runtime): a whole model pays it
+eager PyTorch; one Identity node for ONNX Runtime and OpenVINO): a whole model pays it
 once, so the latency tables subtract it from every layer.
+
+On one CPU thread, timings use the calling thread's CPU time (`latency.interleaved_samples`), so a
+runtime must run a one-thread computation on the calling thread (all three do).
 """
 
 from __future__ import annotations
@@ -134,7 +140,7 @@ class OnnxRuntime(Runtime):
         if not isinstance(opset, int) or isinstance(opset, bool) or opset < 9:
             raise ValueError(f"opset: expected an ONNX opset number >= 9, got {opset!r}")
         self.optimization, self.opset = optimization, opset
-        _require_onnxruntime()
+        _require("onnxruntime", ("onnxruntime", "onnx"), "onnx")
 
     def version(self) -> str:
         import onnxruntime
@@ -155,16 +161,7 @@ class OnnxRuntime(Runtime):
 
     def call_overhead(self, inputs: Sequence[torch.Tensor], device: torch.device, threads: int) -> Compiled:
         """A graph passing its first input through Identity: one session call on the same inputs."""
-        import onnx
-        from onnx import TensorProto, helper
-
-        names = [f"input{i}" for i in range(len(inputs))]
-        graph = helper.make_graph(
-            [helper.make_node("Identity", [names[0]], ["output"])], "call_overhead",
-            [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(t.shape)) for n, t in zip(names, inputs)],
-            [helper.make_tensor_value_info("output", TensorProto.FLOAT, list(inputs[0].shape))])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)])
-        return self._session(onnx.shape_inference.infer_shapes(model).SerializeToString(), inputs, threads)
+        return self._session(identity_onnx(inputs, self.opset), inputs, threads)
 
     def _session(self, model: bytes, inputs: Sequence[torch.Tensor], threads: int) -> Compiled:
         import onnxruntime as ort
@@ -193,11 +190,82 @@ class OnnxRuntime(Runtime):
         return Compiled(run, touch)
 
 
-RUNTIMES: dict[str, Callable[[], Runtime]] = {"eager": EagerRuntime, "onnxruntime": OnnxRuntime}
+class OpenVinoRuntime(Runtime):
+    """OpenVINO on its CPU plugin: the computation exported to ONNX (as for ONNX Runtime) and compiled for
+    one stream of `threads` inference threads, the calling thread not pinned to a core.
+
+    Args:
+        precision: the inference precision ("f32", "bf16" or "f16"); None for OpenVINO's default on this
+            processor (read when the runtime is made, and part of the cache key either way).
+        opset: the ONNX opset to export with.
+    """
+
+    name = "openvino"
+    PRECISIONS = ("f32", "bf16", "f16")
+
+    def __init__(self, precision: str | None = None, opset: int = 17) -> None:
+        if precision is not None and precision not in self.PRECISIONS:
+            raise ValueError(f"precision: expected one of {self.PRECISIONS} or None (OpenVINO's default for the "
+                             f"processor), got {precision!r}")
+        if not isinstance(opset, int) or isinstance(opset, bool) or opset < 9:
+            raise ValueError(f"opset: expected an ONNX opset number >= 9, got {opset!r}")
+        _require("openvino", ("openvino", "onnx"), "openvino")
+        import openvino
+        self._core = openvino.Core()
+        self.precision = precision or self._core.get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
+        self.opset = opset
+
+    def version(self) -> str:
+        import openvino
+        return openvino.__version__.split("-")[0]
+
+    def options(self) -> str:
+        return f"cpu-{self.precision}-opset{self.opset}"
+
+    def check(self, device: torch.device) -> None:
+        if device.type != "cpu":
+            raise ValueError(f"runtime openvino: times OpenVINO's CPU plugin, but the example input is on {device}; "
+                             f"pass a CPU example input (or use runtime='eager' on {device.type})")
+
+    def compile(self, fn: Callable[..., Any], inputs: Sequence[torch.Tensor], device: torch.device,
+                threads: int) -> Compiled:
+        self.check(device)
+        return self._request(export_onnx(fn, inputs, self.opset, runtime=self.name), inputs, threads)
+
+    def call_overhead(self, inputs: Sequence[torch.Tensor], device: torch.device, threads: int) -> Compiled:
+        """A graph passing its first input through Identity: one inference call on the same inputs."""
+        return self._request(identity_onnx(inputs, self.opset), inputs, threads)
+
+    def _request(self, model: bytes, inputs: Sequence[torch.Tensor], threads: int) -> Compiled:
+        import openvino
+
+        compiled = self._core.compile_model(self._core.read_model(model), "CPU", {
+            "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
+            "ENABLE_CPU_PINNING": False, "INFERENCE_PRECISION_HINT": self.precision})
+        request = compiled.create_infer_request()
+        arrays = {f"input{i}": np.ascontiguousarray(t.detach().cpu().numpy()) for i, t in enumerate(inputs)}
+        # inputs the graph does not read (an exporter drops them) are not bound; the others are bound once,
+        # sharing their memory, so a call copies nothing in
+        bound = [arrays[port.get_any_name()] for port in compiled.inputs]
+        for port, array in zip(compiled.inputs, bound):
+            request.set_tensor(port, openvino.Tensor(array, shared_memory=True))
+
+        def run() -> None:
+            request.infer()
+
+        def touch() -> None:
+            for a in bound:
+                a.sum()
+
+        return Compiled(run, touch)
+
+
+RUNTIMES: dict[str, Callable[[], Runtime]] = {"eager": EagerRuntime, "onnxruntime": OnnxRuntime,
+                                              "openvino": OpenVinoRuntime}
 
 
 def get_runtime(runtime: str | Runtime) -> Runtime:
-    """A runtime by name ("eager", "onnxruntime") or the `Runtime` given."""
+    """A runtime by name ("eager", "onnxruntime", "openvino") or the `Runtime` given."""
     if isinstance(runtime, Runtime):
         return runtime
     if isinstance(runtime, str) and runtime in RUNTIMES:
@@ -205,8 +273,10 @@ def get_runtime(runtime: str | Runtime) -> Runtime:
     raise ValueError(f"runtime: expected one of {sorted(RUNTIMES)} or a Runtime instance, got {runtime!r}")
 
 
-def export_onnx(fn: Callable[..., Any], inputs: Sequence[torch.Tensor], opset: int = 17) -> bytes:
-    """`fn` (a module, or a callable whose closure holds the modules it calls) exported to ONNX, in eval mode."""
+def export_onnx(fn: Callable[..., Any], inputs: Sequence[torch.Tensor], opset: int = 17,
+                runtime: str = "onnxruntime") -> bytes:
+    """`fn` (a module, or a callable whose closure holds the modules it calls) exported to ONNX, in eval mode
+    (`runtime`: the runtime named when the export fails)."""
     module = fn if isinstance(fn, nn.Module) else _CallableModule(fn)
     flags = {m: m.training for m in module.modules()}
     module.eval()
@@ -219,7 +289,7 @@ def export_onnx(fn: Callable[..., Any], inputs: Sequence[torch.Tensor], opset: i
                               opset_version=opset, do_constant_folding=True,
                               input_names=[f"input{i}" for i in range(len(inputs))])
     except Exception as e:   # the exporter raises many types; name the computation and the fix
-        raise ExportError(f"onnxruntime: cannot export {_describe(fn)} to ONNX ({type(e).__name__}: "
+        raise ExportError(f"{runtime}: cannot export {_describe(fn)} to ONNX ({type(e).__name__}: "
                            f"{str(e).splitlines()[0] if str(e) else ''}); time this model with runtime='eager'") from e
     finally:
         for m, flag in flags.items():
@@ -259,8 +329,23 @@ def _describe(fn: Callable[..., Any]) -> str:
     return type(fn).__name__ if isinstance(fn, nn.Module) else getattr(fn, "__qualname__", repr(fn))
 
 
-def _require_onnxruntime() -> None:
-    missing = [m for m in ("onnxruntime", "onnx") if importlib.util.find_spec(m) is None]
+def identity_onnx(inputs: Sequence[torch.Tensor], opset: int = 17) -> bytes:
+    """An ONNX graph over inputs shaped like `inputs` that passes the first through Identity (a runtime's
+    cheapest call on them)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    names = [f"input{i}" for i in range(len(inputs))]
+    graph = helper.make_graph(
+        [helper.make_node("Identity", [names[0]], ["output"])], "call_overhead",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(t.shape)) for n, t in zip(names, inputs)],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, list(inputs[0].shape))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    return onnx.shape_inference.infer_shapes(model).SerializeToString()
+
+
+def _require(runtime: str, modules: Sequence[str], extra: str) -> None:
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
-        raise ImportError(f"runtime onnxruntime: needs {' and '.join(missing)}; "
-                          "pip install 'mdp-opt[onnx]' (onnx, onnxruntime)")
+        raise ImportError(f"runtime {runtime}: needs {' and '.join(missing)}; "
+                          f"pip install 'mdp-opt[{extra}]' ({', '.join(modules)})")
