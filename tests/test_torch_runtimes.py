@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -165,5 +166,6 @@ def test_openvino_refuses_a_cuda_input_and_bad_options_and_keys_its_precision():
         OpenVinoRuntime(opset=5)
     default = OpenVinoRuntime()
     assert default.precision in OpenVinoRuntime.PRECISIONS           # OpenVINO's default, read off the processor
+    assert pickle.loads(pickle.dumps(default)).key() == default.key()     # it travels to a pool's workers
     assert OpenVinoRuntime(precision="f32").key().endswith("cpu-f32-opset17")
     assert OpenVinoRuntime(precision="bf16").key() != OpenVinoRuntime(precision="f32").key()

@@ -30,6 +30,7 @@ runtime must run a one-thread computation on the calling thread (all three do).
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import io
 import warnings
@@ -210,9 +211,8 @@ class OpenVinoRuntime(Runtime):
         if not isinstance(opset, int) or isinstance(opset, bool) or opset < 9:
             raise ValueError(f"opset: expected an ONNX opset number >= 9, got {opset!r}")
         _require("openvino", ("openvino", "onnx"), "openvino")
-        import openvino
-        self._core = openvino.Core()
-        self.precision = precision or self._core.get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
+        # the runtime holds only these (it travels to a pool's workers); each process has its own OpenVINO core
+        self.precision = precision or _openvino_core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
         self.opset = opset
 
     def version(self) -> str:
@@ -239,7 +239,8 @@ class OpenVinoRuntime(Runtime):
     def _request(self, model: bytes, inputs: Sequence[torch.Tensor], threads: int) -> Compiled:
         import openvino
 
-        compiled = self._core.compile_model(self._core.read_model(model), "CPU", {
+        core = _openvino_core()
+        compiled = core.compile_model(core.read_model(model), "CPU", {
             "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
             "ENABLE_CPU_PINNING": False, "INFERENCE_PRECISION_HINT": self.precision})
         request = compiled.create_infer_request()
@@ -342,6 +343,12 @@ def identity_onnx(inputs: Sequence[torch.Tensor], opset: int = 17) -> bytes:
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, list(inputs[0].shape))])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     return onnx.shape_inference.infer_shapes(model).SerializeToString()
+
+
+@functools.lru_cache(maxsize=None)
+def _openvino_core() -> Any:
+    import openvino
+    return openvino.Core()
 
 
 def _require(runtime: str, modules: Sequence[str], extra: str) -> None:
