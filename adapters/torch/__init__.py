@@ -39,7 +39,7 @@ from .latency import MeasuredLatency, measure_latency
 from .latency_cache import LatencyCacheWarning, MixedDevicesError
 from .latency_pool import LatencyPool
 from .modules import PrunedAttention, RemovedBranch, SkippedBlock
-from .runtimes import Compiled, EagerRuntime, OnnxRuntime, OpenVinoRuntime, Runtime
+from .runtimes import Compiled, EagerRuntime, ExportedRuntime, OnnxRuntime, OpenVinoRuntime, Runtime
 from .spec_builder import build_spec
 from .structure import DimInfo, LayerWidths, Options, Structure
 from .torch_pruning_bridge import TorchPruningHandle, spec_from_torch_pruning   # imports torch_pruning only when called
@@ -49,7 +49,7 @@ ViTStructureError = UnsupportedModelError   # the former transformer-only refusa
 
 __all__ = [
     "BatchNormHandler", "Compiled", "Configuration", "ConvFamily", "ConvHandler", "Declined", "DimInfo",
-    "EagerRuntime", "Family", "FunctionHandler", "GraphFamily", "ImportanceWarning", "InPlaceReport",
+    "EagerRuntime", "ExportedRuntime", "Family", "FunctionHandler", "GraphFamily", "ImportanceWarning", "InPlaceReport",
     "IterativePruner", "LatencyCacheWarning", "LatencyPool", "LayerHandler", "LayerWidths", "LinearHandler",
     "MeasuredLatency", "MixedDevicesError", "NormHandler", "OnnxRuntime", "OpaqueHandler", "OpenVinoRuntime", "Options",
     "PrunedAttention", "PruningHandle", "PruningStep", "RemovedBranch", "Runtime", "SkippedBlock", "Structure",

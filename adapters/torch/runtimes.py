@@ -3,12 +3,13 @@
 A `Runtime` turns a callable and its example inputs into a `Compiled` computation: `run()`
 executes it once, synchronously, on the bound inputs; `touch()` reads the inputs (so they are
 in cache, as after the layer that wrote them). `latency.time_compiled` times any `Compiled`
-the same way, so a new runtime (TensorRT, OpenVINO) is one subclass:
+the same way, so a new runtime (TensorRT) is one subclass:
 
     class MyRuntime(Runtime):
         name = "myruntime"
         def version(self) -> str: ...
         def compile(self, fn, inputs, device, threads) -> Compiled: ...
+        def call_overhead(self, inputs, device, threads) -> Compiled: ...
 
 Three are built in:
 - `EagerRuntime` ("eager"): PyTorch eager mode, as the model runs in Python.
@@ -18,6 +19,8 @@ Three are built in:
 - `OpenVinoRuntime` ("openvino"): the same ONNX export compiled by OpenVINO for its CPU plugin
   (its default inference precision for the processor unless `precision=` says otherwise: bf16 on
   processors with bf16 instructions, f32 elsewhere).
+
+A runtime that loads an ONNX model on the CPU is an `ExportedRuntime` with one method, `load`.
 
 `call_overhead` is the runtime's cheapest call on the same inputs (the timing loop alone for
 eager PyTorch; one Identity node for ONNX Runtime and OpenVINO): a whole model pays it
@@ -123,7 +126,37 @@ def _synchronizer(device: torch.device) -> Callable[[], None]:
     return lambda: None
 
 
-class OnnxRuntime(Runtime):
+class ExportedRuntime(Runtime):
+    """A CPU runtime that runs each computation exported to ONNX: `compile` exports it, `call_overhead` is one
+    Identity node, and a subclass loads the model (`load`) and says what it times (`target`, for messages)."""
+
+    target = ""
+
+    def __init__(self, opset: int = 17) -> None:
+        if not isinstance(opset, int) or isinstance(opset, bool) or opset < 9:
+            raise ValueError(f"opset: expected an ONNX opset number >= 9, got {opset!r}")
+        self.opset = opset
+
+    def check(self, device: torch.device) -> None:
+        if device.type != "cpu":
+            raise ValueError(f"runtime {self.name}: times {self.target}, but the example input is on {device}; "
+                             f"pass a CPU example input (or use runtime='eager' on {device.type})")
+
+    def compile(self, fn: Callable[..., Any], inputs: Sequence[torch.Tensor], device: torch.device,
+                threads: int) -> Compiled:
+        self.check(device)
+        return self.load(export_onnx(fn, inputs, self.opset, runtime=self.name), inputs, threads)
+
+    def call_overhead(self, inputs: Sequence[torch.Tensor], device: torch.device, threads: int) -> Compiled:
+        """A graph passing its first input through Identity: one call on the same inputs."""
+        return self.load(identity_onnx(inputs, self.opset), inputs, threads)
+
+    def load(self, model: bytes, inputs: Sequence[torch.Tensor], threads: int) -> Compiled:
+        """The ONNX `model` ready to run on `inputs` (named input0, input1, ...) with `threads` threads."""
+        raise NotImplementedError
+
+
+class OnnxRuntime(ExportedRuntime):
     """ONNX Runtime with the CPU execution provider.
 
     Args:
@@ -133,14 +166,14 @@ class OnnxRuntime(Runtime):
     """
 
     name = "onnxruntime"
+    target = "the CPU execution provider"
     LEVELS = ("disabled", "basic", "extended", "all")
 
     def __init__(self, optimization: str = "all", opset: int = 17) -> None:
         if optimization not in self.LEVELS:
             raise ValueError(f"optimization: expected one of {self.LEVELS}, got {optimization!r}")
-        if not isinstance(opset, int) or isinstance(opset, bool) or opset < 9:
-            raise ValueError(f"opset: expected an ONNX opset number >= 9, got {opset!r}")
-        self.optimization, self.opset = optimization, opset
+        super().__init__(opset)
+        self.optimization = optimization
         _require("onnxruntime", ("onnxruntime", "onnx"), "onnx")
 
     def version(self) -> str:
@@ -150,21 +183,7 @@ class OnnxRuntime(Runtime):
     def options(self) -> str:
         return f"cpu-opt{self.optimization}-opset{self.opset}"
 
-    def check(self, device: torch.device) -> None:
-        if device.type != "cpu":
-            raise ValueError(f"runtime onnxruntime: times the CPU execution provider, but the example input is on "
-                             f"{device}; pass a CPU example input (or use runtime='eager' on {device.type})")
-
-    def compile(self, fn: Callable[..., Any], inputs: Sequence[torch.Tensor], device: torch.device,
-                threads: int) -> Compiled:
-        self.check(device)
-        return self._session(export_onnx(fn, inputs, self.opset), inputs, threads)
-
-    def call_overhead(self, inputs: Sequence[torch.Tensor], device: torch.device, threads: int) -> Compiled:
-        """A graph passing its first input through Identity: one session call on the same inputs."""
-        return self._session(identity_onnx(inputs, self.opset), inputs, threads)
-
-    def _session(self, model: bytes, inputs: Sequence[torch.Tensor], threads: int) -> Compiled:
+    def load(self, model: bytes, inputs: Sequence[torch.Tensor], threads: int) -> Compiled:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -177,21 +196,17 @@ class OnnxRuntime(Runtime):
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[self.optimization]
         options.log_severity_level = 3
         session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-        arrays = {f"input{i}": np.ascontiguousarray(t.detach().cpu().numpy()) for i, t in enumerate(inputs)}
+        arrays = _arrays(inputs)
         # inputs the graph does not read (an exporter drops them) are not fed
         feeds = {i.name: arrays[i.name] for i in session.get_inputs()}
 
         def run() -> None:
             session.run(None, feeds)
 
-        def touch() -> None:
-            for a in feeds.values():
-                a.sum()
-
-        return Compiled(run, touch)
+        return Compiled(run, _reader(list(feeds.values())))
 
 
-class OpenVinoRuntime(Runtime):
+class OpenVinoRuntime(ExportedRuntime):
     """OpenVINO on its CPU plugin: the computation exported to ONNX (as for ONNX Runtime) and compiled for
     one stream of `threads` inference threads, the calling thread not pinned to a core.
 
@@ -202,18 +217,17 @@ class OpenVinoRuntime(Runtime):
     """
 
     name = "openvino"
+    target = "OpenVINO's CPU plugin"
     PRECISIONS = ("f32", "bf16", "f16")
 
     def __init__(self, precision: str | None = None, opset: int = 17) -> None:
         if precision is not None and precision not in self.PRECISIONS:
             raise ValueError(f"precision: expected one of {self.PRECISIONS} or None (OpenVINO's default for the "
                              f"processor), got {precision!r}")
-        if not isinstance(opset, int) or isinstance(opset, bool) or opset < 9:
-            raise ValueError(f"opset: expected an ONNX opset number >= 9, got {opset!r}")
+        super().__init__(opset)
         _require("openvino", ("openvino", "onnx"), "openvino")
         # the runtime holds only these (it travels to a pool's workers); each process has its own OpenVINO core
         self.precision = precision or _openvino_core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
-        self.opset = opset
 
     def version(self) -> str:
         import openvino
@@ -222,21 +236,7 @@ class OpenVinoRuntime(Runtime):
     def options(self) -> str:
         return f"cpu-{self.precision}-opset{self.opset}"
 
-    def check(self, device: torch.device) -> None:
-        if device.type != "cpu":
-            raise ValueError(f"runtime openvino: times OpenVINO's CPU plugin, but the example input is on {device}; "
-                             f"pass a CPU example input (or use runtime='eager' on {device.type})")
-
-    def compile(self, fn: Callable[..., Any], inputs: Sequence[torch.Tensor], device: torch.device,
-                threads: int) -> Compiled:
-        self.check(device)
-        return self._request(export_onnx(fn, inputs, self.opset, runtime=self.name), inputs, threads)
-
-    def call_overhead(self, inputs: Sequence[torch.Tensor], device: torch.device, threads: int) -> Compiled:
-        """A graph passing its first input through Identity: one inference call on the same inputs."""
-        return self._request(identity_onnx(inputs, self.opset), inputs, threads)
-
-    def _request(self, model: bytes, inputs: Sequence[torch.Tensor], threads: int) -> Compiled:
+    def load(self, model: bytes, inputs: Sequence[torch.Tensor], threads: int) -> Compiled:
         import openvino
 
         core = _openvino_core()
@@ -244,7 +244,7 @@ class OpenVinoRuntime(Runtime):
             "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
             "ENABLE_CPU_PINNING": False, "INFERENCE_PRECISION_HINT": self.precision})
         request = compiled.create_infer_request()
-        arrays = {f"input{i}": np.ascontiguousarray(t.detach().cpu().numpy()) for i, t in enumerate(inputs)}
+        arrays = _arrays(inputs)
         # inputs the graph does not read (an exporter drops them) are not bound; the others are bound once,
         # sharing their memory, so a call copies nothing in
         bound = [arrays[port.get_any_name()] for port in compiled.inputs]
@@ -254,11 +254,20 @@ class OpenVinoRuntime(Runtime):
         def run() -> None:
             request.infer()
 
-        def touch() -> None:
-            for a in bound:
-                a.sum()
+        return Compiled(run, _reader(bound))
 
-        return Compiled(run, touch)
+
+def _arrays(inputs: Sequence[torch.Tensor]) -> dict[str, np.ndarray]:
+    """The inputs as contiguous numpy arrays named as `export_onnx` names them."""
+    return {f"input{i}": np.ascontiguousarray(t.detach().cpu().numpy()) for i, t in enumerate(inputs)}
+
+
+def _reader(arrays: Sequence[np.ndarray]) -> Callable[[], None]:
+    """A `Compiled.touch` that reads `arrays` (into cache, as after the layer that wrote them)."""
+    def touch() -> None:
+        for a in arrays:
+            a.sum()
+    return touch
 
 
 RUNTIMES: dict[str, Callable[[], Runtime]] = {"eager": EagerRuntime, "onnxruntime": OnnxRuntime,
