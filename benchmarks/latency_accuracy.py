@@ -228,6 +228,25 @@ def summary(cases: list[dict]) -> str:
             f"{100 * (max(r['measured_ms'] / r['budget_ms'] for r in rows) - 1):+.1f}%" + alone_summary(rows))
 
 
+def groups(cases: list[dict]) -> str:
+    """Per input and runtime: answers, within 5% (as measured, drift-corrected, timed alone), mean and worst |error|."""
+    lines = ["| input | runtime | answers | within 5% | drift-corrected within 5% | timed alone within 5% | "
+             "mean abs error | worst |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    keys = sorted({(c["size"], c["batch"], c["runtime"]) for c in cases})
+    for size, batch, runtime in keys:
+        rows = [r for c in cases if (c["size"], c["batch"], c["runtime"]) == (size, batch, runtime)
+                for r in c["rows"] if "measured_ms" in r]
+        if not rows:
+            continue
+        alone = [r for r in rows if "error_alone" in r]
+        errors = [abs(r["error"]) for r in rows]
+        lines.append(f"| {size}px x{batch} | {runtime} | {len(rows)} | {sum(e <= TARGET for e in errors)} | "
+                     f"{sum(abs(r['drift_corrected_error']) <= TARGET for r in rows)} | "
+                     f"{sum(abs(r['error_alone']) <= TARGET for r in alone)} of {len(alone)} | "
+                     f"{100 * statistics.mean(errors):.1f}% | {100 * max(errors):.1f}% |")
+    return "\n".join(lines)
+
+
 def alone_summary(rows: list[dict]) -> str:
     """The answers also timed alone (run after run, as `measure_latency` times a model; runs since the seventh
     session): how far the prediction is from that."""
@@ -347,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no results in {results}")
         return 1
     print("\n" + markdown(cases))
+    print("\n" + groups(cases))
     print("\n" + summary(cases))
     if args.plot:
         plot(cases, Path(args.plot))
