@@ -68,6 +68,23 @@ def test_a_user_runtime_times_tables_and_models_and_keys_the_cache(tmp_path):
     assert measure_latency(small, x, repeats=2, runtime=runtime) > 0 and runtime.compiled == 2 * shapes + 1
 
 
+class AloneRuntime(EagerRuntime):
+    """Eager PyTorch claiming that a layer run alone spends 1,000 ms on work a whole model does not do."""
+
+    name = "alone"
+
+    def compile_layer(self, fn, inputs, device, threads) -> Compiled:
+        compiled = self.compile(fn, inputs, device, threads)
+        return Compiled(compiled.run, compiled.touch, excluded=lambda: 1000.0)
+
+
+def test_what_a_layer_costs_only_alone_is_left_out_of_tables_not_whole_models(tmp_path):
+    _, x, spec, handle = cnn(timer(tmp_path, AloneRuntime(), calibrate=False))
+    assert all(np.all(t.table == 0) for t in spec.costs["latency"])     # every layer: measured - 1,000 ms, floored
+    model = handle.apply(mdp_opt.solve(spec, "100%", backend="dp"))
+    assert measure_latency(model, x, repeats=2, runtime=AloneRuntime()) > 0
+
+
 def test_runtime_names_and_bad_runtimes():
     assert isinstance(get_runtime("eager"), EagerRuntime)
     with pytest.raises(ValueError, match="runtime: expected one of"):
@@ -169,3 +186,15 @@ def test_openvino_refuses_a_cuda_input_and_bad_options_and_keys_its_precision():
     assert pickle.loads(pickle.dumps(default)).key() == default.key()     # it travels to a pool's workers
     assert OpenVinoRuntime(precision="f32").key().endswith("cpu-f32-opset17")
     assert OpenVinoRuntime(precision="bf16").key() != OpenVinoRuntime(precision="f32").key()
+
+
+@needs_ov
+def test_openvino_leaves_out_the_conversions_at_a_layers_inputs_and_outputs():
+    from mdp_opt.adapters.torch import OpenVinoRuntime
+    runtime, cpu = OpenVinoRuntime(), torch.device("cpu")
+    conv, x = nn.Conv2d(32, 32, 3, padding=1).eval(), torch.randn(1, 32, 32, 32)
+    layer = runtime.compile_layer(conv, [x], cpu, 1)
+    layer.run()
+    assert layer.excluded is not None and layer.excluded() > 0     # the plain f32 input reordered, and the output
+    assert runtime.compile(conv, [x], cpu, 1).excluded is None     # a whole model is timed with everything
+    assert runtime.call_overhead([x], cpu, 1).excluded is None

@@ -189,12 +189,14 @@ class MeasuredLatency:
         (Flushing alone also evicts the framework's code and data: on the development machine
         every layer then read 10-30 us slow at batch 1, twice the whole small model.) The same
         measurement of the runtime's cheapest call (`Runtime.call_overhead`: the timing loop, and a
-        session call for ONNX Runtime) is subtracted: a model pays it once, not once per layer.
-        `overheads` caches that measurement per input shapes."""
+        session call for ONNX Runtime) is subtracted: a model pays it once, not once per layer. So is what
+        the runtime says the layer spends only because it runs alone (`Runtime.compile_layer`: OpenVINO's
+        conversions of the layer's inputs and outputs). `overheads` caches the call's measurement per input
+        shapes."""
         fn, inputs = workload.setup(device, dtype)
         twin_fn, twin_inputs = workload.setup(device, dtype)
-        compiled = self.runtime.compile(fn, inputs, device, self.threads)
-        twin = self.runtime.compile(twin_fn, twin_inputs, device, self.threads)
+        compiled = self.runtime.compile_layer(fn, inputs, device, self.threads)
+        twin = self.runtime.compile_layer(twin_fn, twin_inputs, device, self.threads)
         ms = time_compiled(compiled, device, self.repeats, self.warmup, self.flush_mb, twin)
         return max(0.0, ms - self._call_overhead(inputs, device, {} if overheads is None else overheads))
 
@@ -330,7 +332,8 @@ def interleaved_samples(compiled: Sequence[Compiled], device: torch.device, runs
         c.touch()            # the inputs are in cache, as after the layer that wrote them
         start = clock()
         c.run()
-        return (clock() - start) / 1e6
+        ms = (clock() - start) / 1e6
+        return ms if c.excluded is None else ms - c.excluded()
 
     samples: list[list[float]] = [[] for _ in compiled]
     turns = warmup + -(-runs // streak)
