@@ -46,6 +46,7 @@ import mdp_opt
 from mdp_opt.adapters.torch import ImportanceWarning, MeasuredLatency, build_spec
 from mdp_opt.adapters.torch.latency import CALIBRATION_SETTLE_MS
 from mdp_opt.adapters.torch.latency_model import as_result, noise_spread, reference_configurations
+from mdp_opt.adapters.torch.runtimes import get_runtime
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from zoo_models import ARCHITECTURES, settle_batchnorm  # noqa: E402
@@ -354,8 +355,10 @@ def main(argv: list[str] | None = None) -> int:
         for size, batch in parse_configs(args.configs):
             for arch in args.archs.split(","):
                 for runtime in args.runtimes.split(","):
-                    if runtime in ("onnxruntime", "openvino") and args.device != "cpu":
-                        print(f"skip {arch} {size}x{batch} {runtime}: measured on the CPU only")
+                    try:
+                        get_runtime(runtime).check(torch.device(args.device))
+                    except ValueError as e:      # a runtime that times another device (ONNX Runtime, OpenVINO: CPU)
+                        print(f"skip {arch} {size}x{batch} {runtime}: {e}")
                         continue
                     case = run_case(arch, size, batch, runtime, args)
                     print_case(case)
