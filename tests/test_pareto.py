@@ -90,3 +90,65 @@ def test_a_sealed_tree_gives_the_best_value_ranking_no_higher_in_both(points, ra
     below = (at[None, :, 0] <= lookups[:, None, 0]) & (at[None, :, 1] <= lookups[:, None, 1])
     expected = np.where(below, value[None, :], -np.inf).max(axis=1)
     assert np.array_equal(tree.best(lookups), expected)
+
+
+def one_resource_front(state: np.ndarray, cost: np.ndarray, value: np.ndarray) -> set[tuple[float, float, float]]:
+    """The non-dominated (state, cost, value) of one resource, by a sort per state (the reference)."""
+    front = set()
+    for s in np.unique(state):
+        at = np.flatnonzero(state == s)
+        best = -np.inf
+        for i in at[np.lexsort((-value[at], cost[at]))]:
+            if value[i] > best:
+                front.add((state[i], cost[i], value[i]))
+                best = value[i]
+    return front
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 3000), st.integers(1, 6), st.integers(1, 50), st.integers(0, 2**32 - 1))
+def test_one_resource_filter_sifting_by_cost_buckets_keeps_exactly_the_non_dominated_pairs(n, states, levels, seed):
+    """One-resource filters first drop pairs dominated across cost buckets (`_coarse_dominated`; here from the
+    first pair on), then sort what is left: with ties, duplicates, a state whose pairs all cost the same, and
+    values that fall or rise with cost, the survivors are exactly one copy of each non-dominated pair, ordered
+    by (state, cost); a pair the buckets drop is dominated by a strictly cheaper pair of its state."""
+    rng = np.random.default_rng(seed)
+    state = np.sort(rng.integers(0, states, n))
+    cost = rng.integers(0, levels, (n, 1)).astype(float) * rng.choice([0.1, 1.0, 3.0])
+    cost[state == 0] = 5.0
+    value = rng.integers(0, 60, n) + rng.choice([-1.0, 0.0, 1.0]) * cost[:, 0]
+    coarse = pareto._coarse_dominated(state, cost[:, 0], value)
+    for i in np.flatnonzero(coarse):
+        assert np.any((state == state[i]) & (cost[:, 0] < cost[i, 0]) & (value >= value[i]))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pareto, "COARSE_FROM", 1)
+        kept = pareto.pareto(state, cost, value)
+    got = [(state[i], cost[i, 0], value[i]) for i in kept]
+    assert len(got) == len(set(got)) and set(got) == one_resource_front(state, cost[:, 0], value)
+    assert got == sorted(got, key=lambda p: (p[0], p[1]))
+
+
+def test_cost_buckets_leave_pairs_with_non_finite_costs_or_values_alone():
+    """An infinite or nan cost or value is never marked dominated by the buckets (nor breaks the others)."""
+    state = np.zeros(8, dtype=np.int64)
+    cost = np.array([0.0, 1.0, 2.0, np.inf, 3.0, np.nan, 4.0, 5.0])
+    value = np.array([9.0, 1.0, -np.inf, 0.0, np.nan, 0.0, 2.0, 1.0])
+    # the five finite pairs make two buckets over costs 0-5: {0, 1} and {4, 5}; the upper two are dominated
+    assert pareto._coarse_dominated(state, cost, value).tolist() == [False] * 6 + [True, True]
+    assert not pareto._coarse_dominated(state[:2], np.array([np.inf, 1.0]), np.array([np.nan, 0.0])).any()
+
+
+def test_large_one_resource_filters_sift_most_pairs_before_sorting():
+    """Where few pairs survive (values noisy around a rising trend, as the dp's joined messages are), the cost
+    buckets drop nearly all the dominated pairs without a sort, and the answer is the sorting filter's."""
+    rng = np.random.default_rng(7)
+    n = 200_000
+    state = np.sort(rng.integers(0, 4, n))
+    cost = rng.random((n, 1)) * 100
+    value = cost[:, 0] + rng.normal(size=n) * 20
+    coarse = pareto._coarse_dominated(state, cost[:, 0], value)
+    kept = pareto.pareto(state, cost, value)
+    assert coarse.mean() > 0.9 and len(kept) < 0.01 * n
+    assert not coarse[kept].any()
+    got = {(state[i], cost[i, 0], value[i]) for i in kept}
+    assert got == one_resource_front(state, cost[:, 0], value)
