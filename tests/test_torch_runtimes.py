@@ -64,8 +64,17 @@ def test_a_user_runtime_times_tables_and_models_and_keys_the_cache(tmp_path):
     assert runtime.compiled == 2 * shapes                      # each shape and its twin, once
     cnn(timer(tmp_path, runtime, calibrate=False))             # a second build reads the cache
     assert runtime.compiled == 2 * shapes
-    small = handle.apply(mdp_opt.solve(spec, "50%", backend="dp"))
-    assert measure_latency(small, x, repeats=2, runtime=runtime) > 0 and runtime.compiled == 2 * shapes + 1
+    small = handle.apply(solved_halfway(spec))
+    assert measure_latency(small, x, repeats=2, runtime=runtime) > 0
+
+
+def solved_halfway(spec: mdp_opt.Spec) -> mdp_opt.Result:
+    """The optimum halfway between the narrowest model without blocks and the full one in latency. (On a 16-32 px
+    model the fitted fixed cost alone can be 30-45% of the full latency, so a plain "50%" may be infeasible.)"""
+    least = mdp_opt.evaluate(spec, {d.name: 0 for d in spec.dims}, {b: False for b in spec.block_names})
+    result = mdp_opt.solve(spec, (least.costs["latency"] + spec.full_cost("latency")) / 2, backend="dp")
+    assert result.status is mdp_opt.Status.OPTIMAL
+    return result and runtime.compiled == 2 * shapes + 1
 
 
 class AloneRuntime(EagerRuntime):
@@ -111,8 +120,17 @@ def test_exported_runtime_whole_model_and_calibration(tmp_path, runtime):
     model, x, spec, handle = cnn(timer(tmp_path, runtime))
     record = spec.meta["latency_calibration"]
     assert runtime in record["measured_with"]
-    small = handle.apply(mdp_opt.solve(spec, "50%", backend="dp"))
+    small = handle.apply(solved_halfway(spec))
     assert measure_latency(small, x, repeats=2, runtime=runtime) > 0
+
+
+def solved_halfway(spec: mdp_opt.Spec) -> mdp_opt.Result:
+    """The optimum halfway between the narrowest model without blocks and the full one in latency. (On a 16-32 px
+    model the fitted fixed cost alone can be 30-45% of the full latency, so a plain "50%" may be infeasible.)"""
+    least = mdp_opt.evaluate(spec, {d.name: 0 for d in spec.dims}, {b: False for b in spec.block_names})
+    result = mdp_opt.solve(spec, (least.costs["latency"] + spec.full_cost("latency")) / 2, backend="dp")
+    assert result.status is mdp_opt.Status.OPTIMAL
+    return result
 
 
 def run_onnx(runtime: str, model: bytes, x: torch.Tensor) -> np.ndarray:
@@ -145,7 +163,7 @@ def test_vit_parts_export_and_time_in_an_exported_runtime(tmp_path, runtime):
                                   loss_fn=F.cross_entropy, latency=timer(tmp_path, runtime), step=16,
                                   head_step=2, head_dim_step=6)
     assert spec.full_cost("latency") > 0 and all(np.all(t.table >= 0) for t in spec.costs["latency"])
-    small = handle.apply(mdp_opt.solve(spec, "60%", backend="dp"))
+    small = handle.apply(solved_halfway(spec))
     assert measure_latency(small, x, repeats=2, runtime=runtime) > 0
 
 
