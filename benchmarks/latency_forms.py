@@ -7,14 +7,16 @@ For one architecture (tests/zoo_models.py), input and runtime: raw measured tabl
 calibration), then, all in ONE window of interleaved runs (so the machine's drift does not
 enter): the reference models of `latency_model.reference_configurations`, the raw spec's
 optimal answers at 90-20% budgets, and five random configurations. Each candidate form is
-fitted (non-negative least squares of relative error, as `latency_model` fits; "factor" through the
-full model alone) to the references plus the answers at 80/60/40/20%, and judged on the answers at
-90/70/50/30%.
+fitted (non-negative least squares of relative error, as `latency_model` fits, each fitting answer counted
+`--answer-weight` times as the calibration counts its answers; "factor" through the full model alone) to the
+references plus the answers at 80/60/40/20%, and judged on the answers at 90/70/50/30%.
 Features of a configuration: T, its raw table cost; Thi / Tlo, the part in terms over two or
 more dims / one or none; Te / Tl, the part in the layers making up the first / second half of the
 full model's table cost (`latency_model.split_tables`); P, its parameters (MB of float32); A, the
-elements its operations write; B, its blocks kept; 1, a constant. The chosen model
-(`latency_model`) is "Te+Tl+P+A+c" (before the seventh session: "T+P+A+c").
+elements its operations write; B, its blocks kept; 1, a constant; and from files that list the terms, G, the
+smallest entries of its kept gated terms, and Fe / Fl, Te / Tl above every term's smallest entry. The chosen
+model (`latency_model`) is "Te+Tl+P+A+B+c" (from the fourteenth session, after OpenVINO; before it "Te+Tl+P+A+c",
+and before the seventh session "T+P+A+c").
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import mdp_opt
 from mdp_opt.evaluate import term_value
 from mdp_opt import Term
 from mdp_opt.adapters.torch import ImportanceWarning, MeasuredLatency, build_spec
+from mdp_opt.adapters.torch.calibration import ANSWER_WEIGHT
 from mdp_opt.adapters.torch.latency_model import (as_result, nnls, noise_spread, reference_configurations,
                                                   split_tables)
 
@@ -45,6 +48,8 @@ from zoo_models import ARCHITECTURES, settle_batchnorm  # noqa: E402
 FORMS = {"raw tables": [], "factor": ["T"], "T+c": ["T", "1"], "T+B+c": ["T", "B", "1"], "Thi+Tlo+c": ["Thi", "Tlo", "1"],
          "T+P": ["T", "P"], "T+P+c": ["T", "P", "1"], "Thi+Tlo+P+c": ["Thi", "Tlo", "P", "1"],
          "T+P+A+c": ["T", "P", "A", "1"], "Te+Tl+P+A+c": ["Te", "Tl", "P", "A", "1"]}
+FORMS.update({"Te+Tl+P+A+B+c": ["Te", "Tl", "P", "A", "B", "1"], "Fe+Fl+G+P+A+c": ["Fe", "Fl", "G", "P", "A", "1"],
+              "Fe+Fl+G+c": ["Fe", "Fl", "G", "1"]})
 FIT_BUDGETS, CHECK_BUDGETS = (80, 60, 40, 20), (90, 70, 50, 30)
 
 
@@ -79,7 +84,10 @@ def measure(args: argparse.Namespace) -> dict:
           f"{time.perf_counter() - start:.0f} s")
     dense = raw.replace(costs={"latency": tuple(t for t in raw.costs["latency"] if len(t.dims) >= 2) or (Term((), 0.0),)})
     early = raw.replace(costs={"latency": tuple(split_tables(raw.costs["latency"])[0]) or (Term((), 0.0),)})
-    out = {"references": references, "configs": {}}
+    early_ids = {id(t) for t in split_tables(raw.costs["latency"])[0]}
+    out = {"references": references, "configs": {},
+           "terms": [{"least": float(t.table.min()), "gated": t.block is not None, "early": id(t) in early_ids}
+                     for t in raw.costs["latency"]]}
     for (name, (choice, active)), s in zip(configs.items(), samples):
         ev = mdp_opt.evaluate(raw, choice, active)
         thi = mdp_opt.evaluate(dense, choice, active).costs["latency"]
@@ -93,14 +101,29 @@ def measure(args: argparse.Namespace) -> dict:
     return out
 
 
-def fit(configs: dict, columns: list[str], names: list[str]) -> np.ndarray | None:
+def floor_features(d: dict) -> None:
+    """Add to each configuration, where the file lists its terms: G, the smallest entries of its active gated terms
+    (what a block's layers cost at their narrowest: mostly fixed cost per operator, paid while the block is kept);
+    Fe / Fl, the early / late tables above every term's smallest entry."""
+    if "terms" not in d:
+        return
+    for c in d["configs"].values():
+        active = [v > 0 or not info["gated"] for v, info in zip(c["terms"], d["terms"])]
+        c["G"] = sum(info["least"] for on, info in zip(active, d["terms"]) if on and info["gated"])
+        above = [(v - info["least"]) if on else 0.0 for v, on, info in zip(c["terms"], active, d["terms"])]
+        c["Fe"] = sum(a for a, info in zip(above, d["terms"]) if info["early"])
+        c["Fl"] = sum(a for a, info in zip(above, d["terms"]) if not info["early"])
+
+
+def fit(configs: dict, columns: list[str], names: list[str], answer_weight: float = 1.0) -> np.ndarray | None:
     if not columns:
         return None
     if columns == ["T"]:
         return np.array([configs["full"]["measured_ms"] / configs["full"]["T"]])
     a = np.array([[configs[n][c] for c in columns] for n in names])
     y = np.array([configs[n]["measured_ms"] for n in names])
-    return nnls(a / y[:, None], np.ones(len(y)))        # as `latency_model` fits: every coefficient >= 0
+    root = np.sqrt([answer_weight if n.startswith("answer") else 1.0 for n in names])
+    return nnls(a / y[:, None] * root[:, None], root)   # as `latency_model` fits: every coefficient >= 0
 
 
 def predict(configs: dict, columns: list[str], coef: np.ndarray | None, name: str) -> float:
@@ -108,29 +131,35 @@ def predict(configs: dict, columns: list[str], coef: np.ndarray | None, name: st
     return c["T"] if coef is None else float(sum(k * c[col] for k, col in zip(coef, columns)))
 
 
-def analyze(paths: list[str]) -> None:
+def analyze(paths: list[str], answer_weight: float = ANSWER_WEIGHT) -> None:
     worst: dict[str, list[float]] = {f: [] for f in FORMS}
     within: dict[str, list[bool]] = {f: [] for f in FORMS}
     print("| case | noise | " + " | ".join(FORMS) + " |")
     print("|---|---:|" + "---:|" * len(FORMS))
     for path in paths:
         d = json.loads(Path(path).read_text())
+        floor_features(d)
         configs = d["configs"]
+        forms = {f: cols for f, cols in FORMS.items() if all(col in configs["full"] for col in cols)}
         fit_on = d["references"] + [f"answer {p}%" for p in FIT_BUDGETS if f"answer {p}%" in configs]
         check = [f"answer {p}%" for p in CHECK_BUDGETS if f"answer {p}%" in configs]
         cells = []
         for form, columns in FORMS.items():
-            coef = fit(configs, columns, fit_on)
+            if form not in forms:
+                cells.append("-")
+                continue
+            coef = fit(configs, columns, fit_on, answer_weight)
             errors = [abs(predict(configs, columns, coef, n) / configs[n]["measured_ms"] - 1) for n in check]
             worst[form].append(max(errors))
             within[form] += [e <= 0.05 for e in errors]
             cells.append(f"{100 * statistics.mean(errors):.1f} / {100 * max(errors):.1f}")
         noise = statistics.median(c["noise"] for c in configs.values())
         print(f"| {d['case']} | {100 * noise:.1f}% | " + " | ".join(cells) + " |")
-    print("| worst case | | " + " | ".join(f"{100 * max(v):.1f}" for v in worst.values()) + " |")
-    print("| mean of worst | | " + " | ".join(f"{100 * statistics.mean(v):.1f}" for v in worst.values()) + " |")
+    print("| worst case | | " + " | ".join(f"{100 * max(v):.1f}" if v else "-" for v in worst.values()) + " |")
+    print("| mean of worst | | " + " | ".join(f"{100 * statistics.mean(v):.1f}" if v else "-" for v in worst.values()) + " |")
     print("| answers within 5% | | " + " | ".join(f"{sum(v)}/{len(v)}" for v in within.values()) + " |")
-    print("(cells: mean / worst |error| in % on the answers at 90/70/50/30%)")
+    print(f"(cells: mean / worst |error| in % on the answers at 90/70/50/30%; each fitting answer counted "
+          f"{answer_weight:g} times)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,9 +174,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "latency_forms"))
     p.add_argument("--analyze", nargs="*", help="JSON files written by earlier runs: print the comparison")
+    p.add_argument("--answer-weight", type=float, default=ANSWER_WEIGHT,
+                   help="how many times each fitting answer's squared error counts (the calibration's; tables "
+                        "before the fourteenth session: 1)")
     args = p.parse_args(argv)
     if args.analyze is not None:
-        analyze(sorted(f for pattern in args.analyze for f in glob.glob(pattern)))
+        analyze(sorted(f for pattern in args.analyze for f in glob.glob(pattern)), args.answer_weight)
         return 0
     if args.arch is None:
         p.error("give an architecture, or --analyze FILES")

@@ -6,6 +6,8 @@ removed blocks included. No timings are asserted."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -16,7 +18,7 @@ import torch.nn.functional as F  # noqa: E402
 
 import mdp_opt  # noqa: E402
 from mdp_opt.adapters.torch import MeasuredLatency, build_spec  # noqa: E402
-from mdp_opt.adapters.torch.calibration import calibrate_latency  # noqa: E402
+from mdp_opt.adapters.torch.calibration import ANSWER_WEIGHT, calibrate_latency  # noqa: E402
 from mdp_opt.adapters.torch.latency_model import (AffineFit, Reference, as_result, features, fit_affine,  # noqa: E402
                                                   nnls, reference_configurations, split_tables)
 
@@ -76,6 +78,35 @@ def test_the_affine_fit_recovers_a_known_device_and_predicts_every_configuration
         assert result.costs["latency"] == pytest.approx(measure(handle.apply(result)), rel=1e-6)
 
 
+@pytest.mark.parametrize("backend", ["cpsat", "milp", "dp"])
+def test_a_cost_per_kept_block_is_fitted_and_every_exact_backend_solves_with_it(backend):
+    """A device that also spends a fixed time on every residual block the model still runs (counted on the
+    slimmed torch model: a removed block is the identity): the calibrated spec carries it as a term gated by each
+    block, and the answers of every exact backend are predicted exactly, removed blocks included."""
+    if backend not in mdp_opt.installed_backends():
+        pytest.skip(f"{backend} is not installed")
+    _, x, raw, handle = built("resnet", "flops")
+    per_block = 0.05
+    block_types = tuple({type(m) for name, m in handle.model.named_modules() if name in raw.block_names})
+    assert block_types
+
+    def measure(model: torch.nn.Module) -> float:
+        kept = sum(isinstance(m, block_types) for m in model.modules())
+        return device(x)(model) + per_block * kept
+
+    spec, fitted = calibrate_latency(raw, handle, measure, "known device", method="affine")
+    assert fitted.factors["blocks"] == pytest.approx(per_block, rel=1e-6)
+    gated = [t for t in spec.costs["latency"] if t.block is not None and not t.dims]
+    assert sorted(t.block for t in gated) == sorted(raw.block_names)
+    removed = 0
+    for pct in (25, 45, 70):
+        result = mdp_opt.solve(spec, {"latency": f"{pct}%"}, backend=backend)
+        assert result.status is mdp_opt.Status.OPTIMAL
+        assert result.costs["latency"] == pytest.approx(measure(handle.apply(result)), rel=1e-6)
+        removed += sum(not a for a in result.active.values())
+    assert removed > 0                      # the block term was priced in some answer
+
+
 def test_a_fixed_cost_is_what_one_factor_misses():
     """The issue's symptom: one factor through the full model predicts pruned models too fast on a device with a
     fixed cost; the affine model does not."""
@@ -105,7 +136,8 @@ def test_features_count_only_what_a_choice_can_remove():
     full_choice, active = raw.full_configuration()
     small = {d.name: 0 for d in raw.dims}
     full, least = features(raw, full_choice, active), features(raw, small, {b: False for b in active})
-    assert set(full) == {"tables_early", "tables_late", "params"}
+    assert set(full) == {"tables_early", "tables_late", "params", "blocks"}
+    assert full["blocks"] == len(raw.block_names) > 0 and least["blocks"] == 0
     assert all(v >= 0 for v in least.values())
     assert full["tables_early"] > least["tables_early"] and full["tables_late"] > least["tables_late"]
     assert full["params"] > least["params"]
@@ -119,11 +151,13 @@ def test_the_tables_split_where_the_full_model_reaches_half_its_cost_in_network_
 
 
 @pytest.mark.parametrize("kind", ["resnet", "mobilenet", "vit"])
-def test_early_and_late_layers_may_cost_different_amounts_per_table_ms(kind):
-    """A device on which the early layers run 3x slower per table millisecond than the late ones: the fit recovers
-    both rates and predicts random configurations exactly, where one factor for all the tables cannot."""
+def test_early_and_late_layers_and_kept_blocks_may_cost_different_amounts(kind):
+    """A device on which the early layers run 3x slower per table millisecond than the late ones, and each kept
+    block costs a fixed time beyond its tables (as OpenVINO spends on a block's operators): the fit recovers every
+    rate and predicts random configurations exactly, where one factor for all the tables and no block cost cannot."""
     _, _, raw, _ = built(kind, "flops")
-    rates = {"tables_early": 3 * MS_PER_MAC, "tables_late": MS_PER_MAC, "params": MS_PER_PARAM}
+    assert raw.block_names
+    rates = {"tables_early": 3 * MS_PER_MAC, "tables_late": MS_PER_MAC, "params": MS_PER_PARAM, "blocks": 0.02}
 
     def device(choice, active):
         return FIXED_MS + sum(rates[n] * v for n, v in features(raw, choice, active).items())
@@ -168,6 +202,35 @@ def test_halves_the_references_cannot_tell_apart_share_one_factor():
     assert not fitted.note
     assert fitted.factors["tables_early"] == pytest.approx(3.0) and fitted.factors["tables_late"] == pytest.approx(3.0)
     assert all(fitted.predict(features(spec, c, {})) == pytest.approx(device(c)) for c in configs)
+
+
+def test_a_weighted_reference_is_fitted_closer_where_the_form_cannot_fit_all():
+    """A device the affine form cannot follow (latency quadratic in the tables): giving one reference weight 9
+    (as the calibration gives the solver's answers) cuts its relative error, at the others' expense."""
+    _, _, raw, _ = built("resnet", "flops")
+
+    def device(choice, active):
+        f = features(raw, choice, active)
+        return 0.2 + (f["tables_early"] + f["tables_late"]) ** 2 / 1e3
+
+    refs = [Reference(n, c, a, (device(c, a),)) for n, c, a in reference_configurations(raw)]
+    errors = {}
+    for weight in (1.0, 9.0):
+        weighted = [replace(r, weight=weight) if r.name == "uniform 0.5" else r for r in refs]
+        fitted = fit_affine(raw, weighted)
+        errors[weight] = [abs(fitted.predict(f) / r.measured_ms - 1) for f, r in zip(fitted.features, weighted)]
+    heavy = [r.name for r in refs].index("uniform 0.5")
+    assert errors[1.0][heavy] > 0.01 and errors[9.0][heavy] < 0.75 * errors[1.0][heavy]
+    assert sum(errors[9.0]) - errors[9.0][heavy] > sum(errors[1.0]) - errors[1.0][heavy]
+
+
+def test_the_calibration_counts_each_solver_answer_as_several_references():
+    _, x, raw, handle = built("resnet", "flops")
+    _, fitted = calibrate_latency(raw, handle, device(x), "known device", method="affine")
+    weights = {r.name: r.weight for r in fitted.references}
+    answers = [n for n in weights if n.startswith("solver answer at")]
+    assert answers and all(weights[n] == ANSWER_WEIGHT > 1 for n in answers)
+    assert all(w == 1.0 for n, w in weights.items() if n not in answers)
 
 
 def test_too_few_references_fall_back_to_one_factor():

@@ -14,24 +14,29 @@ that make up the first and the second half of the full model's table cost (`spli
 parameter count and A the elements its operations write (activations), all counted above the
 smallest entries of the terms that are always present (what no choice removes),
 
-    latency = a_early * T_early  +  a_late * T_late  +  m * P  +  k * A  +  c,    all >= 0.
+    latency = a_early * T_early  +  a_late * T_late  +  m * P  +  k * A  +  b * B  +  c,    all >= 0.
 
 `c` is the fixed cost of the model: the always-present minimum plus whatever the runtime spends
 outside the tables. P and A enter when the spec has the "params" and "activations" resources
-(the builders add them for the fit and drop them after). The coefficients are fitted by
+(the builders add them for the fit and drop them after). B is the number of removable blocks kept:
+a runtime spends time on each block's operators that no layer timed alone shows (OpenVINO about
+0.3 ms per inference on ViT-Tiny's 24 branches at 64 px, outside every operator's own counter). The coefficients are fitted by
 non-negative least squares of relative error to reference models that span what a solver can
 pick (`reference_configurations`), measured run by run in alternation. The spec stays a plain
 spec: each half's latency tables times its factor, the parameter tables times `m`, the activation tables times
-`k` (all with their ungated tables shifted down by their smallest entry), and `c` as one
-constant term, so every backend sees the same model.
+`k` (all with their ungated tables shifted down by their smallest entry), a term of `b` gated by each block,
+and `c` as one constant term, so every backend sees the same model.
 
 Measured on the development machine (benchmarks/RESULTS.md, `benchmarks/latency_forms.py`): on
 six architectures in eager PyTorch and ONNX Runtime at 64 and 224 px, batch 1, every model of a
-case timed in one window of interleaved runs, this predicted all 96 of the solver's answers at
-90/70/50/30% within 5% (worst 4.9%, 2.4% on average of the worst case per model); one factor
-for all the tables (T+P+A+c) 94 of 96 (worst 6.3%), tables + parameters + constant 87 (worst
-8.5%), one factor alone 58 (worst 40%). A split into dense and light terms instead of early and
-late did worse (worst 7.0%), and so did a cost per removable block.
+case timed in one window of interleaved runs, the form without B predicted all 96 of the solver's
+answers at 90/70/50/30% within 5% (worst 4.9%, 2.4% on average of the worst case per model), with B
+95 (worst 5.2%, 2.1% on average); one factor for all the tables (T+P+A+c) 94 of 96 (worst 6.3%),
+tables + parameters + constant 87 (worst 8.5%), one factor alone 58 (worst 40%). In OpenVINO (seven
+cases at 64 and 224 px) the form with B predicted 23 of 28 within 5% (worst 10.9%, 6.2% on
+average), without it 19 (worst 24.3%, 9.6%). A split into dense and light terms instead of early
+and late did worse (worst 7.0%), and so did the tables above their narrowest entries with a cost
+per block's narrowest entries (worst 11.8% in OpenVINO).
 """
 
 from __future__ import annotations
@@ -51,7 +56,9 @@ COMPONENTS = {"tables_early": "latency tables of the layers that make up the fir
               "tables_late": "latency tables of the other layers (ms per ms of table)",
               "params": "parameters kept (ms per parameter: weights streamed from memory)",
               "activations": "elements written by the operations (ms per element: activations streamed through "
-                             "memory)"}
+                             "memory)",
+              "blocks": "removable blocks kept (ms per block: what the runtime spends on a block's operators "
+                        "beyond their tables)"}
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,7 @@ class Reference:
     choice: Mapping[str, int]
     active: Mapping[str, bool]
     samples: tuple[float, ...] = ()
+    weight: float = 1.0            # its squared relative error counts this many times in the fit
 
     @property
     def measured_ms(self) -> float:
@@ -101,7 +109,8 @@ class AffineFit:
             "method": "affine", "factors": dict(self.factors), "constant_ms": self.constant,
             "components": {k: v for k, v in COMPONENTS.items() if k in self.factors},
             "points": [{"model": r.name, "tables_ms": t, "measured_ms": r.measured_ms,
-                        "predicted_ms": self.predict(f), "noise_spread": r.spread, "runs": len(r.samples)}
+                        "predicted_ms": self.predict(f), "noise_spread": r.spread, "runs": len(r.samples),
+                        "weight": r.weight}
                        for r, f, t in zip(self.references, self.features, self.tables_ms)]}
         if self.note:
             out["note"] = self.note
@@ -157,13 +166,15 @@ def as_result(spec: Spec, choice: Mapping[str, int], active: Mapping[str, bool],
 
 def components(spec: Spec, resource: str = "latency") -> dict[str, list[Term]]:
     """The parts of the model, each with its terms: the latency tables split in two ("tables_early", "tables_late",
-    see `split_tables`), and the parameter count ("params") and elements written ("activations") when the spec has
-    those resources. Empty parts are left out."""
+    see `split_tables`), the parameter count ("params") and elements written ("activations") when the spec has
+    those resources, and the removable blocks kept ("blocks": one gated term of 1 per block). Empty parts are left
+    out."""
     early, late = split_tables(spec.costs[resource])
     out = {"tables_early": early, "tables_late": late}
     for extra in ("params", "activations"):
         if extra in spec.costs and resource != extra:
             out[extra] = list(spec.costs[extra])
+    out["blocks"] = [Term((), 1.0, block) for block in spec.block_names]
     return {name: terms for name, terms in out.items() if terms}
 
 
@@ -200,7 +211,8 @@ def features(spec: Spec, choice: Mapping[str, int], active: Mapping[str, bool], 
 
 
 def fit_affine(spec: Spec, references: Sequence[Reference], resource: str = "latency") -> AffineFit:
-    """Non-negative least squares of relative error: a factor per component and the constant.
+    """Non-negative least squares of relative error (each reference's squared error times its weight): a factor
+    per component and the constant.
 
     "params" gets the factor 0 when it does not vary over the references; when the tables do not vary,
     or there are no more references than unknowns, the fit is one factor through the full model (the
@@ -238,7 +250,8 @@ def fit_affine(spec: Spec, references: Sequence[Reference], resource: str = "lat
         return AffineFit(factors, factor * (tables[0] - variable), tuple(references), tuple(feats),
                          tuple(tables), "too few distinct reference models for the affine fit: one factor through "
                                         "the full model")
-    coef = nnls(design / measured[:, None], np.ones(len(measured)))
+    root = np.sqrt([r.weight for r in references])         # rows scaled by sqrt(weight): squared errors by weight
+    coef = nnls(design / measured[:, None] * root[:, None], root)
     factors = {n: 0.0 for n in names}
     for column, c, size in zip(columns, coef[:-1], sizes):
         factors.update({n: float(c) / size for n in column})
