@@ -27,16 +27,17 @@ spec: each half's latency tables times its factor, the parameter tables times `m
 `k` (all with their ungated tables shifted down by their smallest entry), a term of `b` gated by each block,
 and `c` as one constant term, so every backend sees the same model.
 
-Measured on the development machine (benchmarks/RESULTS.md, `benchmarks/latency_forms.py`): on
-six architectures in eager PyTorch and ONNX Runtime at 64 and 224 px, batch 1, every model of a
-case timed in one window of interleaved runs, the form without B predicted all 96 of the solver's
-answers at 90/70/50/30% within 5% (worst 4.9%, 2.4% on average of the worst case per model), with B
-95 (worst 5.2%, 2.1% on average); one factor for all the tables (T+P+A+c) 94 of 96 (worst 6.3%),
-tables + parameters + constant 87 (worst 8.5%), one factor alone 58 (worst 40%). In OpenVINO (seven
-cases at 64 and 224 px) the form with B predicted 23 of 28 within 5% (worst 10.9%, 6.2% on
-average), without it 19 (worst 24.3%, 9.6%). A split into dense and light terms instead of early
-and late did worse (worst 7.0%), and so did the tables above their narrowest entries with a cost
-per block's narrowest entries (worst 11.8% in OpenVINO).
+Measured on the development machine (benchmarks/RESULTS.md, `benchmarks/latency_forms.py`): every
+model of a case timed in one window of interleaved runs, fitted to the references and the solver's
+answers at 80/60/40/20% (each answer counted 9 times, as `calibration.calibrate_affine` counts them),
+judged on the answers at 90/70/50/30%. Six architectures in eager PyTorch and ONNX Runtime at 64 and
+224 px, batch 1: 95 of 96 answers within 5% (worst 5.2%, 1.8% on average of each case's worst); without
+B 96 (worst 4.6%, 2.0%). Seven cases in OpenVINO: 23 of 28 (worst 8.1%, 4.8%); without B 21 (worst
+16.9%, ViT-Tiny at 64 px). With every answer counted once, the form without B (the model until the
+fourteenth session) had 96 of 96 and 19 of 28 (worst 24.3%). One factor for all the tables (T+P+A+c,
+equal weights) had 94 of 96 (worst 6.3%), tables + parameters + constant 87 (worst 8.5%), one factor alone
+58 (worst 40%). A split into dense and light terms instead of early and late did worse (worst 7.0%), and so
+did the tables above their narrowest entries with a cost for each kept block's narrowest entries.
 """
 
 from __future__ import annotations
