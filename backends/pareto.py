@@ -37,15 +37,21 @@ def pareto(state: np.ndarray, cost: np.ndarray, value: np.ndarray, check: Callab
     if cost.shape[1] > 1:
         order = np.lexsort((-value,) + tuple(cost[:, r] for r in range(cost.shape[1] - 1, -1, -1)) + (state,))
         return order[~_dominated(state[order], cost[order], value[order], check)]
-    if len(value) >= COARSE_FROM:
-        rest = np.flatnonzero(~_coarse_dominated(state, cost[:, 0], value))
-        if len(rest) < len(value):
-            return rest[pareto(state[rest], cost[rest], value[rest], check)]
+    if len(value) < COARSE_FROM:
+        return _pareto_sorted(state, cost[:, 0], value)
+    rest = np.flatnonzero(~_coarse_dominated(state, cost[:, 0], value))
+    return rest[_pareto_sorted(state[rest], cost[rest, 0], value[rest])]
+
+
+def _pareto_sorted(state: np.ndarray, cost: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """`pareto` for one resource (`cost` one number per pair) by sorting."""
+    if len(value) == 0:
+        return np.zeros(0, dtype=np.int64)
     # sort by cost within each state: by cost, then stably by state (a radix sort when states are few)
-    order = np.argsort(cost[:, 0])
+    order = np.argsort(cost)
     segment = state[order]
     order = order[np.argsort(segment.astype(np.uint16) if state[-1] < 2**16 else segment, kind="stable")]
-    s, c, v = state[order], cost[order, 0], value[order]
+    s, c, v = state[order], cost[order], value[order]
     # keep a pair when it is worth more than every pair before it in its state: a running maximum of
     # (state, value), compared lexicographically as the complex number state + i value (exact)
     running = np.maximum.accumulate(s + 1j * v)

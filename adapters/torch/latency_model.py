@@ -20,9 +20,9 @@ smallest entries of the terms that are always present (what no choice removes),
 outside the tables. P and A enter when the spec has the "params" and "activations" resources
 (the builders add them for the fit and drop them after). B is the number of removable blocks kept:
 a runtime spends time on each block's operators that no layer timed alone shows (OpenVINO about
-0.3 ms per inference on ViT-Tiny's 24 branches at 64 px, outside every operator's own counter). The coefficients are fitted by
-non-negative least squares of relative error to reference models that span what a solver can
-pick (`reference_configurations`), measured run by run in alternation. The spec stays a plain
+0.3 ms per inference on ViT-Tiny's 24 branches at 64 px, outside every operator's own counter).
+The coefficients are fitted by non-negative least squares of relative error to reference models
+that span what a solver can pick (`reference_configurations`), measured run by run in alternation. The spec stays a plain
 spec: each half's latency tables times its factor, the parameter tables times `m`, the activation tables times
 `k` (all with their ungated tables shifted down by their smallest entry), a term of `b` gated by each block,
 and `c` as one constant term, so every backend sees the same model.
