@@ -140,12 +140,11 @@ def analyze(paths: list[str], answer_weight: float = ANSWER_WEIGHT) -> None:
         d = json.loads(Path(path).read_text())
         floor_features(d)
         configs = d["configs"]
-        forms = {f: cols for f, cols in FORMS.items() if all(col in configs["full"] for col in cols)}
         fit_on = d["references"] + [f"answer {p}%" for p in FIT_BUDGETS if f"answer {p}%" in configs]
         check = [f"answer {p}%" for p in CHECK_BUDGETS if f"answer {p}%" in configs]
         cells = []
         for form, columns in FORMS.items():
-            if form not in forms:
+            if not all(col in configs["full"] for col in columns):      # a feature this file cannot give
                 cells.append("-")
                 continue
             coef = fit(configs, columns, fit_on, answer_weight)
@@ -156,7 +155,8 @@ def analyze(paths: list[str], answer_weight: float = ANSWER_WEIGHT) -> None:
         noise = statistics.median(c["noise"] for c in configs.values())
         print(f"| {d['case']} | {100 * noise:.1f}% | " + " | ".join(cells) + " |")
     print("| worst case | | " + " | ".join(f"{100 * max(v):.1f}" if v else "-" for v in worst.values()) + " |")
-    print("| mean of worst | | " + " | ".join(f"{100 * statistics.mean(v):.1f}" if v else "-" for v in worst.values()) + " |")
+    print("| mean of worst | | " + " | ".join(f"{100 * statistics.mean(v):.1f}" if v else "-"
+                                             for v in worst.values()) + " |")
     print("| answers within 5% | | " + " | ".join(f"{sum(v)}/{len(v)}" for v in within.values()) + " |")
     print(f"(cells: mean / worst |error| in % on the answers at 90/70/50/30%; each fitting answer counted "
           f"{answer_weight:g} times)")

@@ -210,9 +210,9 @@ def calibrate_affine(spec: Spec, handle: Slimmer, measure_many: MeasureMany, mea
        together, run by run in alternation, and the final fit uses them all, each answer's squared error
        counted ANSWER_WEIGHT times: the model must be right where a solver picks, and the references are
        there to tell its components apart. (Where the form cannot fit both, OpenVINO's ViT-Tiny at 64 px,
-       equal weights left the answers 17-29% fast within the fit; in `benchmarks/latency_forms.py`'s 31 cases, the mean of
-       each case's worst error fell from 2.1% to 1.8% in eager and ONNX Runtime and from 6.2% to 4.8% in
-       OpenVINO.)
+       equal weights left the answers 17-29% fast within the fit; in `benchmarks/latency_forms.py`'s 31
+       cases, the mean of each case's worst error fell from 2.1% to 1.8% in eager and ONNX Runtime and from
+       6.2% to 4.8% in OpenVINO.)
     The user's budgets play no part: the fitted model serves every budget."""
     configs = reference_configurations(spec)
     first = fit_affine(spec, _measured(spec, handle, configs, measure_many), resource)

@@ -22,10 +22,11 @@ outside the tables. P and A enter when the spec has the "params" and "activation
 a runtime spends time on each block's operators that no layer timed alone shows (OpenVINO about
 0.3 ms per inference on ViT-Tiny's 24 branches at 64 px, outside every operator's own counter).
 The coefficients are fitted by non-negative least squares of relative error to reference models
-that span what a solver can pick (`reference_configurations`), measured run by run in alternation. The spec stays a plain
-spec: each half's latency tables times its factor, the parameter tables times `m`, the activation tables times
-`k` (all with their ungated tables shifted down by their smallest entry), a term of `b` gated by each block,
-and `c` as one constant term, so every backend sees the same model.
+that span what a solver can pick (`reference_configurations`), measured run by run in alternation.
+The spec stays a plain spec: each half's latency tables times its factor, the parameter tables
+times `m`, the activation tables times `k` (all with their ungated tables shifted down by their
+smallest entry), a term of `b` gated by each block, and `c` as one constant term, so every backend
+sees the same model.
 
 Measured on the development machine (benchmarks/RESULTS.md, `benchmarks/latency_forms.py`): every
 model of a case timed in one window of interleaved runs, fitted to the references and the solver's
