@@ -233,6 +233,19 @@ def test_the_calibration_counts_each_solver_answer_as_several_references():
     assert all(w == 1.0 for n, w in weights.items() if n not in answers)
 
 
+def test_the_calibration_says_which_answer_budgets_were_infeasible_in_its_first_fit():
+    """A fixed cost above a fifth of the full latency makes the 20% answer infeasible: the calibration measures
+    the other answers and its description names the budgets it had answers at, and the one it had none at."""
+    model, x, raw, handle = built("resnet", "flops")
+    measure = device(x)
+    full = measure(model)
+    spec, fitted = calibrate_latency(raw, handle, lambda m: measure(m) + 0.3 * full, "known device", method="affine")
+    answers = {r.name for r in fitted.references if r.name.startswith("solver answer at")}
+    assert answers == {"solver answer at 40%", "solver answer at 60%", "solver answer at 80%"}
+    how = spec.meta["latency_calibration"]["measured_with"]
+    assert "answers at 40%, 60%, 80% of a first fit; none at 20%, infeasible there" in how
+
+
 def test_too_few_references_fall_back_to_one_factor():
     _, _, raw, _ = built("resnet", "flops")
     choice, active = raw.full_configuration()

@@ -217,20 +217,27 @@ def calibrate_affine(spec: Spec, handle: Slimmer, measure_many: MeasureMany, mea
     configs = reference_configurations(spec)
     first = fit_affine(spec, _measured(spec, handle, configs, measure_many), resource)
     draft = affine_spec(spec, first, measured_with, resource)
-    answers = []
+    answers, answered = [], []
     for b in budgets:
         result = solve(draft, {resource: b * draft.full_cost(resource)})
         if result.has_solution:
             answers.append((f"solver answer at {b:.0%}", result.choice, result.active))
+            answered.append(b)
     references = _measured(spec, handle, distinct(configs + answers), measure_many)
     answer_names = {name for name, _, _ in answers}
     references = [replace(r, weight=ANSWER_WEIGHT) if r.name in answer_names else r for r in references]
     fitted = fit_affine(spec, references, resource)
     runs = len(references[0].samples)
+    unanswered = [b for b in budgets if b not in answered]     # below the first fit's least latency
     how = (f"affine: {measured_with}; {len(references)} reference models (uniform, half-slimmed, blocks removed, "
-           f"and the solver's answers at {', '.join(f'{b:.0%}' for b in budgets)} of a first fit), "
-           f"{runs} runs each in alternation, median")
+           f"and the solver's answers at {_percents(answered) or 'no budget'} of a first fit"
+           + (f"; none at {_percents(unanswered)}, infeasible there" if unanswered else "")
+           + f"), {runs} runs each in alternation, median")
     return affine_spec(spec, fitted, how, resource), fitted
+
+
+def _percents(fractions: Sequence[float]) -> str:
+    return ", ".join(f"{b:.0%}" for b in fractions)
 
 
 def _measured(spec: Spec, handle: Slimmer, configs: Sequence[tuple[str, dict[str, int], dict[str, bool]]],
