@@ -9,8 +9,9 @@ A backend declaring `Feature.FRONTIER` (`dp`) computes the best value at every b
 pass: its hook `frontier(spec, resource, other_limits, cap, points, options)` returns an object
 with `cheapest()` (the least cost of `resource` within the other limits) and `answer(limit)`;
 it raises `FrontierUnavailable` when that pass would cost more than solving each budget alone.
-Then, and for any other backend, `solve()` (with its presolve) is called once per budget, in increasing
-order, all sharing one `presolve.SharedPresolve` (graph, Lagrangian passes, incumbents).
+Then, and for any other backend, `solve()` (with its presolve) is called once per budget, every tenth
+budget first and then the others in increasing order, all sharing one `presolve.SharedPresolve` (graph,
+Lagrangian passes, incumbents, and the fixings' max-marginals that bracket the budgets between them).
 Either way every point is verified like a `solve()` result, and the values never decrease with
 the budget.
 """
@@ -36,6 +37,7 @@ from .spec import Spec, SpecError, Term
 ONE_PASS = "one pass for every budget"
 ONE_SOLVE_PER_BUDGET = "one solve per budget"
 SHARED_PRESOLVE = "one solve per budget, sharing the presolve's graph, passes and incumbents"
+COARSE_STRIDE = 10      # sharing the presolve: every 10th budget first, then those between them
 
 
 @dataclass(frozen=True)
@@ -80,8 +82,9 @@ def frontier(spec: Spec, resource: str | None = None, budgets: Sequence[float] |
         ray: solve budget by budget on a Ray cluster (an address, "auto" or "local:N"; see `mdp_opt.pool`),
             one job per budget; the points are the same as here. (A one-pass frontier runs here.)
         share: when solving budget by budget here with a backend that runs the presolve, share one
-            `SharedPresolve` across the budgets (in increasing order: the factor graph, the Lagrangian passes
-            and the incumbents of smaller budgets are reused); the answers are the same. False solves each
+            `SharedPresolve` across the budgets (the factor graph, the Lagrangian passes and the incumbents of
+            smaller budgets are reused, and budgets between two fixed ones run on a smaller graph); the answers are
+            the same. False solves each
             budget alone (for benchmarking).
         workers: with `share`, solve in this many processes of this machine, each taking every `workers`-th
             budget with its own `SharedPresolve` (the points are the same; on 2 cores a 100-point frontier of a
@@ -174,8 +177,8 @@ def _frontier_by_solving(spec: Spec, resource: str, others: dict[str, float], gr
     jobs = [(spec, {resource: budget, **others}, backend, options) for budget in grid]
     out: list[FrontierPoint] = []
     if shared is not None and get_backend(backend).has(Feature.PRESOLVE) and options.get("presolve", True) is True:
-        # in increasing budget order, each solve reuses the factor graph, the Lagrangian passes and the
-        # incumbents of the solves before it (an answer at a smaller budget fits every larger one)
+        # each solve reuses the factor graph, the Lagrangian passes and the incumbents of the solves before it
+        # (an answer at a smaller budget fits every larger one), and the fixings' max-marginals (see `_solve_shared`)
         all_budgets = [budgets for _, budgets, _, _ in jobs]
         if workers == 1:
             results = _solve_shared(spec, all_budgets, backend, options, shared)
@@ -192,15 +195,24 @@ def _frontier_by_solving(spec: Spec, resource: str, others: dict[str, float], gr
 
 def _solve_shared(spec: Spec, all_budgets: list[dict[str, float]], backend: str, options: dict[str, Any],
                   shared: SharedPresolve | None = None) -> list[Result]:
-    """`solve()` at each budget (in the order given), all sharing one `SharedPresolve`."""
+    """`solve()` at each budget (given in increasing order), all sharing one `SharedPresolve`: every
+    COARSE_STRIDE-th budget and the last first, then the others, which their fixings bracket (`presolve.interval`)."""
     shared = shared or SharedPresolve(spec)
-    results = []
-    for budgets in all_budgets:
-        result = solve(spec, budgets, backend=backend, **{**options, "presolve": shared})
+    results: list[Result] = [None] * len(all_budgets)  # type: ignore[list-item]
+    for i in coarse_first(len(all_budgets)):
+        result = solve(spec, all_budgets[i], backend=backend, **{**options, "presolve": shared})
         result.stats["frontier"] = SHARED_PRESOLVE
-        result.stats["shared_presolve"] = dict(shared.stats)
-        results.append(result)
+        results[i] = result
+    for result in results:
+        result.stats["shared_presolve"] = dict(shared.stats)     # what was shared over all these budgets
     return results
+
+
+def coarse_first(n: int, stride: int | None = None) -> list[int]:
+    """0, stride, 2 stride, ..., n - 1 (stride: COARSE_STRIDE), then the other indices in increasing order."""
+    stride = stride or COARSE_STRIDE
+    coarse = sorted(set(range(0, n, stride)) | ({n - 1} if n else set()))
+    return coarse + [i for i in range(n) if i not in set(coarse)]
 
 
 def _solve_in_processes(spec: Spec, all_budgets: list[dict[str, float]], backend: str, options: dict[str, Any],

@@ -279,7 +279,8 @@ def presolve(spec: Spec, limits: Mapping[str, float], deadline: Deadline | None 
         return finish("stopped", search.bound, incumbent, **stats)
     if incumbent is None:
         return finish("reduced", search.bound, None, **stats)
-    bounds = state_bounds(graph, search.best_lambdas, limits)
+    bounds = (shared.state_bounds(search.best_lambdas, limits, search.incumbent_value) if shared is not None
+              else state_bounds(graph, search.best_lambdas, limits))
     search.passes += 1
     stats["passes"] = search.passes
     keep = keep_masks(bounds, search.incumbent, search.incumbent_value)
