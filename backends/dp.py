@@ -99,7 +99,7 @@ class _TimeUp(Exception):
 # elimination 26 of 259 instead of 80). Most passes build the bulk of their pairs in the last joins, so the
 # projection under-estimates them and does not stop a pass that fits (on the real instances' frontier passes it is
 # under 1% of the allowance after a quarter of the eliminations).
-PROJECTION_AFTER = 0.1
+PROJECTION_AFTER = 0.03
 PROJECTION_FACTOR = 3.0
 
 
