@@ -58,6 +58,8 @@ class IntervalGraph:
         self.margin = 4 * graph.rounding_margin({resource: high.lam})
         self.floor = self._least_of_best() - self.margin            # LB, less the passes' float error
         self.keep = [np.maximum(a, b) >= self.floor for a, b in zip(low.marginals, high.marginals)]
+        for v, mask in enumerate(self.keep):       # the two maximisers' own states, whatever the float rounding
+            mask[low.x[v]] = mask[high.x[v]] = True
         self.sub, self.kept, self.fixed = reduce_spec(graph.spec, self.keep, low.x)
         self.sub_graph = SpecGraph(self.sub, memory_limit=graph._memory_limit)
         self.sub_graph.plan  # noqa: B018 - no larger than the whole graph's, which fits
