@@ -27,7 +27,6 @@ import numpy as np
 
 from ..factor_graph import SpecGraph, TableTooLarge
 from ..spec import Spec
-from .fixing import state_bounds
 from .interval import Endpoint, IntervalGraph
 
 Point = tuple[np.ndarray, float, dict[str, float]]      # (assignment, value, costs)
@@ -159,6 +158,7 @@ class SharedPresolve:
 
 
 def interval_multiplier(lambdas: Mapping[str, float], resource: str) -> float:
+    """The multiplier of `resource` in `lambdas` (0 when absent)."""
     return float(lambdas.get(resource, 0.0))
 
 
