@@ -18,10 +18,16 @@ from ..spec import Dim, Spec, Term
 
 def state_bounds(graph: SpecGraph, lambdas: Mapping[str, float], limits: Mapping[str, float]) -> list[np.ndarray]:
     """Per variable and state, an upper bound on the value of every feasible configuration using that state
-    (its max-marginal at `lambdas`, plus the multipliers' share of the limits and a float-rounding margin)."""
+    (its max-marginal at `lambdas`, plus `bound_offset`)."""
     mm = graph.max_marginals(lambdas)
-    offset = sum(lam * limits[r] for r, lam in lambdas.items()) + 2 * graph.rounding_margin(lambdas)
+    offset = bound_offset(graph, lambdas, limits)
     return [marginal + offset for marginal in mm.marginals]
+
+
+def bound_offset(graph: SpecGraph, lambdas: Mapping[str, float], limits: Mapping[str, float]) -> float:
+    """What turns a max-marginal at `lambdas` into a bound on feasible values: the multipliers' share of the limits
+    and a float-rounding margin."""
+    return sum(lam * limits[r] for r, lam in lambdas.items()) + 2 * graph.rounding_margin(lambdas)
 
 
 def states_to_keep(graph: SpecGraph, lambdas: Mapping[str, float], limits: Mapping[str, float],
@@ -78,3 +84,10 @@ def reduce_spec(spec: Spec, keep: list[np.ndarray], incumbent: np.ndarray
         blocks=tuple(b for b in spec.block_names if b not in fixed),
         objective=terms.pop(None), costs=terms)
     return reduced, kept, fixed
+
+
+def lift_assignment(graph: SpecGraph, sub_graph: SpecGraph, x: np.ndarray, kept: Mapping[str, tuple[int, ...]],
+                    fixed: Mapping[str, bool]) -> np.ndarray:
+    """An assignment of a reduced spec's graph (`reduce_spec`'s `kept` and `fixed`) as one of the whole spec's."""
+    choice, active = sub_graph.configuration(x)
+    return graph.assignment({d: kept[d][k] for d, k in choice.items()}, {**active, **fixed})

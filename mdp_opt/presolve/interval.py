@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..factor_graph import SpecGraph
-from .fixing import reduce_spec
+from .fixing import lift_assignment, reduce_spec
 
 
 @dataclass(frozen=True)
@@ -69,10 +69,6 @@ class IntervalGraph:
         for j, b in enumerate(graph.spec.block_names):
             self._sub_var[n + j] = position.get(b)
 
-    @property
-    def choices(self) -> int:
-        return sum(d.size for d in self.sub.dims)
-
     def covers(self, lam: float) -> bool:
         return self.low.lam <= lam <= self.high.lam
 
@@ -89,11 +85,7 @@ class IntervalGraph:
     def max_sum(self, lam: float) -> tuple[float, np.ndarray]:
         """(M(lam), a maximiser of the whole graph); lam must be covered."""
         value, x = self.sub_graph.max_sum({self.resource: lam})
-        return value, self._lift(x)
-
-    def _lift(self, x: np.ndarray) -> np.ndarray:
-        choice, active = self.sub_graph.configuration(x)
-        return self.graph.assignment({d: self.kept[d][k] for d, k in choice.items()}, {**active, **self.fixed})
+        return value, lift_assignment(self.graph, self.sub_graph, x, self.kept, self.fixed)
 
     def bounds(self, lam: float) -> tuple[list[np.ndarray], float]:
         """(per variable and state of the whole graph, an upper bound on m_s(lam); the bound P of the dropped
@@ -106,7 +98,7 @@ class IntervalGraph:
         mm = self.sub_graph.max_marginals({self.resource: lam})
         out = []
         for v, (chord, keep) in enumerate(zip(chords, self.keep)):
-            bound = chord.copy()
+            bound = chord                           # a fresh array of its own
             sub = self._sub_var[v]
             if sub is None:                         # a block fixed in the smaller graph: its kept state
                 bound[keep] = mm.value             # is in every configuration there

@@ -28,7 +28,7 @@ from ..evaluate import evaluate
 from ..factor_graph import SpecGraph
 from ..spec import Spec
 from .dual import LagrangianSearch
-from .fixing import reduce_spec, states_to_keep
+from .fixing import lift_assignment, reduce_spec, states_to_keep
 
 PROBE_MIN_CHOICES = 1_000   # probe when the fixing leaves at least this many dim choices,
 PROBE_MIN_GAP = 1e-3        # or when the relative gap (bound - incumbent) / bound is at least this
@@ -109,7 +109,7 @@ def probe(graph: SpecGraph, limits: Mapping[str, float], keep: list[np.ndarray],
         if infeasible:
             continue
         if search.incumbent is not None and search.incumbent_value > best_value:
-            best, best_value = _better(graph, limits, _lift(graph, sub_graph, search.incumbent, kept, fixed),
+            best, best_value = _better(graph, limits, lift_assignment(graph, sub_graph, search.incumbent, kept, fixed),
                                        best, best_value)
         if search.bound < best_value:
             continue
@@ -137,13 +137,6 @@ def _better(graph: SpecGraph, limits: Mapping[str, float], x: np.ndarray, best: 
     if ev.value > best_value and all(ev.costs[r] <= limit for r, limit in limits.items()):
         return x, ev.value
     return best, best_value
-
-
-def _lift(graph: SpecGraph, sub_graph: SpecGraph, x: np.ndarray, kept: Mapping[str, tuple[int, ...]],
-          fixed: Mapping[str, bool]) -> np.ndarray:
-    """An assignment of a branch's reduced spec as an assignment of the whole spec."""
-    choice, active = sub_graph.configuration(x)
-    return graph.assignment({d: kept[d][k] for d, k in choice.items()}, {**active, **fixed})
 
 
 def _lift_masks(spec: Spec, branch: list[np.ndarray], sub: Spec, sub_keep: list[np.ndarray],

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..factor_graph import SpecGraph, TableTooLarge
 from ..spec import Spec
+from .fixing import bound_offset
 from .interval import Endpoint, IntervalGraph
 
 Point = tuple[np.ndarray, float, dict[str, float]]      # (assignment, value, costs)
@@ -94,7 +95,7 @@ class SharedPresolve:
         are then the same. Bounds computed on the whole graph are kept as endpoints of later intervals."""
         resource = _only(limits, lambdas)
         interval = self._interval(lambdas)
-        offset = sum(lam * limits[r] for r, lam in lambdas.items()) + 2 * self.graph().rounding_margin(lambdas)
+        offset = bound_offset(self.graph(), lambdas, limits)
         if interval is not None:
             bounds, dropped = interval.bounds(interval_multiplier(lambdas, interval.resource))
             if dropped + offset < incumbent_value:
